@@ -1,0 +1,126 @@
+"""Defaults shared by every config, the ``key=value`` variant parser and validation."""
+
+import ml_collections
+
+
+def parse_arg(arg: str, **defaults) -> dict:
+  """'stage=t2i,runlocal=True' -> dict, starting from defaults; unknown keys refused."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    if '=' not in item:
+      raise ValueError(f'config variant {item!r} is not key=value.')
+    k, v = item.split('=', 1)
+    if k not in defaults:
+      raise ValueError(f'unknown config variant key {k!r}; known: {sorted(defaults)}.')
+    out[k] = type(defaults[k])(v) if not isinstance(defaults[k], bool) else v.lower() in ('1', 'true', 'yes')
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0                             # seeds init, data order, noise and CFG dropout
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'shapes'                 # 'shapes' (embedded, generated) or a tfds name
+  c.data.data_dir = './tfds_data'        # where tfds datasets are prepared and read
+  c.data.num_frames = 16                 # frames per clip
+  c.data.size = 32                       # frame height and width in pixels
+  c.data.num_train = 4096                # generated training clips (shapes only)
+  c.data.num_test = 256                  # generated test clips (shapes only)
+  c.data.dataset_seed = 0                # seed of the generated dataset (shapes only)
+  c.data.tokenizer = ''                  # sentencepiece model; '' = data/captions_spm.model
+  c.data.max_text_len = 16               # tokens per caption, EOS included
+
+  c.model = ml_collections.ConfigDict()
+  c.model.channels = 32                  # base width of the U-Net
+  c.model.channel_mult = (1, 2, 2)       # width multiplier per level
+  c.model.num_res_blocks = 1             # ResBlocks per level on the way down
+  c.model.attn_levels = (2,)             # levels with spatial self-attention
+  c.model.cross_attn_levels = (1, 2)     # levels with cross-attention to the text
+  c.model.num_heads = 4                  # attention heads
+  c.model.temporal = True                # True: STUNet; False: T2I U-Net on frames
+  c.model.num_temporal_attn = 1          # temporal attention blocks per spatial one
+  c.model.temporal_resample_init = 'identity'  # 'identity' (paper) or 'he' (ablation)
+  c.model.remat = False                  # rematerialise blocks in the backward pass
+  c.model.dtype = 'float32'              # compute dtype; params stay float32
+  c.model.text = ml_collections.ConfigDict()
+  c.model.text.vocab_size = 0            # 0 = the tokenizer's vocabulary size
+  c.model.text.width = 64                # text encoder width
+  c.model.text.num_layers = 2            # text encoder layers
+  c.model.text.num_heads = 4             # text encoder heads
+  c.model.text.mlp_dim = 128             # text encoder MLP width
+
+  c.train = ml_collections.ConfigDict()
+  c.train.stage = 'stunet'               # 't2i' | 'stunet' | 'scratch'
+  c.train.batch_size = 8                 # global batch: clips (STUNet) or frames (t2i)
+  c.train.frames_per_clip = 4            # t2i stage: random frames taken from each clip
+  c.train.num_steps = 1000               # optimizer steps
+  c.train.lr = 1e-3                      # peak learning rate
+  c.train.warmup_steps = 100             # linear warmup steps
+  c.train.schedule = 'constant'          # after warmup: 'constant' or 'cosine'
+  c.train.weight_decay = 0.0             # AdamW weight decay
+  c.train.grad_clip = 1.0                # global-norm gradient clipping (0 = off)
+  c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
+  c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
+  c.train.init_from = ''                 # T2I workdir/checkpoint to inflate from
+  c.train.log_every = 50                 # steps between progress lines
+  c.train.ckpt_every = 500               # steps between checkpoints
+  c.train.keep = 3                       # checkpoints kept
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1, 1)              # devices along ('data', 'fsdp', 'tensor'); -1 fills
+  c.mesh.axes = ('data', 'fsdp', 'tensor')  # mesh axis names
+  # logical axis -> mesh axes (None = replicated).
+  c.mesh.rules = (('batch', ('data', 'fsdp')), ('conv_out', 'fsdp'), ('mlp', 'fsdp'),
+                  ('embed', None), ('conv_in', None), ('conv_h', None), ('conv_w', None), ('conv_t', None),
+                  ('norm', None), ('vocab', None), ('heads', None))
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num_steps = 32                # denoising steps
+  c.sample.guidance = 3.0                # classifier-free guidance weight w
+  c.sample.sampler = 'ddim'              # 'ddim' or 'ddpm'
+  c.sample.threshold = 0.995             # dynamic-thresholding percentile
+  return c
+
+
+def validate(config) -> None:
+  """Refuses an inconsistent config with a message that says what to change."""
+  m, d, t = config.model, config.data, config.train
+  levels = len(m.channel_mult)
+  if m.temporal:
+    factor = 2 ** (levels - 1)
+    if d.num_frames % factor:
+      raise ValueError(
+          f'config.data.num_frames={d.num_frames} is not divisible by {factor}: the '
+          f'STUNet halves time at each of its {levels - 1} resolution changes. Use a '
+          f'multiple of {factor}, or fewer levels in config.model.channel_mult.')
+  if d.size % 2 ** (levels - 1):
+    raise ValueError(f'config.data.size={d.size} is not divisible by {2 ** (levels - 1)} '
+                     f'({levels} levels of spatial halving).')
+  for lvl in tuple(m.attn_levels) + tuple(m.cross_attn_levels):
+    if not 0 <= lvl < levels:
+      raise ValueError(f'attention level {lvl} is outside 0..{levels - 1}.')
+  for c in {m.channels * k for k in m.channel_mult}:
+    if c % m.num_heads:
+      raise ValueError(f'width {c} is not divisible by config.model.num_heads={m.num_heads}.')
+  if t.stage not in ('t2i', 'stunet', 'scratch'):
+    raise ValueError(f'config.train.stage={t.stage!r}: use t2i, stunet or scratch.')
+  if t.stage == 't2i' and m.temporal:
+    raise ValueError('config.train.stage=t2i trains the image U-Net: set model.temporal=False.')
+  if t.stage != 't2i' and not m.temporal:
+    raise ValueError(f'config.train.stage={t.stage} trains a STUNet: set model.temporal=True.')
+  if t.freeze_spatial and not t.init_from:
+    raise ValueError('config.train.freeze_spatial=True needs config.train.init_from (the T2I '
+                     'workdir or checkpoint whose spatial weights stay frozen).')
+  if m.dtype not in ('float32', 'bfloat16', 'float16'):
+    raise ValueError(f'config.model.dtype={m.dtype!r}: use float32, bfloat16 or float16.')
+  if not 0. <= t.cfg_drop < 1.:
+    raise ValueError(f'config.train.cfg_drop={t.cfg_drop} must be in [0, 1).')
+
+
+def resolve(config) -> None:
+  """Fills fields derived from other files (the tokenizer's vocabulary size)."""
+  if not config.model.text.vocab_size:
+    from stunet.text import DEFAULT_SPM, Tokenizer  # pylint: disable=g-import-not-at-top
+    with config.unlocked():
+      config.model.text.vocab_size = Tokenizer(config.data.tokenizer or DEFAULT_SPM).vocab_size

@@ -1,0 +1,37 @@
+"""Tiny STUNet on the embedded shapes dataset: trains on a 2-core CPU in minutes.
+
+Variants (big_vision style, after a colon):
+  configs/tiny.py:stage=t2i       the text-to-image U-Net on single frames
+  configs/tiny.py:stage=stunet    the STUNet, spatial weights from --config.train.init_from
+                                  (frozen), only the temporal layers train
+  configs/tiny.py:stage=scratch   the STUNet with every weight trained from scratch
+Fields not set here keep the defaults of configs/common.py.
+"""
+
+from configs import common
+
+
+def get_config(arg: str = 'stage=stunet'):
+  stage = common.parse_arg(arg, stage='stunet')['stage']
+  config = common.base_config()
+
+  config.data.num_frames = 16            # 16 frames of 32x32: 8 and 4 at the coarser levels
+  config.data.size = 32
+  config.data.max_text_len = 8           # the longest caption is 7 words + EOS
+
+  m = config.model
+  m.channels = 16                        # widths 16, 32, 64 at 32, 16, 8 px
+  m.channel_mult = (1, 2, 4)
+  m.attn_levels = (2,)                   # attention only at 8x8 (cheap on a CPU)
+  m.cross_attn_levels = (2,)
+  m.temporal = stage != 't2i'
+
+  t = config.train
+  t.stage = stage
+  t.freeze_spatial = stage == 'stunet'
+  if stage == 't2i':
+    t.batch_size, t.num_steps = 32, 1200  # frames: 8 clips x 4 random frames
+  else:
+    t.batch_size, t.num_steps = 4, 800    # clips of 16 frames
+  t.ckpt_every = 400
+  return config

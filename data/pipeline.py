@@ -1,0 +1,194 @@
+"""tf.data input pipeline: tfds builder -> host-local numpy batches.
+
+Each process (host) reads its own, disjoint slice of a split; `sharding.py` then turns
+the host-local batches into global arrays. Works with any tfds builder whose features
+include `video` (uint8 [t, h, w, 3]) and `caption` (text), e.g. data.shapes_tfds or a
+builder for real footage with the same features.
+
+    ds = make_dataset(builder, 'train', batch_size=8, seed=0,
+                      process_index=jax.process_index(), process_count=jax.process_count())
+    for batch in numpy_batches(ds, tokenizer):
+      batch['video']   # float32 [8, t, h, w, 3] in [-1, 1]
+      batch['tokens']  # int32 [8, L];  batch['mask']: bool [8, L]
+      batch['caption'] # list of 8 str
+
+TensorFlow is used only on the CPU here: the accelerators belong to JAX.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# Keep TF off the GPUs so it neither grabs their memory nor competes with JAX.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):  # devices already initialised / no GPU support
+  pass
+
+# Ground-truth label fields passed through when the builder has them (shapes dataset):
+# evaluation can compare them with what a detector reads from generated videos.
+LABEL_KEYS = ("color", "shape", "motion")
+
+Tokenize = Callable[[Sequence[str]], "tuple[np.ndarray, np.ndarray]"]
+
+
+def make_dataset(
+    builder: tfds.core.DatasetBuilder,
+    split: str,
+    batch_size: int,
+    *,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle: bool = True,
+    repeat: bool = True,
+    shuffle_buffer: int = 1024,
+) -> tf.data.Dataset:
+  """Batched, host-local tf.data pipeline over one process's shard of `split`.
+
+  Elements: dict(video=float32 [batch_size, t, h, w, 3] in [-1, 1], caption=tf.string
+  [batch_size], and color/shape/motion int32 [batch_size] when the builder has them).
+  Deterministic for a given seed: every fresh iterator yields the same batches.
+  Partial batches are dropped (every host must step with the same batch shape).
+
+  Args:
+    builder: a prepared tfds builder with `video` and `caption` features.
+    split: e.g. 'train', 'test', 'train[:90%]'.
+    batch_size: per-process batch size.
+    seed: shuffling seed (file order and example buffer).
+    process_index, process_count: this process's slice, as jax.process_index()/count().
+    shuffle: shuffle files and examples (turn off for evaluation).
+    repeat: repeat forever (turn off for one pass, e.g. evaluation).
+    shuffle_buffer: examples held in the shuffle buffer (decoded uint8 videos).
+  """
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+        f"process_index must be in [0, process_count={process_count}), got {process_index}."
+    )
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  features = builder.info.features
+  missing = [k for k in ("video", "caption") if k not in features]
+  if missing:
+    raise ValueError(
+        f"Dataset {builder.info.full_name} lacks feature(s) {missing}; the pipeline "
+        f"needs 'video' (uint8 [t, h, w, 3]) and 'caption' (text). It has {list(features)}."
+    )
+  labels = [k for k in LABEL_KEYS if k in features]
+
+  # Equal, disjoint slices per process (sizes differ by at most one example).
+  shard = tfds.split_for_jax_process(
+      split, process_index=process_index, process_count=process_count
+  )
+  read_config = tfds.ReadConfig(
+      shuffle_seed=seed,
+      # Same file order on every pass and every iterator: two iterators over one
+      # dataset must agree (e.g. a restarted loop). Epochs still differ because the
+      # example buffer below runs across epoch boundaries.
+      shuffle_reshuffle_each_iteration=False,
+  )
+  ds = builder.as_dataset(split=shard, shuffle_files=shuffle, read_config=read_config)
+  # Drop unused features early (small buffers); keep uint8 until after shuffling.
+  ds = ds.map(
+      lambda ex: {k: ex[k] for k in ("video", "caption", *labels)},
+      num_parallel_calls=tf.data.AUTOTUNE,
+  )
+  # Repeat *before* shuffling, with a fixed (not per-iteration) shuffle seed: every
+  # iterator then replays the same infinite stream, yet successive epochs come out
+  # in different orders because the buffer carries examples across epochs.
+  if repeat:
+    ds = ds.repeat()
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+
+  def convert(ex):
+    out = {
+        "video": tf.cast(ex["video"], tf.float32) / 127.5 - 1.0,
+        "caption": ex["caption"],
+    }
+    for k in labels:
+      out[k] = tf.cast(ex[k], tf.int32)
+    return out
+
+  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def numpy_batches(ds: tf.data.Dataset, tokenize: Tokenize) -> Iterator[dict]:
+  """Iterates `ds` as numpy batches with tokenized captions.
+
+  Args:
+    ds: a dataset from `make_dataset`.
+    tokenize: list of b str -> (tokens int [b, L], mask bool [b, L]).
+  Yields:
+    dict(video=float32 [b, t, h, w, 3], tokens=int32 [b, L], mask=bool [b, L],
+    caption=list of b str), plus color/shape/motion int32 [b] when present.
+  """
+  for batch in ds.as_numpy_iterator():
+    captions = [c.decode("utf-8") for c in batch["caption"]]
+    tokens, mask = tokenize(captions)
+    tokens = np.asarray(tokens, dtype=np.int32)
+    mask = np.asarray(mask, dtype=bool)
+    if tokens.ndim != 2 or tokens.shape[0] != len(captions) or mask.shape != tokens.shape:
+      raise ValueError(
+          f"tokenize must return tokens and mask of shape [{len(captions)}, L]; got "
+          f"{tokens.shape} and {mask.shape}."
+      )
+    out = dict(video=batch["video"], tokens=tokens, mask=mask, caption=captions)
+    for k in LABEL_KEYS:
+      if k in batch:
+        out[k] = batch[k]
+    yield out
+
+
+def dataset_builder(data_config) -> tfds.core.DatasetBuilder:
+  """The prepared builder named by `config.data` (never downloads).
+
+  'shapes' is generated on first use (deterministic from data_config.dataset_seed);
+  any other name must already be prepared under data_config.data_dir.
+  """
+  if data_config.name == "shapes":
+    from data import shapes_tfds  # pylint: disable=g-import-not-at-top
+
+    return shapes_tfds.build(
+        data_config.data_dir, data_config.num_frames, data_config.size,
+        data_config.num_train, data_config.num_test, seed=data_config.dataset_seed,
+    )
+  builder = tfds.builder(data_config.name, data_dir=data_config.data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"dataset {data_config.name!r} is not prepared under {data_config.data_dir!r}; "
+        f"build it there first (nothing is downloaded at run time)."
+    )
+  return builder
+
+
+def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[dict]:
+  """This host's training batches for `config`, starting at `start_step`.
+
+  The stream is a function of (config.seed, step): a resumed run skips the batches
+  its checkpoint already consumed and sees the data an uninterrupted run would.
+  For the t2i stage a batch holds batch_size // frames_per_clip clips.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  tc = config.train
+  clips = tc.batch_size // tc.frames_per_clip if tc.stage == "t2i" else tc.batch_size
+  if clips % jax.process_count():
+    raise ValueError(
+        f"{clips} clips per batch cannot be split over {jax.process_count()} processes; "
+        f"make config.train.batch_size a multiple of the process count."
+    )
+  ds = make_dataset(
+      dataset_builder(config.data), "train", clips // jax.process_count(),
+      seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+  if start_step:
+    ds = ds.skip(start_step)
+  return numpy_batches(ds, tokenize)

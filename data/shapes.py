@@ -1,0 +1,236 @@
+"""Deterministic toy video-caption data: one coloured shape moving on black.
+
+This is the project's embedded benchmark (see DESIGN.md, "Embedded default data"):
+small enough to train a tiny model on a CPU, and with ground truth that an analytic
+detector (`stunet.metrics.detect`) can read back from a generated video, so samples
+can be *scored* for colour, shape and motion. Periodic motion ('bounces up and down')
+is included because that is where keyframe + temporal-super-resolution cascades fail,
+which is the paper's core claim.
+
+Pure numpy (no TensorFlow), so the generator can be used anywhere.
+
+Geometry conventions: image coordinates, x to the right, y *down* (so 'moves up'
+means y decreases); pixel (row i, col j) covers [j, j+1) x [i, i+1). Every shape is
+described by its circumradius r (the radius of the smallest circle enclosing it), so
+the same r keeps any shape inside the frame whatever its orientation.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import re
+
+import numpy as np
+
+# Saturated, well separated colours: a tiny model can learn them and the detector
+# (which normalises each pixel by its brightest channel) separates them by hue/saturation.
+COLORS: "collections.OrderedDict[str, np.ndarray]" = collections.OrderedDict(
+    (name, np.asarray(rgb, dtype=np.uint8))
+    for name, rgb in [
+        ("red", (255, 0, 0)),
+        ("green", (0, 255, 0)),
+        ("blue", (0, 0, 255)),
+        ("yellow", (255, 255, 0)),
+        ("magenta", (255, 0, 255)),
+        ("cyan", (0, 255, 255)),
+        ("white", (255, 255, 255)),
+    ]
+)
+SHAPES = ("circle", "square", "triangle")
+MOTIONS = (
+    "moves left",
+    "moves right",
+    "moves up",
+    "moves down",
+    "bounces up and down",
+    "grows",
+    "shrinks",
+    "rotates",
+)
+
+# Number of polygon sides; a circle has none.
+_SIDES = {"square": 4, "triangle": 3}
+
+# Object circumradius as a fraction of the frame size (32 px -> 5.76 px).
+BASE_RADIUS = 0.18
+# Scale range of 'grows' (reversed for 'shrinks').
+GROW_RANGE = (0.5, 1.4)
+# Total rotation of 'rotates', degrees: below the square's 90 degree symmetry so the
+# turn is detectable (and well below the triangle's 120).
+ROTATION_DEG = 75.0
+# Periods of the |sin| bounce per clip, independent of the number of frames (clips
+# shorter than 8 frames get num_frames/4 periods).
+BOUNCE_PERIODS = 2.0
+
+
+def _valid(shape: str, motion: str) -> bool:
+  # A rotating circle looks static, so 'rotates' is only used with polygons.
+  return not (shape == "circle" and motion == "rotates")
+
+
+# Every valid (color, shape, motion) triple; labels are sampled uniformly from this.
+COMBINATIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (c, s, m) for c, s, m in itertools.product(COLORS, SHAPES, MOTIONS) if _valid(s, m)
+)
+
+
+def caption(color: str, shape: str, motion: str) -> str:
+  """'a red square moves left', 'a blue circle bounces up and down', ..."""
+  if color not in COLORS or shape not in SHAPES or motion not in MOTIONS:
+    raise ValueError(
+        f"Unknown label ({color!r}, {shape!r}, {motion!r}); colours are "
+        f"{list(COLORS)}, shapes {list(SHAPES)}, motions {list(MOTIONS)}."
+    )
+  return f"a {color} {shape} {motion}"
+
+
+_CAPTION_RE = re.compile(
+    r"^an? (?P<color>{}) (?P<shape>{}) (?P<motion>{})$".format(
+        "|".join(COLORS), "|".join(SHAPES), "|".join(re.escape(m) for m in MOTIONS)
+    )
+)
+
+
+def parse_caption(text: str) -> dict:
+  """Inverse of `caption`: returns dict(color=..., shape=..., motion=...).
+
+  Case, surrounding whitespace, repeated spaces and a trailing '.' are tolerated.
+  Raises ValueError for anything else.
+  """
+  norm = " ".join(str(text).strip().lower().rstrip(".").split())
+  m = _CAPTION_RE.match(norm)
+  if m is None:
+    raise ValueError(
+        f"Cannot parse caption {text!r}: expected 'a <colour> <shape> <motion>' with "
+        f"colour in {list(COLORS)}, shape in {list(SHAPES)}, motion in {list(MOTIONS)}."
+    )
+  return m.groupdict()
+
+
+def all_captions() -> list[str]:
+  """Every valid caption (7 colours x 23 shape/motion pairs = 161)."""
+  return [caption(*c) for c in COMBINATIONS]
+
+
+def _supersample_grid(size: int) -> tuple[np.ndarray, np.ndarray, int]:
+  """Sub-pixel sample coordinates (x, y), each [S, S] with S = size * ss."""
+  # 4x4 samples per pixel gives clean edges at the small sizes we use; 2x2 keeps
+  # large frames cheap.
+  ss = 4 if size <= 64 else 2
+  c = (np.arange(size * ss, dtype=np.float32) + 0.5) / ss
+  y, x = np.meshgrid(c, c, indexing="ij")
+  return x, y, ss
+
+
+def _coverage(shape: str, cx, cy, r, theta, size: int) -> np.ndarray:
+  """Fraction of each pixel covered by the shape, float32 [t, size, size].
+
+  cx, cy, r, theta: [t] arrays (centre, circumradius, orientation in radians).
+  """
+  x, y, ss = _supersample_grid(size)
+  dx = x[None] - np.asarray(cx, np.float32)[:, None, None]
+  dy = y[None] - np.asarray(cy, np.float32)[:, None, None]
+  r = np.asarray(r, np.float32)[:, None, None]
+  if shape == "circle":
+    inside = dx * dx + dy * dy <= r * r
+  else:
+    n = _SIDES[shape]
+    # Vertices at theta + 2*pi*k/n; edge k's outward normal lies halfway between two
+    # vertices, at distance r*cos(pi/n) (the apothem) from the centre.
+    inside = np.ones(dx.shape, dtype=bool)
+    for k in range(n):
+      a = np.asarray(theta, np.float32)[:, None, None] + np.pi * (2 * k + 1) / n
+      inside &= dx * np.cos(a) + dy * np.sin(a) <= r * np.cos(np.pi / n)
+  t = inside.shape[0]
+  return inside.reshape(t, size, ss, size, ss).mean(axis=(2, 4))
+
+
+def _check_labels(labels: dict) -> tuple[str, str, str]:
+  color, shape, motion = labels["color"], labels["shape"], labels["motion"]
+  caption(color, shape, motion)  # validates names
+  if not _valid(shape, motion):
+    raise ValueError(f"Invalid combination: a {shape} cannot '{motion}'.")
+  return color, shape, motion
+
+
+def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Renders one clip. Returns uint8 [num_frames, size, size, 3].
+
+  labels: dict with 'color', 'shape', 'motion' (names from COLORS/SHAPES/MOTIONS).
+  rng supplies the random start position, orientation, extent and phase; the object
+  stays fully inside the frame for the whole clip.
+  """
+  color, shape, motion = _check_labels(labels)
+  if num_frames < 4 or size < 16:
+    raise ValueError(f"Need num_frames >= 4 and size >= 16, got {num_frames}, {size}.")
+  t = num_frames
+  s = np.linspace(0.0, 1.0, t)  # clip progress per frame
+  r0 = BASE_RADIUS * size
+  margin = 0.5  # keep anti-aliased edges off the border
+
+  def uniform(lo, hi):
+    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+  r = np.full(t, r0)
+  theta = np.full(t, uniform(0.0, 2 * np.pi))
+  lo, hi = r0 + margin, size - r0 - margin  # allowed centre range for radius r0
+  cx = np.full(t, uniform(lo, hi))
+  cy = np.full(t, uniform(lo, hi))
+
+  if motion.startswith("moves"):
+    # Traverse 40-50% of the frame along one axis.
+    dist = min(uniform(0.40, 0.50) * size, hi - lo)
+    start = uniform(lo, hi - dist)
+    direction = motion.split()[1]
+    path = start + dist * s
+    if direction in ("left", "up"):  # decreasing coordinate
+      path = path[::-1]
+    if direction in ("left", "right"):
+      cx = path
+    else:
+      cy = path
+  elif motion == "bounces up and down":
+    # |sin| bounce off a floor with BOUNCE_PERIODS periods per clip and a random phase.
+    # Using k/t (not k/(t-1)) makes the clip loop seamlessly. Very short clips get
+    # fewer periods so that every period is sampled by >= 4 frames (with 2 frames
+    # per period some phases would alias to a still object).
+    periods = min(BOUNCE_PERIODS, t / 4)
+    amp = min(uniform(0.30, 0.40) * size, hi - lo)
+    floor = uniform(lo + amp, hi)
+    phase = uniform(0.0, 1.0)
+    u = periods * np.arange(t) / t + phase
+    cy = floor - amp * np.abs(np.sin(np.pi * u))
+  elif motion in ("grows", "shrinks"):
+    a, b = GROW_RANGE if motion == "grows" else GROW_RANGE[::-1]
+    r = r0 * (a + (b - a) * s)
+    rmax = r0 * max(GROW_RANGE)
+    cx = np.full(t, uniform(rmax + margin, size - rmax - margin))
+    cy = np.full(t, uniform(rmax + margin, size - rmax - margin))
+  elif motion == "rotates":
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    theta = theta + sign * np.deg2rad(ROTATION_DEG) * s
+
+  cov = _coverage(shape, cx, cy, r, theta, size)
+  video = cov[..., None] * COLORS[color].astype(np.float32)
+  return np.clip(np.round(video), 0, 255).astype(np.uint8)
+
+
+def sample_labels(rng: np.random.Generator) -> dict:
+  """Uniform over the valid (color, shape, motion) combinations."""
+  color, shape, motion = COMBINATIONS[int(rng.integers(len(COMBINATIONS)))]
+  return dict(color=color, shape=shape, motion=motion)
+
+
+def example(seed: int, index: int, num_frames: int = 16, size: int = 32) -> dict:
+  """Example `index` of the stream `seed`: a pure function of (seed, index).
+
+  Returns dict(video=uint8 [t, size, size, 3], caption=str, color=str, shape=str,
+  motion=str).
+  """
+  if seed < 0 or index < 0:
+    raise ValueError(f"seed and index must be non-negative, got {seed}, {index}.")
+  rng = np.random.default_rng([seed, index])
+  labels = sample_labels(rng)
+  video = render(labels, num_frames, size, rng)
+  return dict(video=video, caption=caption(**labels), **labels)

@@ -1,0 +1,85 @@
+"""The one checkpoint wrapper: orbax CheckpointManager with async saves and restore
+straight into (sharded) arrays described by an abstract tree.
+
+Layout of a workdir:  workdir/config.json  (the resolved config of the run)
+                      workdir/checkpoints/<step>/...
+"""
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+def checkpoint_dir(path: str) -> str:
+  """Accepts a workdir or its checkpoints/ folder."""
+  path = os.path.abspath(path)
+  return path if os.path.basename(path) == 'checkpoints' else os.path.join(path, 'checkpoints')
+
+
+class Checkpointer:
+  """Periodic async saves, keep the last K, resume from the latest."""
+
+  def __init__(self, workdir: str, *, save_every: int = 1, keep: int = 3,
+               async_save: bool = True, read_only: bool = False):
+    self.directory = checkpoint_dir(workdir)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=save_every, create=not read_only,
+        enable_async_checkpointing=async_save, read_only=read_only)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, force: bool = False) -> bool:
+    return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
+    """Restores into the shardings/dtypes of ``abstract_state`` (ShapeDtypeStructs)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}; train first or pass '
+                              f'the workdir of a finished run.')
+    try:
+      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f'checkpoint {self.directory}/{step} does not match this model '
+                       f'(was it written with a different config?): {e}') from e
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config saved by train.py in a workdir (or a checkpoints/ dir's parent)."""
+  path = os.path.abspath(workdir)
+  if os.path.basename(path) == 'checkpoints':
+    path = os.path.dirname(path)
+  cfg = os.path.join(path, 'config.json')
+  if not os.path.exists(cfg):
+    raise FileNotFoundError(f'{cfg} not found: {workdir!r} is not a train.py workdir.')
+  with open(cfg) as f:
+    return ml_collections.ConfigDict(_tuplify(json.load(f)))
+
+
+def _tuplify(d):
+  """JSON lists back to tuples, as the configs write them."""
+  if isinstance(d, dict):
+    return {k: _tuplify(v) for k, v in d.items()}
+  if isinstance(d, list):
+    return tuple(_tuplify(v) for v in d)
+  return d

@@ -1,0 +1,73 @@
+"""Continuous-time variance-preserving diffusion with v-prediction (Imagen Video).
+
+t ~ U[0, 1]; the cosine log-SNR schedule, shifted so that logsnr(0) = logsnr_max and
+logsnr(1) = logsnr_min:   logsnr(t) = -2 log tan(a t + b).
+alpha_t^2 = sigmoid(logsnr), sigma_t^2 = sigmoid(-logsnr), z_t = alpha_t x + sigma_t eps,
+v = alpha_t eps - sigma_t x, and the loss is ||v_hat - v||^2.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LOGSNR_MIN, LOGSNR_MAX = -20., 20.
+
+
+def logsnr_schedule_cosine(t, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX):
+  b = np.arctan(np.exp(-0.5 * logsnr_max))
+  a = np.arctan(np.exp(-0.5 * logsnr_min)) - b
+  return -2. * jnp.log(jnp.tan(a * jnp.asarray(t, jnp.float32) + b))
+
+
+def alpha_sigma(logsnr):
+  """(alpha, sigma) with alpha^2 + sigma^2 = 1 for a given log-SNR."""
+  return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
+
+
+def _bcast(a, x):
+  """Per-example scalars [b] -> broadcastable against x [b, ...]."""
+  return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
+
+
+def q_sample(x, t, eps):
+  """Noised input z_t = alpha_t x + sigma_t eps; x, eps: [b, ...], t: [b]."""
+  alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
+  return _bcast(alpha, x) * x + _bcast(sigma, x) * eps
+
+
+def v_target(x, t, eps):
+  alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
+  return _bcast(alpha, x) * eps - _bcast(sigma, x) * x
+
+
+def x_from_v(z, t, v):
+  """x_hat = alpha_t z - sigma_t v_hat."""
+  alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
+  return _bcast(alpha, z) * z - _bcast(sigma, z) * v
+
+
+def eps_from_v(z, t, v):
+  """eps_hat = sigma_t z + alpha_t v_hat."""
+  alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
+  return _bcast(sigma, z) * z + _bcast(alpha, z) * v
+
+
+def loss_fn(v_pred, x, t, eps):
+  """Mean squared v-prediction error, in float32. Shapes [b, ...]."""
+  err = (v_pred.astype(jnp.float32) - v_target(x, t, eps)) ** 2
+  return err.mean()
+
+
+def drop_text(rng, tokens, mask, null_tokens, null_mask, p: float):
+  """Classifier-free guidance: replace each example's text by the null prompt w.p. p.
+
+  tokens, mask: [b, L]; null_tokens, null_mask: [L] or [b, L].
+  """
+  drop = jax.random.bernoulli(rng, p, (tokens.shape[0], 1))
+  return (jnp.where(drop, null_tokens, tokens), jnp.where(drop, null_mask, mask))
+
+
+def sample_times(rng, batch: int):
+  """Low-discrepancy t ~ U[0, 1] (as in VDM): lower-variance loss estimates."""
+  u = jax.random.uniform(rng, ())
+  return jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.)

@@ -1,0 +1,269 @@
+"""Building blocks of the T2I U-Net and of its space-time inflation (STUNet).
+
+Every module takes and returns channels-last video ``[b, t, h, w, c]``. The spatial
+blocks are the text-to-image network's: they run on each frame independently (time
+is folded into the batch), so a T2I checkpoint applies to video unchanged. The
+temporal blocks are the ones Lumiere adds; each is initialised so that the inflated
+network starts as the T2I network applied frame by frame (zero-initialised residual
+outputs, identity-initialised temporal resampling).
+
+Parameters carry logical axis names (``nn.with_logical_partitioning``) so that
+``stunet.sharding`` can map them onto any device mesh from the config.
+"""
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Dtype = Any
+
+# Logical axis names of parameters; the config maps them onto mesh axes.
+CONV = ('conv_h', 'conv_w', 'conv_in', 'conv_out')
+TCONV = ('conv_t', 'conv_in', 'conv_out')
+DENSE = ('embed', 'mlp')
+DENSE_OUT = ('mlp', 'embed')
+NORM = ('norm',)
+
+
+def _p(init, names):
+  return nn.with_logical_partitioning(init, names)
+
+
+def fold_time(x: jax.Array) -> jax.Array:
+  """[b, t, h, w, c] -> [b*t, h, w, c]: spatial layers see frames independently."""
+  b, t = x.shape[:2]
+  return x.reshape((b * t,) + x.shape[2:])
+
+
+def unfold_time(x: jax.Array, t: int) -> jax.Array:
+  return x.reshape((-1, t) + x.shape[1:])
+
+
+def _groups(channels: int) -> int:
+  return min(32, max(1, channels // 4))
+
+
+def group_norm(name: str, channels: int) -> nn.GroupNorm:
+  return nn.GroupNorm(num_groups=_groups(channels), name=name,
+                      scale_init=_p(nn.initializers.ones, NORM),
+                      bias_init=_p(nn.initializers.zeros, NORM))
+
+
+def conv2d(features: int, name: str, dtype: Dtype, *, kernel: int = 3,
+           stride: int = 1, zero: bool = False) -> nn.Conv:
+  init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding='SAME', dtype=dtype, name=name,
+                 kernel_init=_p(init, CONV),
+                 bias_init=_p(nn.initializers.zeros, ('conv_out',)))
+
+
+def dense(features: int, name: str, dtype: Dtype, *, zero: bool = False,
+          names=DENSE, use_bias: bool = True) -> nn.Dense:
+  init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+  return nn.Dense(features, dtype=dtype, name=name, use_bias=use_bias,
+                  kernel_init=_p(init, names),
+                  bias_init=_p(nn.initializers.zeros, (names[-1],)))
+
+
+def identity_temporal_kernel(key, shape, dtype=jnp.float32):
+  """Kernel [k, c, c] that makes a 'SAME' temporal conv the identity map.
+
+  This is Lumiere's initialisation of temporal resampling: a downsample then acts
+  as plain striding and an upsample as frame repetition (nearest neighbour).
+  """
+  del key
+  k, cin, cout = shape
+  if cin != cout:
+    raise ValueError(f'identity init needs cin == cout, got {cin} != {cout}')
+  kernel = np.zeros(shape, np.float32)
+  kernel[k // 2] = np.eye(cin)
+  return jnp.asarray(kernel, dtype)
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.) -> jax.Array:
+  """Sinusoidal embedding of continuous time t in [0, 1]: [b] -> [b, dim]."""
+  half = dim // 2
+  freqs = jnp.exp(-np.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = (1000. * t.astype(jnp.float32))[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def attention(q, k, v, mask=None):
+  """Multi-head attention. q: [B, Tq, H, D], k/v: [B, Tk, H, D], mask: [B, Tk] bool."""
+  if mask is not None:
+    mask = mask[:, None, None, :]
+  return jax.nn.dot_product_attention(q, k, v, mask=mask)
+
+
+class ResBlock(nn.Module):
+  """Spatial residual block conditioned on the (time + pooled text) embedding."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb):  # x: [b, t, h, w, c], emb: [b, d]
+    t = x.shape[1]
+    h = fold_time(x)
+    skip = h
+    h = nn.swish(group_norm('norm_0', h.shape[-1])(h))
+    h = conv2d(self.features, 'conv_0', self.dtype)(h)
+    scale_shift = dense(2 * self.features, 'emb_proj', self.dtype)(nn.swish(emb))
+    scale_shift = jnp.repeat(scale_shift, t, axis=0)[:, None, None, :]
+    scale, shift = jnp.split(scale_shift, 2, axis=-1)
+    h = group_norm('norm_1', self.features)(h) * (1 + scale) + shift
+    h = conv2d(self.features, 'conv_1', self.dtype, zero=True)(nn.swish(h))
+    if skip.shape[-1] != self.features:
+      skip = conv2d(self.features, 'skip', self.dtype, kernel=1)(skip)
+    return unfold_time(skip + h, t)
+
+
+class SpatialAttention(nn.Module):
+  """Per-frame self-attention over pixels, then cross-attention to text tokens."""
+  num_heads: int
+  self_attn: bool = True
+  cross_attn: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, text, text_mask):
+    # x: [b, t, h, w, c], text: [b, L, d], text_mask: [b, L] bool
+    b, t, hh, ww, c = x.shape
+    heads, hd = self.num_heads, c // self.num_heads
+    h = fold_time(x).reshape(b * t, hh * ww, c)
+    if self.self_attn:
+      y = group_norm('self_norm', c)(h[:, :, None, :])[:, :, 0]
+      qkv = dense(3 * c, 'self_qkv', self.dtype, use_bias=False)(y)
+      q, k, v = jnp.split(qkv.reshape(b * t, hh * ww, 3 * heads, hd), 3, axis=2)
+      y = attention(q, k, v).reshape(b * t, hh * ww, c)
+      h = h + dense(c, 'self_out', self.dtype, zero=True, names=DENSE_OUT)(y)
+    if self.cross_attn:
+      # Text LayerNorm as in Imagen; the text is shared by all frames of a clip.
+      ctx = nn.LayerNorm(name='text_norm', scale_init=_p(nn.initializers.ones, NORM),
+                         bias_init=_p(nn.initializers.zeros, NORM))(text)
+      ctx = jnp.repeat(ctx, t, axis=0)
+      cmask = jnp.repeat(text_mask, t, axis=0)
+      y = group_norm('cross_norm', c)(h[:, :, None, :])[:, :, 0]
+      q = dense(c, 'cross_q', self.dtype, use_bias=False)(y)
+      kv = dense(2 * c, 'cross_kv', self.dtype, use_bias=False)(ctx)
+      k, v = jnp.split(kv.reshape(b * t, -1, 2 * heads, hd), 2, axis=2)
+      y = attention(q.reshape(b * t, hh * ww, heads, hd), k, v, cmask)
+      h = h + dense(c, 'cross_out', self.dtype, zero=True, names=DENSE_OUT)(
+          y.reshape(b * t, hh * ww, c))
+    return h.reshape(b, t, hh, ww, c)
+
+
+class TemporalConv(nn.Module):
+  """1-D convolution along time at every pixel: [b, t, h, w, c] -> [b, t, h, w, f]."""
+  features: int
+  kernel_size: int = 3
+  init_scheme: str = 'lecun'  # 'lecun' | 'zeros' | 'identity' | 'he'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, hh, ww, c = x.shape
+    init = {'lecun': nn.initializers.lecun_normal(), 'zeros': nn.initializers.zeros,
+            'identity': identity_temporal_kernel,
+            'he': nn.initializers.he_normal()}[self.init_scheme]
+    h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
+    h = nn.Conv(self.features, (self.kernel_size,), padding='SAME', dtype=self.dtype,
+                name='conv', kernel_init=_p(init, TCONV),
+                bias_init=_p(nn.initializers.zeros, ('conv_out',)))(h)
+    return jnp.moveaxis(h.reshape(b, hh, ww, t, self.features), 3, 1)
+
+
+class SpaceTimeConvBlock(nn.Module):
+  """Factorized space-time block: 2-D spatial conv then 1-D temporal conv, residual.
+
+  The temporal conv is the output projection and starts at zero, so at init the
+  block is the identity.
+  """
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    t, c = x.shape[1], x.shape[-1]
+    h = nn.swish(group_norm('norm_0', c)(fold_time(x)))
+    h = conv2d(c, 'spatial_conv', self.dtype)(h)
+    h = nn.swish(group_norm('norm_1', c)(h))
+    h = TemporalConv(c, init_scheme='zeros', dtype=self.dtype, name='temporal_conv')(
+        unfold_time(h, t))
+    return x + h
+
+
+class TemporalAttention(nn.Module):
+  """Self-attention along time at every spatial position; zero-initialised output."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, hh, ww, c = x.shape
+    heads, hd = self.num_heads, c // self.num_heads
+    h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
+    y = nn.LayerNorm(name='norm', scale_init=_p(nn.initializers.ones, NORM),
+                     bias_init=_p(nn.initializers.zeros, NORM))(h)
+    # Frame positions, so attention knows the order of frames.
+    y = y + timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(y.dtype)
+    qkv = dense(3 * c, 'qkv', self.dtype, use_bias=False)(y)
+    q, k, v = jnp.split(qkv.reshape(b * hh * ww, t, 3 * heads, hd), 3, axis=2)
+    y = attention(q, k, v).reshape(b * hh * ww, t, c)
+    y = dense(c, 'out', self.dtype, zero=True, names=DENSE_OUT)(y)
+    return x + jnp.moveaxis(y.reshape(b, hh, ww, t, c), 3, 1)
+
+
+class Downsample(nn.Module):
+  """Spatial stride-2 conv (the T2I part)."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    t, c = x.shape[1], x.shape[-1]
+    return unfold_time(conv2d(c, 'conv', self.dtype, stride=2)(fold_time(x)), t)
+
+
+class Upsample(nn.Module):
+  """Nearest-neighbour x2 spatial upsampling followed by a conv (the T2I part)."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    t, c = x.shape[1], x.shape[-1]
+    h = fold_time(x)
+    h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+    return unfold_time(conv2d(c, 'conv', self.dtype)(h), t)
+
+
+class TemporalDownsample(nn.Module):
+  """Temporal conv (identity at init) then stride 2 in time: t -> t // 2."""
+  init_scheme: str = 'identity'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return TemporalConv(x.shape[-1], init_scheme=self.init_scheme, dtype=self.dtype, name='conv')(x)[:, ::2]
+
+
+class TemporalUpsample(nn.Module):
+  """Frame duplication then a temporal conv (identity at init): t -> 2t."""
+  init_scheme: str = 'identity'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.repeat(x, 2, axis=1)
+    return TemporalConv(x.shape[-1], init_scheme=self.init_scheme, dtype=self.dtype, name='conv')(x)
+
+
+def pooled(text: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of the valid token embeddings: [b, L, d], [b, L] -> [b, d]."""
+  m = mask.astype(text.dtype)[..., None]
+  return (text * m).sum(1) / jnp.maximum(m.sum(1), 1.)
+
+
+def level_resolutions(size: int, num_levels: int) -> Sequence[int]:
+  return [size // 2 ** i for i in range(num_levels)]

@@ -1,0 +1,263 @@
+"""Evaluation of generated videos against their prompts.
+
+`detect` is an analytic (no learned weights) detector for the embedded shapes
+benchmark (`data/shapes.py`): it reads back the colour, shape and motion of the single
+object in a video, so generated samples can be scored for prompt accuracy with
+`score`. It is deliberately simple, rotation-robust and resolution-robust: ~100%
+accurate on the generator's own clips (also with pixel noise), chance level when the
+captions do not match the videos, and it reports 'none' (no credit) for noise that
+is not one object on a dark background (see tests/test_metrics.py).
+
+Pipeline per frame: foreground = brightest channel above FG_THRESHOLD; the object =
+the largest connected foreground component; its area, centroid, fill ratio and
+angular harmonics feed a shape vote, and their trajectories over time the motion.
+
+Conventions: video [t, h, w, 3], either uint8 in [0, 255] or float in [-1, 1];
+image coordinates with y pointing down ('moves up' means y decreases).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from data import shapes as shapes_lib
+
+NONE = "none"  # label returned when nothing (or nothing conclusive) is seen
+
+# A pixel is foreground when its brightest channel exceeds this fraction of full
+# scale: well above the black background, and above the faint anti-aliased rim.
+FG_THRESHOLD = 0.35
+# Frames with fewer foreground pixels than this (fraction of the frame, at least 3 px)
+# carry no usable shape/position and are ignored.
+MIN_AREA_FRAC = 0.002
+# Frames with more foreground than this are not "one object on black" (the
+# generator's largest object covers ~20% of the frame): noise or a wash of colour
+# gets no credit for any label.
+MAX_AREA_FRAC = 0.5
+# The object is the largest 4-connected foreground component (small spurious blobs
+# are ignored); if it holds less than this fraction of the foreground, the frame is
+# scattered pixels rather than an object. 4-connected clusters of i.i.d. noise stay
+# small below the ~59% percolation density: at 50% density on 32x32 the largest holds
+# ~18% (at most ~42%) of the foreground.
+MIN_COMPONENT_FRAC = 0.5
+
+# Shape prototypes in (fill, |z3|, |z4|) space, measured on clean 32x32 clips:
+#   fill = area / (pi * (r_max + 0.5)^2), r_max the farthest foreground pixel centre
+#     from the centroid (+0.5 px for the pixel's extent): ~1 for a disc, 2/pi for a
+#     square, 0.41 for a triangle in the continuum; pixelisation lowers all three.
+#   |zk| = |sum d^2 exp(i k phi)| / sum d^2 over foreground pixels (polar coordinates
+#     d, phi about the centroid): the k-fold angular harmonic. A triangle has 3-fold
+#     symmetry (strong z3, no z4), a square 4-fold (strong z4, no z3), a disc neither.
+# All three features are rotation invariant, so rotating shapes are classified as well.
+_SHAPE_PROTOTYPES = collections.OrderedDict(
+    circle=np.array([0.86, 0.0, 0.0]),
+    square=np.array([0.65, 0.0, 0.28]),
+    triangle=np.array([0.46, 0.54, 0.0]),
+)
+# Symmetry order of each polygon: its orientation is defined modulo 360/k degrees.
+_SYMMETRY = {"square": 4, "triangle": 3}
+
+# Motion thresholds, in fractions of the frame size (the generator moves objects by
+# 40-50% of the frame and bounces them by 30-40%).
+MOVE_MIN = 0.2  # net displacement for 'moves <dir>'
+BOUNCE_MIN_RANGE = 0.12  # vertical extent of a bounce
+BOUNCE_PATH_RATIO = 2.0  # path length / net displacement above this: back and forth
+AREA_RATIO = 1.5  # last/first area above this: grows; below 1/this: shrinks
+ROTATE_MIN_DEG = 30.0  # the generator turns polygons by 75 degrees
+ROTATE_MIN_HARMONIC = 0.1  # below this, the orientation estimate is noise
+
+
+def _to_unit(video) -> np.ndarray:
+  """uint8 [0, 255] or float [-1, 1] -> float32 [0, 1]."""
+  v = np.asarray(video)
+  if v.ndim != 4 or v.shape[-1] != 3:
+    raise ValueError(f"Expected a video [t, h, w, 3], got shape {v.shape}.")
+  if np.issubdtype(v.dtype, np.integer):
+    return v.astype(np.float32) / 255.0
+  return np.clip((v.astype(np.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def _object_mask(fg: np.ndarray) -> np.ndarray | None:
+  """The object's pixels in one foreground mask [h, w] (bool), or None if none."""
+  h, w = fg.shape
+  total = int(fg.sum())
+  if total < max(3, MIN_AREA_FRAC * h * w) or total > MAX_AREA_FRAC * h * w:
+    return None
+  labels, n = ndimage.label(fg)  # default structure: 4-connectivity
+  sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+  k = int(np.argmax(sizes))
+  if sizes[k] < max(3, MIN_COMPONENT_FRAC * total):
+    return None
+  return labels == k + 1
+
+
+def _frame_features(mask: np.ndarray) -> dict:
+  """Geometry of one object mask [h, w] (bool, non-empty)."""
+  ys, xs = np.nonzero(mask)
+  area = xs.size
+  x, y = xs + 0.5, ys + 0.5  # pixel centres
+  cx, cy = x.mean(), y.mean()
+  dx, dy = x - cx, y - cy
+  d2 = dx * dx + dy * dy
+  rmax = float(np.sqrt(d2.max()))
+  phi = np.arctan2(dy, dx)
+  norm = max(float(d2.sum()), 1e-6)
+  z = {k: complex((d2 * np.exp(1j * k * phi)).sum()) / norm for k in (3, 4)}
+  return dict(
+      area=float(area),
+      cx=float(cx),
+      cy=float(cy),
+      fill=area / (np.pi * (rmax + 0.5) ** 2),
+      z3=z[3],
+      z4=z[4],
+  )
+
+
+def _classify_shape(feats: Sequence[dict]) -> str:
+  """Area-weighted vote of per-frame nearest-prototype shape decisions."""
+  votes = collections.Counter()
+  for f in feats:
+    x = np.array([f["fill"], abs(f["z3"]), abs(f["z4"])])
+    name = min(_SHAPE_PROTOTYPES, key=lambda s: np.sum((x - _SHAPE_PROTOTYPES[s]) ** 2))
+    # Big frames are resolved better (a shrunk triangle is a handful of pixels).
+    votes[name] += f["area"]
+  return votes.most_common(1)[0][0]
+
+
+def _classify_color(px: np.ndarray) -> str:
+  """Nearest named colour to the median chroma of the object's pixels px [n, 3]."""
+  # Dividing by the brightest channel removes the anti-aliasing/brightness factor
+  # and keeps only hue and saturation (edge pixels of a red disc are dark red).
+  chroma = px / np.maximum(px.max(axis=-1, keepdims=True), 1e-6)
+  med = np.median(chroma, axis=0)
+  names = list(shapes_lib.COLORS)
+  protos = np.stack([shapes_lib.COLORS[n] for n in names]).astype(np.float32) / 255.0
+  return names[int(np.argmin(np.sum((protos - med) ** 2, axis=-1)))]
+
+
+def _rotation_deg(feats: Sequence[dict], shape: str) -> float:
+  """Total (unwrapped) turn of the polygon's orientation over the clip, degrees."""
+  k = _SYMMETRY.get(shape)
+  if k is None or len(feats) < 2:
+    return 0.0
+  z = np.array([f[f"z{k}"] for f in feats])
+  if np.mean(np.abs(z)) < ROTATE_MIN_HARMONIC:
+    return 0.0
+  # arg(z_k)/k is the orientation modulo 360/k; per-frame steps are far below the
+  # half period, so unwrapping in the k-fold phase recovers the accumulated turn.
+  phase = np.unwrap(np.angle(z))
+  return float(np.degrees(abs(phase[-1] - phase[0]) / k))
+
+
+def _classify_motion(feats: Sequence[dict], shape: str, h: int, w: int) -> str:
+  """Motion from the centroid/area/orientation trajectories of the valid frames."""
+  n = len(feats)
+  if n < 2:
+    return NONE
+  xs = np.array([f["cx"] for f in feats]) / w
+  ys = np.array([f["cy"] for f in feats]) / h
+  areas = np.array([f["area"] for f in feats])
+  dx, dy = xs[-1] - xs[0], ys[-1] - ys[0]
+  path_y = float(np.sum(np.abs(np.diff(ys))))
+  range_y = float(ys.max() - ys.min())
+
+  # Translation is checked first: an object drifting out of the frame also loses
+  # area, but a grow/shrink/rotate keeps its centroid still.
+  if abs(dx) >= MOVE_MIN and abs(dx) >= 1.5 * abs(dy):
+    return "moves right" if dx > 0 else "moves left"
+  # Largest rise and largest fall anywhere in the clip (not only between neighbours):
+  # both are large for a bounce, one is ~0 for a monotone move.
+  rise = float(np.max(np.maximum.accumulate(ys) - ys))
+  fall = float(np.max(ys - np.minimum.accumulate(ys)))
+  back_and_forth = path_y > BOUNCE_PATH_RATIO * abs(dy) or min(rise, fall) >= 0.25 * range_y
+  if range_y >= BOUNCE_MIN_RANGE and back_and_forth:
+    return "bounces up and down"
+  if abs(dy) >= MOVE_MIN:
+    return "moves down" if dy > 0 else "moves up"
+
+  # Size: compare the first and last ~eighth of the clip (robust to one bad frame).
+  m = max(1, n // 8)
+  ratio = areas[-m:].mean() / max(areas[:m].mean(), 1e-6)
+  if ratio > AREA_RATIO:
+    return "grows"
+  if ratio < 1.0 / AREA_RATIO:
+    return "shrinks"
+
+  if _rotation_deg(feats, shape) >= ROTATE_MIN_DEG:
+    return "rotates"
+  return NONE
+
+
+def detect(video) -> dict:
+  """Reads back the labels of one video.
+
+  Args:
+    video: [t, h, w, 3], uint8 in [0, 255] or float in [-1, 1].
+  Returns:
+    dict(color=str, shape=str, motion=str) using the names in data.shapes, or
+    'none' where nothing conclusive is seen (e.g. an all-black video).
+  """
+  unit = _to_unit(video)
+  _, h, w, _ = unit.shape
+  fg = unit.max(axis=-1) > FG_THRESHOLD  # [t, h, w]
+  objects = [(u, m) for u, m in zip(unit, map(_object_mask, fg)) if m is not None]
+  if not objects:
+    return dict(color=NONE, shape=NONE, motion=NONE)
+  feats = [_frame_features(m) for _, m in objects]
+  color = _classify_color(np.concatenate([u[m] for u, m in objects]))
+  shape = _classify_shape(feats)
+  motion = _classify_motion(feats, shape, h, w)
+  return dict(color=color, shape=shape, motion=motion)
+
+
+def score(videos: Iterable, captions: Sequence[str]) -> dict:
+  """Prompt accuracy of videos against their captions.
+
+  Args:
+    videos: [n, t, h, w, 3] array (or sequence of [t, h, w, 3]), uint8 or [-1, 1].
+    captions: n captions in the data.shapes grammar ('a red square moves left').
+  Returns:
+    dict(color_acc, shape_acc, motion_acc, all_acc, n); accuracies in [0, 1].
+  """
+  videos = list(videos)
+  if len(videos) != len(captions):
+    raise ValueError(f"Got {len(videos)} videos but {len(captions)} captions.")
+  if not videos:
+    raise ValueError("score() needs at least one video.")
+  hits = collections.Counter()
+  for video, text in zip(videos, captions):
+    want = shapes_lib.parse_caption(text)
+    got = detect(video)
+    ok = [got[k] == want[k] for k in ("color", "shape", "motion")]
+    hits["color"] += ok[0]
+    hits["shape"] += ok[1]
+    hits["motion"] += ok[2]
+    hits["all"] += all(ok)
+  n = len(videos)
+  return dict(
+      color_acc=hits["color"] / n,
+      shape_acc=hits["shape"] / n,
+      motion_acc=hits["motion"] / n,
+      all_acc=hits["all"] / n,
+      n=n,
+  )
+
+
+def chance_levels() -> dict:
+  """Accuracy of the best constant guess under the generator's label distribution.
+
+  Labels are uniform over data.shapes.COMBINATIONS (no rotating circles), so e.g.
+  shape is 'square' 8/23 of the time and motion 'moves left' 3/23. Any detector
+  that ignores the video scores at most this in expectation. Keys as in `score`.
+  """
+  combos = shapes_lib.COMBINATIONS
+  n = len(combos)
+  out = {}
+  for i, key in enumerate(("color", "shape", "motion")):
+    out[f"{key}_acc"] = collections.Counter(c[i] for c in combos).most_common(1)[0][1] / n
+  out["all_acc"] = 1.0 / n
+  return out

@@ -1,0 +1,150 @@
+"""The text-to-image U-Net and its space-time inflation, the STUNet, as one module.
+
+With ``temporal=False`` this is a T2I U-Net applied to each frame (a video of one
+frame is an image). With ``temporal=True`` it is Lumiere's STUNet:
+- a factorized space-time block after each spatial block at every level but the
+  coarsest;
+- after every spatial downsample a temporal downsample, before every spatial
+  upsample's output a temporal upsample (time and space shrink together);
+- a stack of temporal-attention blocks after each spatial attention block at the
+  coarsest level only, where time is most compressed.
+The spatial parameters have the same names in both forms, so a T2I checkpoint loads
+into the STUNet unchanged (``stunet.inflate``); every added parameter lives in a
+module whose name starts with ``temporal``.
+
+The text encoder and the U-Net are wrapped in ``TextToVideo``, whose methods
+``encode_text`` and ``denoise`` are applied separately, so the sampler encodes the
+prompt once and not at every step.
+"""
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from stunet import layers as L
+from stunet.text import TextEncoder
+
+
+class UNet(nn.Module):
+  """Denoiser: (z_t [b, t, h, w, c_in], t [b], text [b, L, d], mask [b, L]) -> [b, t, h, w, c_out]."""
+  channels: int = 32
+  channel_mult: Sequence[int] = (1, 2, 2)
+  num_res_blocks: int = 1
+  attn_levels: Sequence[int] = (2,)          # levels with spatial self-attention
+  cross_attn_levels: Sequence[int] = (1, 2)  # levels with cross-attention to text
+  num_heads: int = 4
+  out_channels: int = 3
+  temporal: bool = False                     # False: T2I U-Net; True: STUNet
+  num_temporal_attn: int = 1                 # temporal attention blocks per spatial one
+  temporal_resample_init: str = 'identity'   # 'identity' (paper) or 'he' (ablation)
+  remat: bool = False                        # rematerialise each block on backward
+  dtype: Any = jnp.float32
+
+  @property
+  def num_levels(self) -> int:
+    return len(self.channel_mult)
+
+  @property
+  def temporal_factor(self) -> int:
+    """Frames must be divisible by this (one halving per resolution change)."""
+    return 2 ** (self.num_levels - 1) if self.temporal else 1
+
+  def _block(self, cls, **kw):
+    return (nn.remat(cls) if self.remat else cls)(dtype=self.dtype, **kw)
+
+  def _level(self, h, emb, text, mask, level: int, prefix: str, features: int):
+    """One resolution step: ResBlock, attention, then the temporal layers."""
+    coarsest = level == self.num_levels - 1
+    h = self._block(L.ResBlock, features=features, name=f'{prefix}_res')(h, emb)
+    self_attn, cross_attn = level in self.attn_levels, level in self.cross_attn_levels
+    if self_attn or cross_attn:
+      h = self._block(L.SpatialAttention, num_heads=self.num_heads, self_attn=self_attn,
+                      cross_attn=cross_attn, name=f'{prefix}_attn')(h, text, mask)
+    if self.temporal and coarsest:
+      for j in range(self.num_temporal_attn):
+        h = self._block(L.TemporalAttention, num_heads=self.num_heads,
+                        name=f'{prefix}_temporal_attn_{j}')(h)
+    elif self.temporal:
+      h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h)
+    return h
+
+  @nn.compact
+  def __call__(self, x, t, text, text_mask):
+    b, frames = x.shape[:2]
+    if frames % self.temporal_factor:
+      raise ValueError(f'{frames} frames is not divisible by {self.temporal_factor} '
+                       f'(2^{self.num_levels - 1} temporal halvings); use a frame count '
+                       f'that is a multiple of {self.temporal_factor}.')
+    x = x.astype(self.dtype)
+    text = text.astype(self.dtype)
+    emb_dim = 4 * self.channels
+    emb = L.timestep_embedding(t, self.channels)
+    emb = L.dense(emb_dim, 'time_mlp_0', self.dtype)(emb)
+    emb = L.dense(emb_dim, 'time_mlp_1', self.dtype)(nn.swish(emb))
+    emb = emb + L.dense(emb_dim, 'text_pool', self.dtype)(L.pooled(text, text_mask))
+
+    h = L.unfold_time(L.conv2d(self.channels, 'conv_in', self.dtype)(L.fold_time(x)), frames)
+    skips = [h]
+    for i, mult in enumerate(self.channel_mult):
+      for r in range(self.num_res_blocks):
+        h = self._level(h, emb, text, text_mask, i, f'down_{i}_{r}', self.channels * mult)
+        skips.append(h)
+      if i < self.num_levels - 1:
+        h = L.Downsample(dtype=self.dtype, name=f'down_{i}_resize')(h)
+        if self.temporal:
+          h = L.TemporalDownsample(init_scheme=self.temporal_resample_init, dtype=self.dtype,
+                                   name=f'down_{i}_temporal_resize')(h)
+        skips.append(h)
+
+    top = self.num_levels - 1
+    h = self._level(h, emb, text, text_mask, top, 'mid_0', self.channels * self.channel_mult[-1])
+    h = self._level(h, emb, text, text_mask, top, 'mid_1', self.channels * self.channel_mult[-1])
+
+    for i in reversed(range(self.num_levels)):
+      for r in range(self.num_res_blocks + 1):
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = self._level(h, emb, text, text_mask, i, f'up_{i}_{r}',
+                        self.channels * self.channel_mult[i])
+      if i > 0:
+        h = L.Upsample(dtype=self.dtype, name=f'up_{i}_resize')(h)
+        if self.temporal:
+          h = L.TemporalUpsample(init_scheme=self.temporal_resample_init, dtype=self.dtype,
+                                 name=f'up_{i}_temporal_resize')(h)
+    assert not skips
+
+    h = nn.swish(L.group_norm('norm_out', h.shape[-1])(L.fold_time(h)))
+    h = L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h)
+    return L.unfold_time(h, frames).astype(jnp.float32)
+
+
+class TextToVideo(nn.Module):
+  """The text encoder and the denoising U-Net, applied through separate methods."""
+  unet: UNet
+  text_encoder: TextEncoder
+
+  def encode_text(self, tokens, mask):
+    """tokens, mask: [b, L] -> embeddings [b, L, d]."""
+    return self.text_encoder(tokens, mask)
+
+  def denoise(self, z, t, text, text_mask):
+    return self.unet(z, t, text, text_mask)
+
+  def __call__(self, z, t, tokens, mask):
+    return self.denoise(z, t, self.encode_text(tokens, mask), mask)
+
+
+def build_model(model_config) -> TextToVideo:
+  """TextToVideo from ``config.model`` (see configs/)."""
+  m = model_config
+  dtype = jnp.dtype(m.dtype)
+  unet = UNet(channels=m.channels, channel_mult=tuple(m.channel_mult),
+              num_res_blocks=m.num_res_blocks, attn_levels=tuple(m.attn_levels),
+              cross_attn_levels=tuple(m.cross_attn_levels), num_heads=m.num_heads,
+              out_channels=3, temporal=m.temporal, num_temporal_attn=m.num_temporal_attn,
+              temporal_resample_init=m.temporal_resample_init, remat=m.remat, dtype=dtype)
+  text = TextEncoder(vocab_size=m.text.vocab_size, width=m.text.width,
+                     num_layers=m.text.num_layers, num_heads=m.text.num_heads,
+                     mlp_dim=m.text.mlp_dim, dtype=dtype)
+  return TextToVideo(unet=unet, text_encoder=text)

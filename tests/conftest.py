@@ -1,0 +1,37 @@
+"""Shared fixtures: a very small config so every test runs in seconds on a CPU."""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+from configs import common  # pylint: disable=g-import-not-at-top
+
+
+def small_config(stage: str = 'scratch'):
+  """8 frames of 16x16, widths 8/16, 2 levels (one temporal halving)."""
+  c = common.base_config()
+  c.data.num_frames, c.data.size = 8, 16
+  c.data.num_train, c.data.num_test = 32, 16
+  c.data.max_text_len = 8
+  c.model.channels, c.model.channel_mult = 8, (1, 2)
+  c.model.attn_levels, c.model.cross_attn_levels, c.model.num_heads = (1,), (0, 1), 2
+  c.model.temporal = stage != 't2i'
+  c.model.text.vocab_size = 32
+  c.model.text.width, c.model.text.num_layers, c.model.text.mlp_dim = 16, 1, 32
+  c.model.text.num_heads = 2
+  c.train.stage = stage
+  c.train.batch_size = 2
+  c.train.frames_per_clip = 2
+  c.train.num_steps, c.train.warmup_steps, c.train.log_every = 4, 1, 2
+  c.train.ckpt_every = 2
+  c.sample.num_steps = 3
+  return c
+
+
+@pytest.fixture
+def config_factory():
+  return small_config

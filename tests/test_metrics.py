@@ -1,0 +1,129 @@
+"""The analytic colour/shape/motion detector (stunet/metrics.py)."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from data import shapes
+from stunet import metrics
+
+
+def _real(n, frames=16, size=32, seed=11):
+  exs = [shapes.example(seed, i, frames, size) for i in range(n)]
+  return np.stack([e["video"] for e in exs]), [e["caption"] for e in exs]
+
+
+def _random_captions(n, seed=0):
+  rng = np.random.default_rng(seed)
+  return [shapes.caption(*shapes.COMBINATIONS[i])
+          for i in rng.integers(len(shapes.COMBINATIONS), size=n)]
+
+
+def test_accurate_on_generated_videos():
+  videos, captions = _real(240)
+  got = metrics.score(videos, captions)
+  assert got["n"] == 240
+  for key in ("color_acc", "shape_acc", "motion_acc"):
+    assert got[key] >= 0.95, got
+  assert got["all_acc"] >= 0.95, got
+
+
+@pytest.mark.parametrize("frames,size", [(8, 32), (16, 64), (8, 16)])
+def test_accurate_at_other_resolutions(frames, size):
+  videos, captions = _real(80, frames, size, seed=12)
+  got = metrics.score(videos, captions)
+  for key in ("color_acc", "shape_acc", "motion_acc"):
+    assert got[key] >= 0.93, got  # 16x16 triangles are a dozen pixels
+
+
+def test_every_motion_and_shape_is_recognised():
+  # Per-label check so one weak class cannot hide behind a good average.
+  hits = collections.Counter()
+  totals = collections.Counter()
+  rng = np.random.default_rng(0)
+  for color, shape, motion in shapes.COMBINATIONS[:23]:  # all shape/motion pairs
+    for _ in range(3):
+      video = shapes.render(dict(color=color, shape=shape, motion=motion), 16, 32, rng)
+      got = metrics.detect(video)
+      totals[shape, motion] += 1
+      hits[shape, motion] += got["shape"] == shape and got["motion"] == motion
+  assert all(hits[k] == totals[k] for k in totals), {k: hits[k] for k in totals}
+
+
+def test_float_input_matches_uint8():
+  videos, _ = _real(40, seed=13)
+  for v in videos:
+    f = v.astype(np.float32) / 127.5 - 1.0
+    assert metrics.detect(f) == metrics.detect(v)
+
+
+@pytest.mark.parametrize("kind", ["uniform_uint8", "gaussian_float", "sparse_gaussian"])
+def test_noise_scores_near_chance(kind):
+  n = 120
+  rng = np.random.default_rng(1)
+  shape = (n, 16, 32, 32, 3)
+  if kind == "uniform_uint8":
+    videos = rng.integers(0, 256, size=shape, dtype=np.uint8)
+  elif kind == "gaussian_float":
+    videos = np.clip(rng.normal(0.0, 1.0, size=shape), -1, 1).astype(np.float32)
+  else:  # mostly black with scattered bright pixels: blobs that are not objects
+    videos = np.clip(rng.normal(-1.0, 0.5, size=shape), -1, 1).astype(np.float32)
+  got = metrics.score(videos, _random_captions(n))
+  chance = metrics.chance_levels()
+  for key in ("color_acc", "shape_acc", "motion_acc"):
+    assert got[key] <= 2 * chance[key] + 0.1, (key, got, chance)
+  assert got["all_acc"] <= 0.05
+
+
+def test_real_videos_with_wrong_captions_score_near_chance():
+  # The detector reads the video, not some bias: mismatched prompts get chance.
+  videos, _ = _real(150, seed=15)
+  got = metrics.score(videos, _random_captions(150, seed=3))
+  chance = metrics.chance_levels()
+  for key in ("color_acc", "shape_acc", "motion_acc"):
+    assert got[key] <= 2 * chance[key] + 0.1, (key, got, chance)
+
+
+def test_robust_to_pixel_noise_and_speckles():
+  videos, captions = _real(80, seed=16)
+  rng = np.random.default_rng(2)
+  noisy = videos.astype(np.float32) / 127.5 - 1.0 + rng.normal(0, 0.25, videos.shape)
+  got = metrics.score(np.clip(noisy, -1, 1), captions)
+  for key in ("color_acc", "shape_acc", "motion_acc"):
+    assert got[key] >= 0.9, got
+
+
+def test_frozen_and_reversed_videos():
+  videos, captions = _real(60, seed=14)
+  motions = [shapes.parse_caption(c)["motion"] for c in captions]
+  frozen = np.repeat(videos[:, :1], videos.shape[1], axis=1)
+  got = [metrics.detect(v)["motion"] for v in frozen]
+  assert all(m == metrics.NONE for m in got), collections.Counter(got)
+  # Time-reversal swaps direction words: the detector really reads the order.
+  rev = [metrics.detect(v[::-1])["motion"] for v in videos]
+  swap = {"moves left": "moves right", "moves right": "moves left",
+          "moves up": "moves down", "moves down": "moves up",
+          "grows": "shrinks", "shrinks": "grows"}
+  for m, r in zip(motions, rev):
+    assert r == swap.get(m, m)
+
+
+def test_empty_video_and_bad_input():
+  black = np.zeros((8, 32, 32, 3), np.uint8)
+  assert metrics.detect(black) == dict(color="none", shape="none", motion="none")
+  assert metrics.detect(-np.ones((8, 32, 32, 3), np.float32))["shape"] == "none"
+  with pytest.raises(ValueError, match="video"):
+    metrics.detect(np.zeros((32, 32, 3), np.uint8))
+  with pytest.raises(ValueError):
+    metrics.score(np.zeros((2, 4, 16, 16, 3), np.uint8), ["a red square grows"])
+  with pytest.raises(ValueError, match="Cannot parse"):
+    metrics.score(np.zeros((1, 4, 16, 16, 3), np.uint8), ["a square"])
+
+
+def test_chance_levels():
+  c = metrics.chance_levels()
+  assert c["color_acc"] == pytest.approx(1 / 7)
+  assert c["shape_acc"] == pytest.approx(8 / 23)  # squares and triangles: 8 motions each
+  assert c["motion_acc"] == pytest.approx(3 / 23)  # non-rotating motions: 3 shapes each
+  assert c["all_acc"] == pytest.approx(1 / 161)

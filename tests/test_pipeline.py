@@ -1,0 +1,184 @@
+"""The tfds builder (data/shapes_tfds.py) and the tf.data pipeline (data/pipeline.py)."""
+
+import hashlib
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from data import pipeline
+from data import shapes
+from data import shapes_tfds
+
+FRAMES, SIZE, NUM_TRAIN, NUM_TEST = 8, 16, 32, 16
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def builder(data_dir):
+  # Any attempt to reach the network during generation fails the test.
+  def no_network(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+
+  mp = pytest.MonkeyPatch()
+  mp.setattr(socket.socket, "connect", no_network)
+  mp.setattr(socket, "create_connection", no_network)
+  try:
+    yield shapes_tfds.build(data_dir, FRAMES, SIZE, NUM_TRAIN, NUM_TEST, seed=0)
+  finally:
+    mp.undo()
+
+
+def _digest(video):
+  return hashlib.sha1(np.ascontiguousarray(video).tobytes()).hexdigest()
+
+
+def _fake_tokenize(calls):
+  def tokenize(captions):
+    calls.append(list(captions))
+    lengths = np.array([len(c.split()) for c in captions])
+    mask = np.arange(8)[None, :] < lengths[:, None]
+    tokens = np.where(mask, 7, 0)
+    return tokens, mask
+
+  return tokenize
+
+
+def _read_all(builder, split, process_index=0, process_count=1):
+  ds = pipeline.make_dataset(
+      builder, split, 1, seed=0, process_index=process_index,
+      process_count=process_count, shuffle=False, repeat=False,
+  )
+  return [_digest(b["video"][0]) for b in ds.as_numpy_iterator()]
+
+
+def test_builder_features_and_splits(builder):
+  assert builder.builder_config.name == f"f{FRAMES}_r{SIZE}_n{NUM_TRAIN}_t{NUM_TEST}_s0"
+  assert builder.info.splits["train"].num_examples == NUM_TRAIN
+  assert builder.info.splits["test"].num_examples == NUM_TEST
+  feats = builder.info.features
+  assert feats["video"].shape == (FRAMES, SIZE, SIZE, 3)
+  assert feats["shape"].names == list(shapes.SHAPES)
+  ex = next(builder.as_dataset(split="train").as_numpy_iterator())
+  assert ex["video"].shape == (FRAMES, SIZE, SIZE, 3) and ex["video"].dtype == np.uint8
+  labels = shapes.parse_caption(ex["caption"].decode())
+  assert labels["color"] == feats["color"].int2str(ex["color"])
+  assert labels["motion"] == feats["motion"].int2str(ex["motion"])
+
+
+def test_stored_examples_equal_the_generator(builder):
+  ex = {}
+  for e in builder.as_dataset(split="train").as_numpy_iterator():
+    ex[e["caption"].decode(), _digest(e["video"])] = True
+  for i in range(NUM_TRAIN):
+    g = shapes.example(0, i, FRAMES, SIZE)
+    assert (g["caption"], _digest(g["video"])) in ex
+
+
+def test_second_build_reuses_the_data(builder, data_dir, monkeypatch):
+  files = sorted(os.listdir(builder.data_dir))
+  mtimes = [os.path.getmtime(os.path.join(builder.data_dir, f)) for f in files]
+
+  def fail(*args, **kwargs):
+    raise AssertionError("dataset regenerated")
+
+  monkeypatch.setattr(shapes, "example", fail)
+  again = shapes_tfds.build(data_dir, FRAMES, SIZE, NUM_TRAIN, NUM_TEST, seed=0)
+  assert again.data_dir == builder.data_dir
+  assert sorted(os.listdir(builder.data_dir)) == files
+  assert [os.path.getmtime(os.path.join(builder.data_dir, f)) for f in files] == mtimes
+
+
+def test_other_settings_get_their_own_directory(builder, data_dir):
+  other = shapes_tfds.build(data_dir, FRAMES, SIZE, 4, 4, seed=1)
+  assert other.builder_config.name == f"f{FRAMES}_r{SIZE}_n4_t4_s1"
+  assert other.data_dir != builder.data_dir
+  assert other.info.splits["train"].num_examples == 4
+  assert builder.info.splits["train"].num_examples == NUM_TRAIN
+
+
+def test_train_and_test_are_disjoint(builder):
+  train, test = set(_read_all(builder, "train")), set(_read_all(builder, "test"))
+  assert len(train) == NUM_TRAIN and len(test) == NUM_TEST
+  assert not train & test
+
+
+def test_batches_shapes_dtypes_and_range(builder):
+  calls = []
+  ds = pipeline.make_dataset(builder, "train", 4, seed=0)
+  batches = pipeline.numpy_batches(ds, _fake_tokenize(calls))
+  for _ in range(10):  # more than one epoch: repeats
+    b = next(batches)
+    assert b["video"].shape == (4, FRAMES, SIZE, SIZE, 3)
+    assert b["video"].dtype == np.float32
+    assert b["video"].min() >= -1.0 and b["video"].max() <= 1.0
+    assert b["video"].min() == -1.0  # black background
+    assert b["tokens"].shape == b["mask"].shape == (4, 8)
+    assert b["tokens"].dtype == np.int32 and b["mask"].dtype == bool
+    assert len(b["caption"]) == 4 and all(isinstance(c, str) for c in b["caption"])
+    for k in ("color", "shape", "motion"):
+      assert b[k].shape == (4,) and b[k].dtype == np.int32
+  assert len(calls) == 10 and calls[-1] == b["caption"]
+  names = builder.info.features["motion"].names
+  assert [shapes.parse_caption(c)["motion"] for c in b["caption"]] == [
+      names[i] for i in b["motion"]
+  ]
+
+
+def test_video_values_match_uint8_source(builder):
+  ds = pipeline.make_dataset(builder, "test", 1, seed=0, shuffle=False, repeat=False)
+  src = {_digest(e["video"]): e["video"] for e in builder.as_dataset(split="test").as_numpy_iterator()}
+  for b in ds.as_numpy_iterator():
+    u8 = np.round((b["video"][0] + 1.0) * 127.5).astype(np.uint8)
+    assert _digest(u8) in src
+
+
+def _first(ds, n=3):
+  it = pipeline.numpy_batches(ds, _fake_tokenize([]))
+  return [next(it) for _ in range(n)]
+
+
+def test_deterministic_given_seed(builder):
+  ds = pipeline.make_dataset(builder, "train", 4, seed=5)
+  a = _first(ds, 12)  # 48 examples: crosses an epoch boundary
+  b = _first(ds, 12)  # a second iterator over the same dataset
+  c = _first(pipeline.make_dataset(builder, "train", 4, seed=5), 12)  # a fresh dataset
+  d = _first(pipeline.make_dataset(builder, "train", 4, seed=6), 12)
+  for x, y, z in zip(a, b, c):
+    assert np.array_equal(x["video"], y["video"]) and np.array_equal(x["video"], z["video"])
+    assert x["caption"] == y["caption"] == z["caption"]
+  assert any(not np.array_equal(x["video"], w["video"]) for x, w in zip(a, d))
+  # Shuffled: not the stored order.
+  stored = _read_all(builder, "train")[:4]
+  assert [_digest(v) for v in a[0]["video"]] != stored
+  # Epochs are reshuffled: the second epoch (examples 32..63) is not a replay of the first.
+  seq = [_digest(v) for x in a for v in x["video"]]
+  assert seq[:16] != seq[NUM_TRAIN:NUM_TRAIN + 16]
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_process_shards_are_disjoint_and_cover_the_split(builder, count):
+  shards = [_read_all(builder, "train", i, count) for i in range(count)]
+  sizes = [len(s) for s in shards]
+  assert sum(sizes) == NUM_TRAIN and max(sizes) - min(sizes) <= 1
+  union = set().union(*map(set, shards))
+  assert len(union) == NUM_TRAIN
+  assert union == set(_read_all(builder, "train"))
+
+
+def test_drop_remainder_and_bad_arguments(builder):
+  ds = pipeline.make_dataset(builder, "test", 5, seed=0, shuffle=False, repeat=False)
+  assert sum(1 for _ in ds.as_numpy_iterator()) == NUM_TEST // 5
+  with pytest.raises(ValueError, match="process_index"):
+    pipeline.make_dataset(builder, "test", 5, seed=0, process_index=2, process_count=2)
+
+  def bad_tokenize(captions):
+    return np.zeros((len(captions) + 1, 3)), np.zeros((len(captions) + 1, 3), bool)
+
+  with pytest.raises(ValueError, match="tokenize"):
+    next(pipeline.numpy_batches(ds, bad_tokenize))

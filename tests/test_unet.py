@@ -1,0 +1,131 @@
+"""The paper's initialisation properties of the inflated network."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from configs import common
+from conftest import small_config
+from stunet import inflate
+from stunet import layers as L
+from stunet.unet import build_model
+
+
+def _init(config, frames, rng=0):
+  model = build_model(config.model)
+  s, n = config.data.size, config.data.max_text_len
+  args = (jnp.zeros((1, frames, s, s, 3)), jnp.zeros((1,)), jnp.ones((1, n), jnp.int32),
+          jnp.ones((1, n), bool))
+  return model, nn.meta.unbox(model.init(jax.random.key(rng), *args))['params']
+
+
+def _inputs(config, b, frames, rng=1):
+  k = jax.random.split(jax.random.key(rng), 3)
+  s, n = config.data.size, config.data.max_text_len
+  x = jax.random.normal(k[0], (b, frames, s, s, 3))
+  t = jax.random.uniform(k[1], (b,))
+  tokens = jax.random.randint(k[2], (b, n), 2, config.model.text.vocab_size)
+  mask = jnp.arange(n)[None] < jnp.array([[5], [3]])[:b]
+  return x, t, tokens, mask
+
+
+def _spatial_part(params):
+  flat = inflate.traverse_util.flatten_dict(params)
+  return inflate.traverse_util.unflatten_dict(
+      {k: v for k, v in flat.items() if not inflate.is_temporal(k)})
+
+
+def test_stunet_equals_t2i_per_frame_on_static_video():
+  cfg = small_config('scratch')
+  cfg.model.channel_mult = (1, 2, 2)  # two temporal halvings
+  cfg.model.attn_levels, cfg.model.cross_attn_levels = (2,), (1, 2)
+  frames = cfg.data.num_frames
+  stunet, params = _init(cfg, frames)
+  # conv_out is zero-initialised; give it weights so the comparison is not 0 == 0.
+  params['unet']['conv_out']['kernel'] = jax.random.normal(
+      jax.random.key(3), params['unet']['conv_out']['kernel'].shape)
+  t2i_cfg = small_config('t2i')
+  t2i_cfg.model = cfg.model.copy_and_resolve_references()
+  t2i_cfg.model.temporal = False
+  t2i, t2i_init = _init(t2i_cfg, 1, rng=5)
+  t2i_params = _spatial_part(params)  # the same spatial weights
+  assert jax.tree.structure(t2i_params) == jax.tree.structure(t2i_init)
+
+  x, t, tokens, mask = _inputs(cfg, 2, 1)
+  x = jnp.repeat(x, frames, axis=1)  # every frame identical
+  out = stunet.apply({'params': params}, x, t, tokens, mask)
+  per_frame = t2i.apply({'params': t2i_params}, x.reshape((-1, 1) + x.shape[2:]),
+                        jnp.repeat(t, frames), jnp.repeat(tokens, frames, 0),
+                        jnp.repeat(mask, frames, 0))
+  assert float(jnp.abs(out).max()) > 0.1
+  np.testing.assert_allclose(out, per_frame.reshape(out.shape), atol=2e-5, rtol=1e-5)
+
+
+def test_inflated_temporal_blocks_change_moving_video_after_training_like_perturbation():
+  """Once temporal weights move away from init, frames interact (the test above is not vacuous)."""
+  cfg = small_config('scratch')
+  model, params = _init(cfg, cfg.data.num_frames)
+  x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
+  flat = inflate.traverse_util.flatten_dict(params)
+  key = jax.random.key(9)
+  flat = {k: (v + 0.1 * jax.random.normal(jax.random.fold_in(key, i), v.shape)
+              if inflate.is_temporal(k) or k[-2] == 'conv_out' else v)
+          for i, (k, v) in enumerate(sorted(flat.items()))}
+  params = inflate.traverse_util.unflatten_dict(flat)
+  out = model.apply({'params': params}, x, t, tokens, mask)
+  x2 = x.at[:, 0].set(0.)  # changing frame 0 must affect other frames' outputs
+  out2 = model.apply({'params': params}, x2, t, tokens, mask)
+  assert float(jnp.abs(out[:, -1] - out2[:, -1]).max()) > 1e-4
+
+
+def test_temporal_downsample_is_striding_at_init():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 4, 4, 6))
+  mod = L.TemporalDownsample()
+  p = mod.init(jax.random.key(1), x)
+  np.testing.assert_allclose(mod.apply(p, x), x[:, ::2], atol=1e-6)
+
+
+def test_temporal_upsample_is_frame_repetition_at_init():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 4, 6))
+  mod = L.TemporalUpsample()
+  p = mod.init(jax.random.key(1), x)
+  np.testing.assert_allclose(mod.apply(p, x), jnp.repeat(x, 2, axis=1), atol=1e-6)
+
+
+def test_he_init_ablation_is_not_identity():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 4, 4, 6))
+  mod = L.TemporalDownsample(init_scheme='he')
+  p = mod.init(jax.random.key(1), x)
+  assert float(jnp.abs(mod.apply(p, x) - x[:, ::2]).max()) > 0.1
+
+
+def test_space_time_block_and_temporal_attention_are_identity_at_init():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 4, 8))
+  for mod in (L.SpaceTimeConvBlock(), L.TemporalAttention(num_heads=2)):
+    p = mod.init(jax.random.key(1), x)
+    np.testing.assert_allclose(mod.apply(p, x), x, atol=1e-6)
+
+
+def test_frame_count_not_divisible_is_refused_at_config_time():
+  cfg = small_config('scratch')
+  cfg.model.channel_mult = (1, 2, 2)
+  cfg.data.num_frames = 6
+  with pytest.raises(ValueError, match='num_frames=6 is not divisible by 4'):
+    common.validate(cfg)
+  cfg.data.num_frames = 12
+  common.validate(cfg)  # 12 = 3 * 4 is fine
+
+
+def test_temporal_parameter_names_are_the_only_additions():
+  cfg = small_config('scratch')
+  _, st = _init(cfg, cfg.data.num_frames)
+  t2i_cfg = small_config('t2i')
+  _, im = _init(t2i_cfg, 1)
+  st_flat = inflate.traverse_util.flatten_dict(st)
+  im_flat = inflate.traverse_util.flatten_dict(im)
+  assert {k for k in st_flat if not inflate.is_temporal(k)} == set(im_flat)
+  assert any(inflate.is_temporal(k) for k in st_flat)
+  for k in im_flat:
+    assert st_flat[k].shape == im_flat[k].shape
