@@ -13,6 +13,8 @@ from configs import common
 
 def get_config(arg: str = 'stage=stunet'):
   stage = common.parse_arg(arg, stage='stunet')['stage']
+  if stage not in ('t2i', 'stunet', 'scratch'):
+    raise ValueError(f'unknown stage {stage!r}; use stage=t2i, stage=stunet or stage=scratch.')
   config = common.base_config()
 
   config.data.num_frames = 16            # 16 frames of 32x32: 8 and 4 at the coarser levels
@@ -30,8 +32,8 @@ def get_config(arg: str = 'stage=stunet'):
   t.stage = stage
   t.freeze_spatial = stage == 'stunet'
   if stage == 't2i':
-    t.batch_size, t.num_steps = 32, 1200  # frames: 8 clips x 4 random frames
+    t.batch_size, t.num_steps = 32, 700   # frames: 8 clips x 4 random frames
   else:
-    t.batch_size, t.num_steps = 4, 800    # clips of 16 frames
+    t.batch_size, t.num_steps = 4, 500    # clips of 16 frames
   t.ckpt_every = 400
   return config

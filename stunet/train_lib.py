@@ -111,13 +111,14 @@ class Setup:
                    out_shardings=self.shardings)(rng)
 
 
-def load_params(workdir: str, mesh=None) -> tuple[ml_collections.ConfigDict, Any]:
-  """(config, params) of the latest checkpoint of a train.py workdir."""
+def load_params(workdir: str, mesh=None, step: Optional[int] = None
+                ) -> tuple[ml_collections.ConfigDict, Any]:
+  """(config, params) of a checkpoint (default: the latest) of a train.py workdir."""
   config = checkpoints.load_config(workdir)
   mesh = mesh or sharding.make_mesh(config.mesh)
   setup = Setup(config, mesh)
   ckpt = checkpoints.Checkpointer(workdir, read_only=True)
-  state = ckpt.restore(setup.abstract_state)
+  state = ckpt.restore(setup.abstract_state, step)
   ckpt.close()
   return config, state.params
 

@@ -1,0 +1,75 @@
+"""Samples videos from a trained model.
+
+  python sample.py --workdir=workdir/stunet --prompt="a red square moves left" \
+      --output=samples/red_square.mp4
+Several --prompt flags give several videos (output name gets _0, _1, ...).
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from stunet import checkpoints
+from stunet import sampling
+from stunet import train_lib
+from stunet import video_io
+from stunet.text import DEFAULT_SPM, Tokenizer
+from stunet.unet import build_model
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None,
+                                  'A checkpoint folder, workdir/checkpoints/<step>.')
+_PROMPT = flags.DEFINE_multi_string('prompt', None, 'Text prompt; repeat for several.')
+_NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
+_GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight w (default: config).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed: same seed, same video.')
+_SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'default: config.')
+_OUTPUT = flags.DEFINE_string('output', 'samples/sample.mp4', '.mp4 or .gif path.')
+_FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the written file.')
+_SCALE = flags.DEFINE_integer('scale', 4, 'Nearest-neighbour enlargement for viewing.')
+flags.mark_flags_as_required(['prompt'])
+
+
+def _locate() -> tuple[str, int | None]:
+  if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
+    raise app.UsageError('pass exactly one of --workdir or --checkpoint.')
+  if _WORKDIR.value:
+    return _WORKDIR.value, None
+  path = os.path.abspath(_CHECKPOINT.value.rstrip('/'))
+  step = os.path.basename(path)
+  if not step.isdigit():
+    raise app.UsageError(f'--checkpoint={_CHECKPOINT.value} should end in a step number '
+                         f'(workdir/checkpoints/<step>); use --workdir for the latest.')
+  return os.path.dirname(os.path.dirname(path)), int(step)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  workdir, step = _locate()
+  config, params = train_lib.load_params(workdir, step=step)
+  sc = config.sample
+  tokenizer = Tokenizer(config.data.tokenizer or DEFAULT_SPM, config.data.max_text_len)
+  frames = config.data.num_frames if config.model.temporal else 1
+  gen = sampling.Generator(
+      build_model(config.model), {'params': params}, tokenizer,
+      (frames, config.data.size, config.data.size, 3),
+      num_steps=_NUM_STEPS.value or sc.num_steps, sampler=_SAMPLER.value or sc.sampler,
+      threshold=sc.threshold)
+  guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
+  videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value)
+  times = gen.last_times
+  print(f'compile {times["compile_s"]:.1f}s, sampling {times["sample_s"]:.1f}s '
+        f'({times["per_step_s"] * 1000:.0f} ms/step) for {len(videos)} video(s)')
+  root, ext = os.path.splitext(_OUTPUT.value)
+  for i, (prompt, video) in enumerate(zip(_PROMPT.value, videos)):
+    path = _OUTPUT.value if len(videos) == 1 else f'{root}_{i}{ext}'
+    video_io.write_video(path, video, fps=_FPS.value, scale=_SCALE.value)
+    print(f'wrote {path}: "{prompt}"')
+
+
+if __name__ == '__main__':
+  app.run(main)

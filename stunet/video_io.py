@@ -1,0 +1,97 @@
+"""Video files: mp4/gif writing and reading, frame grids and X-T slice images."""
+
+import os
+
+import numpy as np
+
+
+def to_uint8(video) -> np.ndarray:
+  """[-1, 1] floats (or uint8) -> uint8, same shape."""
+  video = np.asarray(video)
+  if video.dtype == np.uint8:
+    return video
+  return np.clip(np.round((video + 1.) * 127.5), 0, 255).astype(np.uint8)
+
+
+def upscale(video: np.ndarray, factor: int) -> np.ndarray:
+  """Nearest-neighbour enlargement of [..., h, w, c], so tiny videos are watchable."""
+  if factor <= 1:
+    return video
+  return np.repeat(np.repeat(video, factor, axis=-3), factor, axis=-2)
+
+
+def write_video(path: str, video, fps: int = 8, scale: int = 1) -> str:
+  """Writes video [t, h, w, 3] ([-1, 1] float or uint8) as .mp4 or .gif."""
+  frames = upscale(to_uint8(video), scale)
+  if frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f'expected a video [t, h, w, 3], got shape {frames.shape}.')
+  ext = os.path.splitext(path)[1].lower()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  if ext == '.gif':
+    iio.imwrite(path, frames, extension='.gif', duration=1000 / fps, loop=0)
+  elif ext == '.mp4':
+    _write_mp4(path, frames, fps)
+  else:
+    raise ValueError(f'{path}: unknown video extension {ext!r}; use .mp4 or .gif.')
+  return path
+
+
+def _write_mp4(path, frames, fps):
+  # imageio-ffmpeg ships its own ffmpeg binary; libx264 + yuv420p plays everywhere.
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  h, w = frames.shape[1:3]
+  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec='libx264',
+                                       pix_fmt_out='yuv420p', macro_block_size=2,
+                                       ffmpeg_log_level='error')
+  writer.send(None)
+  for f in frames:
+    writer.send(np.ascontiguousarray(f))
+  writer.close()
+
+
+def read_video(path: str) -> np.ndarray:
+  """Reads an .mp4/.gif (or any ffmpeg-readable file) -> uint8 [t, h, w, 3]."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'video {path!r} not found.')
+  ext = os.path.splitext(path)[1].lower()
+  try:
+    if ext == '.gif':
+      import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+      frames = np.asarray(iio.imread(path, index=None, extension='.gif'))[..., :3]
+    else:
+      import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+      reader = imageio_ffmpeg.read_frames(path)
+      meta = reader.__next__()
+      w, h = meta['size']
+      frames = np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'cannot decode video {path!r}: {e}') from e
+  if frames.ndim != 4 or len(frames) == 0:
+    raise ValueError(f'{path!r} holds no frames.')
+  return frames
+
+
+def xt_slice(video, row: int = None) -> np.ndarray:
+  """The X-T slice at an image row: [t, h, w, 3] -> [t, w, 3] (time runs down)."""
+  video = to_uint8(video)
+  row = video.shape[1] // 2 if row is None else row
+  return video[:, row]
+
+
+def frame_grid(videos, pad: int = 1) -> np.ndarray:
+  """[n, t, h, w, 3] -> one image, a row per video and a column per frame."""
+  videos = to_uint8(videos)
+  n, t, h, w, c = videos.shape
+  grid = np.full((n * (h + pad) - pad, t * (w + pad) - pad, c), 255, np.uint8)
+  for i in range(n):
+    for j in range(t):
+      grid[i * (h + pad):i * (h + pad) + h, j * (w + pad):j * (w + pad) + w] = videos[i, j]
+  return grid
+
+
+def write_image(path: str, image) -> str:
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  iio.imwrite(path, to_uint8(image))
+  return path

@@ -1,0 +1,64 @@
+"""Schedule and v-parameterisation against their closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stunet import diffusion as D
+
+
+def test_cosine_logsnr_endpoints_and_monotone():
+  t = jnp.linspace(0., 1., 101)
+  lam = D.logsnr_schedule_cosine(t)
+  np.testing.assert_allclose(lam[0], D.LOGSNR_MAX, atol=1e-3)
+  np.testing.assert_allclose(lam[-1], D.LOGSNR_MIN, atol=1e-2)  # float32 tan near pi/2
+  assert bool(jnp.all(jnp.diff(lam) < 0))
+
+
+def test_alpha_sigma_is_the_cosine_schedule():
+  t = jnp.linspace(0.02, 0.98, 49)
+  alpha, sigma = D.alpha_sigma(D.logsnr_schedule_cosine(t))
+  np.testing.assert_allclose(alpha ** 2 + sigma ** 2, 1., atol=1e-6)
+  # Away from the clipped ends the shifted schedule is alpha = cos(pi t / 2).
+  np.testing.assert_allclose(alpha, np.cos(np.pi * np.asarray(t) / 2), atol=2e-4)
+  np.testing.assert_allclose(sigma, np.sin(np.pi * np.asarray(t) / 2), atol=2e-4)
+  # logsnr = log(alpha^2 / sigma^2)
+  np.testing.assert_allclose(D.logsnr_schedule_cosine(t), np.log(alpha ** 2 / sigma ** 2),
+                             rtol=1e-3, atol=1e-3)
+
+
+def test_v_parameterisation_round_trips():
+  k = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.uniform(k[0], (4, 2, 3, 3, 3), minval=-1, maxval=1)
+  eps = jax.random.normal(k[1], x.shape)
+  t = jax.random.uniform(k[2], (4,))
+  z = D.q_sample(x, t, eps)
+  v = D.v_target(x, t, eps)
+  np.testing.assert_allclose(D.x_from_v(z, t, v), x, atol=1e-5)
+  np.testing.assert_allclose(D.eps_from_v(z, t, v), eps, atol=1e-5)
+  alpha, sigma = D.alpha_sigma(D.logsnr_schedule_cosine(t))
+  np.testing.assert_allclose(v, alpha[:, None, None, None, None] * eps
+                             - sigma[:, None, None, None, None] * x, atol=1e-6)
+  assert float(D.loss_fn(v, x, t, eps)) < 1e-10
+  assert float(D.loss_fn(v + 1., x, t, eps)) > 0.99
+
+
+def test_cfg_dropout_rate_and_replacement():
+  tokens = jnp.arange(1, 4001)[:, None] * jnp.ones((1, 5), jnp.int32)
+  mask = jnp.ones((4000, 5), bool)
+  null_t = jnp.array([1, 0, 0, 0, 0])
+  null_m = null_t > 0
+  out_t, out_m = D.drop_text(jax.random.key(1), tokens, mask, null_t, null_m, 0.1)
+  dropped = np.all(np.asarray(out_t) == np.asarray(null_t), axis=1)
+  assert 0.08 < dropped.mean() < 0.12
+  np.testing.assert_array_equal(np.asarray(out_m)[dropped], np.asarray(null_m)[None].repeat(
+      dropped.sum(), 0))
+  np.testing.assert_array_equal(np.asarray(out_t)[~dropped], np.asarray(tokens)[~dropped])
+  out_t, _ = D.drop_text(jax.random.key(1), tokens, mask, null_t, null_m, 0.0)
+  np.testing.assert_array_equal(out_t, tokens)
+
+
+def test_sample_times_are_stratified_uniform():
+  t = np.sort(np.asarray(D.sample_times(jax.random.key(3), 64)))
+  assert t.min() >= 0 and t.max() < 1
+  np.testing.assert_allclose(np.diff(t), 1 / 64, atol=1e-5)

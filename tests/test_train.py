@@ -1,0 +1,146 @@
+"""Train step, frozen spatial weights, inflation, checkpoint resume."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from data import shapes
+from conftest import small_config
+from stunet import checkpoints
+from stunet import inflate
+from stunet import sharding
+from stunet import train_lib
+
+
+def _batch(cfg, rng=0):
+  """Real clips of the shapes dataset with random tokens."""
+  b, s, n = cfg.train.batch_size, cfg.data.size, cfg.data.max_text_len
+  if cfg.train.stage == 't2i':
+    b //= cfg.train.frames_per_clip
+  video = np.stack([shapes.example(rng, i, cfg.data.num_frames, s)['video']
+                    for i in range(b)]) / 127.5 - 1.
+  tokens = jax.random.randint(jax.random.key(rng), (b, n), 3, cfg.model.text.vocab_size)
+  return {'video': np.asarray(video), 'tokens': np.asarray(tokens),
+          'mask': np.ones((b, n), bool)}
+
+
+def _step_fn(cfg):
+  mesh = sharding.make_mesh(cfg.mesh)
+  setup = train_lib.Setup(cfg, mesh)
+  null = np.zeros(cfg.data.max_text_len, np.int32)
+  null[0] = 1
+  return setup, mesh, train_lib.make_train_step(setup, null, null > 0)
+
+
+def test_frozen_spatial_weights_do_not_move():
+  cfg = small_config('stunet')
+  cfg.train.freeze_spatial = True
+  setup, mesh, step = _step_fn(cfg)
+  state = setup.init(jax.random.key(0))
+  # Stand-in for trained T2I weights: fresh zero-initialised output layers would block
+  # every gradient to the temporal layers.
+  flat = inflate.traverse_util.flatten_dict(jax.device_get(state.params))
+  flat = {k: v if inflate.is_temporal(k) else v + 0.05 * np.random.default_rng(0).normal(
+      size=v.shape).astype(v.dtype) for k, v in flat.items()}
+  state = state.replace(params=jax.device_put(inflate.traverse_util.unflatten_dict(flat),
+                                              setup.shardings.params))
+  before = jax.device_get(state.params)
+  for _ in range(2):  # the first step has learning rate 0 (warmup)
+    state, metrics = step(state, sharding.global_batch(_batch(cfg), mesh), jax.random.key(1))
+  after = jax.device_get(state.params)
+  flat_b = inflate.traverse_util.flatten_dict(before)
+  flat_a = inflate.traverse_util.flatten_dict(after)
+  moved = {k for k in flat_b if not np.array_equal(flat_b[k], flat_a[k])}
+  assert moved, 'no parameter trained'
+  assert all(inflate.is_temporal(k) for k in moved), sorted(moved)[:3]
+  assert any(k[0] == 'text_encoder' for k in flat_b)  # the text encoder is frozen too
+  assert np.isfinite(float(metrics['loss']))
+  # Only the trainable part has optimizer state.
+  n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
+  n_train, n_frozen = train_lib.count_params(after, True)
+  assert n_frozen > 0 and n_opt < 2 * n_train + 10 < 2 * (n_train + n_frozen)
+
+
+def test_training_fits_a_fixed_batch():
+  cfg = small_config('t2i')
+  cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps = 8, 3e-3, 5
+  cfg.train.cfg_drop = 0.
+  setup, mesh, step = _step_fn(cfg)
+  state = setup.init(jax.random.key(0))
+  batch = sharding.global_batch(_batch(cfg), mesh)
+  losses = []
+  for _ in range(60):
+    state, m = step(state, batch, jax.random.key(1))
+    losses.append(float(m['loss']))
+  assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:10]), losses
+
+
+def test_inflate_copies_every_spatial_weight_and_checks_configs():
+  t2i_cfg, st_cfg = small_config('t2i'), small_config('scratch')
+  mesh = sharding.make_mesh(t2i_cfg.mesh)
+  t2i = train_lib.Setup(t2i_cfg, mesh).init(jax.random.key(0)).params
+  st = train_lib.Setup(st_cfg, mesh).init(jax.random.key(1)).params
+  out = inflate.inflate(t2i, st)
+  flat_o, flat_t, flat_s = (inflate.traverse_util.flatten_dict(p) for p in (out, t2i, st))
+  for k, v in flat_o.items():
+    np.testing.assert_array_equal(v, flat_t[k] if k in flat_t else flat_s[k])
+  assert set(flat_o) == set(flat_s)
+  wide = small_config('t2i')
+  wide.model.channels = 12
+  wide.model.num_heads = 2
+  other = train_lib.Setup(wide, mesh).init(jax.random.key(0)).params
+  with pytest.raises(ValueError, match='shape'):
+    inflate.inflate(other, st)
+
+
+def _data_config(cfg, tmp_path):
+  cfg.data.data_dir = str(tmp_path / 'tfds')
+  return cfg
+
+
+def test_train_resume_and_inflate_end_to_end(tmp_path):
+  # Stage 1: T2I on frames, 4 steps with checkpoints every 2.
+  t2i_cfg = _data_config(small_config('t2i'), tmp_path)
+  common.validate(t2i_cfg)
+  t2i_dir = str(tmp_path / 't2i')
+  train_lib.train_and_evaluate(t2i_cfg, t2i_dir)
+  assert checkpoints.Checkpointer(t2i_dir, read_only=True).latest_step() == 4
+
+  # Stage 2: STUNet from the T2I run, spatial frozen; stop at 2, resume to 4.
+  st_cfg = _data_config(small_config('stunet'), tmp_path)
+  st_cfg.train.freeze_spatial, st_cfg.train.init_from = True, t2i_dir
+  common.validate(st_cfg)
+  st_dir = str(tmp_path / 'stunet')
+  st_cfg.train.num_steps = 2
+  train_lib.train_and_evaluate(st_cfg, st_dir)
+  st_cfg.train.num_steps = 4
+  train_lib.train_and_evaluate(st_cfg, st_dir)  # resumes from step 2
+  saved = checkpoints.load_config(st_dir)
+  assert saved.train.num_steps == 4 and saved.model.temporal
+
+  _, t2i_params = train_lib.load_params(t2i_dir)
+  _, st_params = train_lib.load_params(st_dir)
+  _, st_params_2 = train_lib.load_params(st_dir, step=2)
+  flat_t = inflate.traverse_util.flatten_dict(jax.device_get(t2i_params))
+  flat_s = inflate.traverse_util.flatten_dict(jax.device_get(st_params))
+  flat_2 = inflate.traverse_util.flatten_dict(jax.device_get(st_params_2))
+  for k, v in flat_t.items():  # spatial weights are the T2I run's, unchanged
+    np.testing.assert_array_equal(flat_s[k], v)
+  assert any(not np.array_equal(flat_s[k], flat_2[k]) for k in flat_s if inflate.is_temporal(k))
+
+
+def test_init_from_a_stunet_run_is_refused(tmp_path):
+  cfg = _data_config(small_config('scratch'), tmp_path)
+  cfg.train.num_steps = 1
+  train_lib.train_and_evaluate(cfg, str(tmp_path / 'a'))
+  cfg2 = _data_config(small_config('stunet'), tmp_path)
+  cfg2.train.init_from, cfg2.train.freeze_spatial = str(tmp_path / 'a'), True
+  with pytest.raises(ValueError, match='T2I run'):
+    train_lib.train_and_evaluate(cfg2, str(tmp_path / 'b'))
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='not a train.py workdir'):
+    train_lib.load_params(str(tmp_path))
