@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.schedule = 'constant'          # after warmup: 'constant' or 'cosine'
   c.train.weight_decay = 0.0             # AdamW weight decay
   c.train.grad_clip = 1.0                # global-norm gradient clipping (0 = off)
+  c.train.ema_decay = 0.999              # EMA of weights, used for sampling (0 = raw)
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
   c.train.init_from = ''                 # T2I workdir/checkpoint to inflate from

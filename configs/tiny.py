@@ -36,4 +36,5 @@ def get_config(arg: str = 'stage=stunet'):
   else:
     t.batch_size, t.num_steps = 4, 500    # clips of 16 frames
   t.ckpt_every = 400
+  t.ema_decay = 0.995                    # short runs: a short average
   return config

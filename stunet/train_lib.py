@@ -33,6 +33,7 @@ from stunet.unet import build_model
 class TrainState:
   step: jax.Array
   params: Any      # the full parameter tree (frozen and trainable)
+  ema_params: Any  # exponential moving average of params (what the sampler uses)
   opt_state: Any   # optimizer state of the trainable parameters only
 
 
@@ -91,7 +92,7 @@ class Setup:
   def init_boxed(self, rng) -> TrainState:
     params = self.model.init(rng, *example_inputs(self.config))['params']
     train, _ = split_params(params, self.freeze)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
                       opt_state=self.tx.init(train))
 
   @functools.cached_property
@@ -111,16 +112,19 @@ class Setup:
                    out_shardings=self.shardings)(rng)
 
 
-def load_params(workdir: str, mesh=None, step: Optional[int] = None
+def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool = True
                 ) -> tuple[ml_collections.ConfigDict, Any]:
-  """(config, params) of a checkpoint (default: the latest) of a train.py workdir."""
+  """(config, params) of a checkpoint (default: the latest) of a train.py workdir.
+
+  ema: the moving average of the weights (what samples should use) or the raw ones.
+  """
   config = checkpoints.load_config(workdir)
   mesh = mesh or sharding.make_mesh(config.mesh)
   setup = Setup(config, mesh)
   ckpt = checkpoints.Checkpointer(workdir, read_only=True)
   state = ckpt.restore(setup.abstract_state, step)
   ckpt.close()
-  return config, state.params
+  return config, state.ema_params if ema else state.params
 
 
 def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray) -> Callable:
@@ -157,8 +161,14 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
     value, grads = jax.value_and_grad(loss)(train)
     updates, opt_state = tx.update(grads, state.opt_state, train)
     train = optax.apply_updates(train, updates)
-    new = TrainState(step=state.step + 1, params=_unflat({**train, **frozen}),
-                     opt_state=opt_state)
+    params = _unflat({**train, **frozen})
+    # EMA with the usual warm-up, so early averages are not dominated by the init.
+    step = state.step.astype(jnp.float32)
+    decay = jnp.minimum(tc.ema_decay, (1. + step) / (10. + step))
+    ema_train, _ = split_params(state.ema_params, setup.freeze)
+    ema_train = jax.tree.map(lambda e, p: decay * e + (1. - decay) * p, ema_train, train)
+    ema = _unflat({**ema_train, **frozen})  # frozen weights stay bit-identical
+    new = TrainState(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
     metrics = {'loss': value, 'grad_norm': optax.global_norm(grads),
                'lr': schedule(state.step)}
     return new, metrics
@@ -183,7 +193,8 @@ def initial_state(setup: Setup, ckpt: checkpoints.Checkpointer, rng) -> TrainSta
                        f'T2I run (stage=t2i).')
     params = inflate.inflate(t2i_params, state.params)
     params = jax.device_put(params, setup.shardings.params)
-    state = state.replace(params=params)
+    # Separate buffers: the step donates both trees.
+    state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
     logging.info('initialised spatial weights from %s', src)
   return state
 

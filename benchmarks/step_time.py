@@ -1,0 +1,144 @@
+"""Train-step and sampler speed for a config, with XLA's FLOP count and peak memory.
+
+  python benchmarks/step_time.py --config=configs/tiny.py:stage=scratch
+  python benchmarks/step_time.py --config=configs/tiny.py:stage=t2i --steps=10
+
+Random weights and synthetic batches of the config's shapes: this measures compute,
+not the input pipeline. FLOPs are XLA's cost analysis of the compiled step; achieved
+GFLOP/s = FLOPs / median step time. Peak host memory is the process's max RSS.
+"""
+
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from configs import common
+from stunet import sampling
+from stunet import sharding
+from stunet import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/tiny.py:stage=scratch',
+                                          'Config file.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed train steps (after one warm-up).')
+_SAMPLE_STEPS = flags.DEFINE_integer('sample_steps', 8, 'Denoising steps timed.')
+_SAMPLE_BATCH = flags.DEFINE_integer('sample_batch', 4, 'Videos per sampler call.')
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis() or {}
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float(cost.get('flops', 0.))
+
+
+def _timed(fn, n):
+  times = []
+  for _ in range(n):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if config.train.freeze_spatial and not config.train.init_from:
+    config.train.init_from = '(benchmark: random spatial weights)'
+  common.resolve(config)
+  common.validate(config)
+  mesh = sharding.make_mesh(config.mesh)
+  setup = train_lib.Setup(config, mesh)
+  state = setup.init(jax.random.key(0))
+  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze)
+  null = np.zeros(config.data.max_text_len, np.int32)
+  null[0] = 1
+  step = train_lib.make_train_step(setup, null, null > 0)
+  tc, d = config.train, config.data
+  clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
+  batch = sharding.global_batch({
+      'video': np.zeros((clips, d.num_frames, d.size, d.size, 3), np.float32),
+      'tokens': np.ones((clips, d.max_text_len), np.int32),
+      'mask': np.ones((clips, d.max_text_len), bool)}, mesh)
+  rng = jax.random.key(1)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t0
+  flops = _flops(compiled)
+  mem = compiled.memory_analysis()
+  holder = {'state': compiled(state, batch, rng)[0]}
+
+  def one():
+    holder['state'], m = compiled(holder['state'], batch, rng)
+    return m['loss']
+  step_s = _timed(one, _STEPS.value)
+
+  frames = d.num_frames if config.model.temporal else 1
+  gen = sampling.Generator(setup.model, {'params': holder['state'].params},
+                           _FakeTokenizer(d.max_text_len),
+                           (frames, d.size, d.size, 3), num_steps=_SAMPLE_STEPS.value,
+                           sampler=config.sample.sampler)
+  prompts = ['x'] * _SAMPLE_BATCH.value
+  gen(prompts, guidance=config.sample.guidance)  # compile
+  sample_compile_s = gen.last_times['compile_s']
+  sample_s = _timed(lambda: gen(prompts, guidance=config.sample.guidance), 3)
+  # XLA counts a scan's body once, so count one denoising step (the guided batch of
+  # 2b through the U-Net) on its own.
+  b2 = 2 * len(prompts)
+  denoise = jax.jit(lambda p, z, t, txt, m: setup.model.apply(p, z, t, txt, m, method='denoise'))
+  sample_flops = _flops(denoise.lower(
+      {'params': holder['state'].params}, jnp.zeros((b2, frames, d.size, d.size, 3)),
+      jnp.zeros((b2,)), jnp.zeros((b2, d.max_text_len, config.model.text.width)),
+      jnp.ones((b2, d.max_text_len), bool)).compile())
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  unit = 'clips' if config.model.temporal else 'frames'
+  print(f'config: stage={tc.stage} batch={tc.batch_size} {unit}, {frames}x{d.size}x{d.size}, '
+        f'params {n_train / 1e6:.2f}M trained + {n_frozen / 1e6:.2f}M frozen, '
+        f'devices={jax.device_count()} ({jax.devices()[0].platform})')
+  print(f'train step: {step_s * 1000:.1f} ms (median of {_STEPS.value}), compile {compile_s:.1f} s')
+  print(f'train step FLOPs (XLA cost analysis): {flops / 1e9:.2f} GFLOP -> '
+        f'{flops / step_s / 1e9:.1f} GFLOP/s achieved')
+  if mem is not None:
+    print(f'train step memory (XLA): args {mem.argument_size_in_bytes / 2**20:.1f} MiB, '
+          f'temps {mem.temp_size_in_bytes / 2**20:.1f} MiB, '
+          f'outputs {mem.output_size_in_bytes / 2**20:.1f} MiB')
+  per_step = sample_s / _SAMPLE_STEPS.value
+  print(f'sampler: {per_step * 1000:.1f} ms per denoising step for {_SAMPLE_BATCH.value} '
+        f'videos with CFG (batch {2 * _SAMPLE_BATCH.value} through the U-Net), '
+        f'compile {sample_compile_s:.1f} s')
+  print(f'sampler FLOPs per denoising step: {sample_flops / 1e9:.2f} GFLOP -> '
+        f'{sample_flops / per_step / 1e9:.1f} GFLOP/s achieved')
+  print(f'peak host memory (max RSS): {peak_mb:.0f} MiB')
+
+
+class _FakeTokenizer:
+  """Fixed tokens: the benchmark measures the network, not the text."""
+
+  def __init__(self, n):
+    self.n = n
+
+  def encode(self, texts):
+    tokens = np.zeros((len(texts), self.n), np.int32)
+    tokens[:, :3] = [3, 4, 1]
+    return tokens, tokens > 0
+
+  def null(self, b):
+    tokens = np.zeros((b, self.n), np.int32)
+    tokens[:, 0] = 1
+    return tokens, tokens > 0
+
+
+if __name__ == '__main__':
+  app.run(main)
