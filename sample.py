@@ -12,7 +12,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from stunet import checkpoints
 from stunet import sampling
 from stunet import train_lib
 from stunet import video_io
@@ -27,7 +26,8 @@ _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: 
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight w (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed: same seed, same video.')
 _SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'default: config.')
-_OUTPUT = flags.DEFINE_string('output', 'samples/sample.mp4', '.mp4 or .gif path.')
+_OUTPUT = flags.DEFINE_multi_string('output', ['samples/sample.mp4'],
+                                    '.mp4 or .gif path; repeat to write several formats.')
 _FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the written file.')
 _SCALE = flags.DEFINE_integer('scale', 4, 'Nearest-neighbour enlargement for viewing.')
 flags.mark_flags_as_required(['prompt'])
@@ -64,11 +64,12 @@ def main(argv):
   times = gen.last_times
   print(f'compile {times["compile_s"]:.1f}s, sampling {times["sample_s"]:.1f}s '
         f'({times["per_step_s"] * 1000:.0f} ms/step) for {len(videos)} video(s)')
-  root, ext = os.path.splitext(_OUTPUT.value)
-  for i, (prompt, video) in enumerate(zip(_PROMPT.value, videos)):
-    path = _OUTPUT.value if len(videos) == 1 else f'{root}_{i}{ext}'
-    video_io.write_video(path, video, fps=_FPS.value, scale=_SCALE.value)
-    print(f'wrote {path}: "{prompt}"')
+  for output in _OUTPUT.value:
+    root, ext = os.path.splitext(output)
+    for i, (prompt, video) in enumerate(zip(_PROMPT.value, videos)):
+      path = output if len(videos) == 1 else f'{root}_{i}{ext}'
+      video_io.write_video(path, video, fps=_FPS.value, scale=_SCALE.value)
+      print(f'wrote {path}: "{prompt}"')
 
 
 if __name__ == '__main__':
