@@ -29,6 +29,7 @@ _NUM = flags.DEFINE_integer('num_samples', 32, 'Number of prompts/videos.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Videos generated per sampler call.')
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight (default: config).')
+_SAMPLER = flags.DEFINE_enum('sampler', None, ['ddim', 'ddpm'], 'Default: config.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the prompts and of the sampler.')
 _OUT = flags.DEFINE_string('output_dir', None, 'Default: <workdir>/eval or eval_<source>.')
 _FRAMES = flags.DEFINE_integer('num_frames', 16, 'Frames (data/noise sources).')
@@ -53,7 +54,8 @@ def generated(prompts):
       build_model(config.model), {'params': params},
       Tokenizer(config.data.tokenizer or DEFAULT_SPM, config.data.max_text_len),
       (config.data.num_frames, config.data.size, config.data.size, 3),
-      num_steps=_NUM_STEPS.value or sc.num_steps, sampler=sc.sampler, threshold=sc.threshold)
+      num_steps=_NUM_STEPS.value or sc.num_steps, sampler=_SAMPLER.value or sc.sampler,
+      threshold=sc.threshold)
   guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
   out = []
   for i in range(0, len(prompts), _BATCH.value):

@@ -32,9 +32,14 @@ def get_config(arg: str = 'stage=stunet'):
   t.stage = stage
   t.freeze_spatial = stage == 'stunet'
   if stage == 't2i':
-    t.batch_size, t.num_steps = 32, 700   # frames: 8 clips x 4 random frames
+    t.batch_size, t.num_steps = 32, 600   # frames: 8 clips x 4 random frames
   else:
-    t.batch_size, t.num_steps = 4, 500    # clips of 16 frames
+    t.batch_size, t.num_steps = 4, 400    # clips of 16 frames
   t.ckpt_every = 400
   t.ema_decay = 0.995                    # short runs: a short average
+
+  # Ancestral sampling gave cleaner, more coherent clips than DDIM for these short
+  # runs (same checkpoint, 32 prompts: colour 0.88 vs 0.81, see the README).
+  config.sample.sampler = 'ddpm'
+  config.sample.num_steps = 24
   return config
