@@ -49,6 +49,7 @@ def _locate() -> tuple[str, int | None]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  train_lib.quiet_library_logs()
   workdir, step = _locate()
   config, params = train_lib.load_params(workdir, step=step)
   sc = config.sample

@@ -28,10 +28,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  train_lib.quiet_library_logs()
   config = _CONFIG.value
   common.resolve(config)
   common.validate(config)
   logging.info('config:\n%s', config)
+  print(f'stage={config.train.stage} workdir={_WORKDIR.value} (resolved config saved there '
+        f'as config.json)', flush=True)
   train_lib.train_and_evaluate(config, _WORKDIR.value)
 
 

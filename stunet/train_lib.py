@@ -182,7 +182,7 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
 def initial_state(setup: Setup, ckpt: checkpoints.Checkpointer, rng) -> TrainState:
   """Resume from the latest checkpoint, else init (inflating from a T2I run if asked)."""
   if ckpt.latest_step() is not None:
-    logging.info('resuming from %s/%d', ckpt.directory, ckpt.latest_step())
+    report('resuming from %s/%d', ckpt.directory, ckpt.latest_step())
     return ckpt.restore(setup.abstract_state)
   state = setup.init(rng)
   if setup.config.train.init_from:
@@ -195,8 +195,23 @@ def initial_state(setup: Setup, ckpt: checkpoints.Checkpointer, rng) -> TrainSta
     params = jax.device_put(params, setup.shardings.params)
     # Separate buffers: the step donates both trees.
     state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
-    logging.info('initialised spatial weights from %s', src)
+    report('initialised spatial weights from %s', src)
   return state
+
+
+def quiet_library_logs() -> None:
+  """Entry points: library INFO logs (orbax, tfds) drown the progress lines, so show
+  warnings only unless the user passed --verbosity (e.g. --verbosity=0 for INFO)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def report(fmt: str, *args) -> None:
+  """A progress line: printed by process 0 (the user's view) and logged by all."""
+  logging.info(fmt, *args)
+  if jax.process_index() == 0:
+    print(fmt % args, flush=True)
 
 
 def count_params(params, freeze_spatial: bool) -> tuple[int, int]:
@@ -222,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = initial_state(setup, ckpt, jax.random.fold_in(rng, 0))
   start = int(state.step)
   n_train, n_frozen = count_params(state.params, setup.freeze)
-  logging.info('parameters: %.2fM trained, %.2fM frozen', n_train / 1e6, n_frozen / 1e6)
+  report('parameters: %.2fM trained, %.2fM frozen', n_train / 1e6, n_frozen / 1e6)
 
   null_tokens, null_mask = tokenizer.null(1)
   step_fn = make_train_step(setup, null_tokens[0], null_mask[0])
@@ -239,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       tc0 = time.time()
       compiled = step_fn.lower(state, batch, step_rng).compile()
       cost = compiled.cost_analysis() or {}
-      logging.info('compiled the train step in %.1fs: %.2f GFLOP/step', time.time() - tc0,
+      report('compiled the train step in %.1fs: %.2f GFLOP/step', time.time() - tc0,
                    float(cost.get('flops', 0.)) / 1e9)
       t0 = time.time()
     state, metrics = compiled(state, batch, step_rng)
@@ -251,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         raise FloatingPointError(f'loss is {loss} at step {done}; lower config.train.lr.')
       rate = len(losses) / (time.time() - t0)
       eta = (tc.num_steps - done) / max(rate, 1e-9)
-      logging.info('step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s ETA %dm%02ds',
+      report('step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s ETA %dm%02ds',
                    done, tc.num_steps, loss, float(metrics['grad_norm']),
                    float(metrics['lr']), rate, eta // 60, eta % 60)
       t0, losses = time.time(), []
@@ -259,6 +274,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if ckpt.latest_step() != int(state.step):
     ckpt.save(int(state.step), state, force=True)
   ckpt.close()
-  logging.info('trained to step %d in %.1fs; checkpoints in %s', int(state.step),
+  report('trained to step %d in %.1fs; checkpoints in %s', int(state.step),
                time.time() - t_start, ckpt.directory)
   return jax.device_get(metrics)
