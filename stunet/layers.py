@@ -11,7 +11,7 @@ Parameters carry logical axis names (``nn.with_logical_partitioning``) so that
 ``stunet.sharding`` can map them onto any device mesh from the config.
 """
 
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -263,7 +263,3 @@ def pooled(text: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of the valid token embeddings: [b, L, d], [b, L] -> [b, d]."""
   m = mask.astype(text.dtype)[..., None]
   return (text * m).sum(1) / jnp.maximum(m.sum(1), 1.)
-
-
-def level_resolutions(size: int, num_levels: int) -> Sequence[int]:
-  return [size // 2 ** i for i in range(num_levels)]

@@ -19,7 +19,6 @@ prompt once and not at every step.
 
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 

@@ -1,7 +1,6 @@
 """Train step, frozen spatial weights, inflation, checkpoint resume."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
