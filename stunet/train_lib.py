@@ -220,10 +220,15 @@ def count_params(params, freeze_spatial: bool) -> tuple[int, int]:
   return n(train), n(frozen)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       batches: Optional[Any] = None) -> dict:
-  """The training loop. ``batches``: an iterator of host-local numpy batches
-  (default: the config's data pipeline). Returns the last metrics."""
+def _check_finite(metrics: dict, step: int) -> None:
+  loss = float(metrics['loss'])
+  if not np.isfinite(loss):
+    raise FloatingPointError(f'loss is {loss} at step {step}; the last checkpoint is intact. '
+                             f'Lower config.train.lr or raise config.train.warmup_steps.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The training loop over the config's data pipeline. Returns the last metrics."""
   from data import pipeline  # pylint: disable=g-import-not-at-top
   from stunet.text import DEFAULT_SPM, Tokenizer  # pylint: disable=g-import-not-at-top
 
@@ -241,8 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   null_tokens, null_mask = tokenizer.null(1)
   step_fn = make_train_step(setup, null_tokens[0], null_mask[0])
-  if batches is None:
-    batches = pipeline.train_batches(config, tokenizer.encode, start_step=start)
+  batches = pipeline.train_batches(config, tokenizer.encode, start_step=start)
 
   step_rng = jax.random.fold_in(rng, 1)
   t0, t_start, metrics, losses = time.time(), time.time(), {}, []
@@ -255,25 +259,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       compiled = step_fn.lower(state, batch, step_rng).compile()
       cost = compiled.cost_analysis() or {}
       report('compiled the train step in %.1fs: %.2f GFLOP/step', time.time() - tc0,
-                   float(cost.get('flops', 0.)) / 1e9)
+             float(cost.get('flops', 0.)) / 1e9)
       t0 = time.time()
     state, metrics = compiled(state, batch, step_rng)
     losses.append(metrics['loss'])
     done = step + 1
     if done % tc.log_every == 0 or done == tc.num_steps:
       loss = float(np.mean(jax.device_get(losses)))
-      if not np.isfinite(loss):
-        raise FloatingPointError(f'loss is {loss} at step {done}; lower config.train.lr.')
+      _check_finite({'loss': loss}, done)
       rate = len(losses) / (time.time() - t0)
       eta = (tc.num_steps - done) / max(rate, 1e-9)
       report('step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s ETA %dm%02ds',
-                   done, tc.num_steps, loss, float(metrics['grad_norm']),
-                   float(metrics['lr']), rate, eta // 60, eta % 60)
+             done, tc.num_steps, loss, float(metrics['grad_norm']),
+             float(metrics['lr']), rate, eta // 60, eta % 60)
       t0, losses = time.time(), []
+    if ckpt.manager.should_save(done):
+      _check_finite(metrics, done)  # never write a poisoned checkpoint
     ckpt.save(done, state)
+  _check_finite(metrics, int(state.step))
   if ckpt.latest_step() != int(state.step):
     ckpt.save(int(state.step), state, force=True)
   ckpt.close()
   report('trained to step %d in %.1fs; checkpoints in %s', int(state.step),
-               time.time() - t_start, ckpt.directory)
+         time.time() - t_start, ckpt.directory)
   return jax.device_get(metrics)
