@@ -4,7 +4,7 @@ Everything goes through a ``jax.sharding.Mesh`` even on one CPU device, so scali
 out is a change of ``config.mesh``, not of code.
 """
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -50,19 +50,6 @@ def logical_shardings(abstract_boxed: Any, mesh, mesh_config) -> Any:
   """Shardings for a tree whose leaves may carry logical names (nn.Partitioned)."""
   specs = nn.get_partition_spec(abstract_boxed)
   return nn.logical_to_mesh_sharding(specs, mesh, rules(mesh_config))
-
-
-def sharded_init(init_fn: Callable, mesh, mesh_config, *args):
-  """Runs ``init_fn(*args)`` (returning a boxed tree) straight into its shardings.
-
-  ``jax.eval_shape`` gives the abstract tree and its logical names; ``jax.jit`` with
-  ``out_shardings`` then creates each shard on its device, so nothing is ever
-  materialised whole on one device. Returns (unboxed state, shardings).
-  """
-  abstract = jax.eval_shape(init_fn, *args)
-  shardings = logical_shardings(abstract, mesh, mesh_config)
-  state = jax.jit(lambda *a: nn.meta.unbox(init_fn(*a)), out_shardings=shardings)(*args)
-  return state, shardings
 
 
 def batch_sharding(mesh) -> NamedSharding:
