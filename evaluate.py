@@ -43,19 +43,12 @@ def prompts_and_labels(n: int, seed: int):
 
 
 def generated(prompts):
-  from stunet import sampling, train_lib  # pylint: disable=g-import-not-at-top
-  from stunet.text import DEFAULT_SPM, Tokenizer  # pylint: disable=g-import-not-at-top
-  from stunet.unet import build_model  # pylint: disable=g-import-not-at-top
-  config, params = train_lib.load_params(_WORKDIR.value)
+  from stunet import sampling  # pylint: disable=g-import-not-at-top
+  gen, config = sampling.Generator.from_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value,
+                                                sampler=_SAMPLER.value)
   if not config.model.temporal:
     raise app.UsageError(f'{_WORKDIR.value} is a T2I run; motion needs a STUNet workdir.')
   sc = config.sample
-  gen = sampling.Generator(
-      build_model(config.model), {'params': params},
-      Tokenizer(config.data.tokenizer or DEFAULT_SPM, config.data.max_text_len),
-      (config.data.num_frames, config.data.size, config.data.size, 3),
-      num_steps=_NUM_STEPS.value or sc.num_steps, sampler=_SAMPLER.value or sc.sampler,
-      threshold=sc.threshold)
   guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
   out = []
   for i in range(0, len(prompts), _BATCH.value):

@@ -15,8 +15,6 @@ from absl import flags
 from stunet import sampling
 from stunet import train_lib
 from stunet import video_io
-from stunet.text import DEFAULT_SPM, Tokenizer
-from stunet.unet import build_model
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
@@ -51,15 +49,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   train_lib.quiet_library_logs()
   workdir, step = _locate()
-  config, params = train_lib.load_params(workdir, step=step)
+  gen, config = sampling.Generator.from_workdir(
+      workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value)
   sc = config.sample
-  tokenizer = Tokenizer(config.data.tokenizer or DEFAULT_SPM, config.data.max_text_len)
-  frames = config.data.num_frames if config.model.temporal else 1
-  gen = sampling.Generator(
-      build_model(config.model), {'params': params}, tokenizer,
-      (frames, config.data.size, config.data.size, 3),
-      num_steps=_NUM_STEPS.value or sc.num_steps, sampler=_SAMPLER.value or sc.sampler,
-      threshold=sc.threshold)
   guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
   videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value)
   times = gen.last_times

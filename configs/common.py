@@ -122,6 +122,6 @@ def validate(config) -> None:
 def resolve(config) -> None:
   """Fills fields derived from other files (the tokenizer's vocabulary size)."""
   if not config.model.text.vocab_size:
-    from stunet.text import DEFAULT_SPM, Tokenizer  # pylint: disable=g-import-not-at-top
+    from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
     with config.unlocked():
-      config.model.text.vocab_size = Tokenizer(config.data.tokenizer or DEFAULT_SPM).vocab_size
+      config.model.text.vocab_size = Tokenizer.from_config(config.data).vocab_size

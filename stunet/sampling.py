@@ -6,10 +6,12 @@ loop is a ``lax.scan`` and the RNG is folded in per step, so the same seed gives
 the same video and repeated calls with the same shapes never recompile.
 """
 
+import time
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from stunet import diffusion as D
 
@@ -118,10 +120,24 @@ class Generator:
     self._compiled = {}
     self.last_times = {}
 
+  @classmethod
+  def from_workdir(cls, workdir: str, step: Optional[int] = None, *,
+                   num_steps: Optional[int] = None, sampler: Optional[str] = None):
+    """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
+    settings come from the run's config. Returns (generator, config)."""
+    from stunet import train_lib  # pylint: disable=g-import-not-at-top
+    from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
+    from stunet.unet import build_model  # pylint: disable=g-import-not-at-top
+    config, params = train_lib.load_params(workdir, step=step)
+    d, sc = config.data, config.sample
+    frames = d.num_frames if config.model.temporal else 1
+    gen = cls(build_model(config.model), {'params': params}, Tokenizer.from_config(d),
+              (frames, d.size, d.size, 3), num_steps=num_steps or sc.num_steps,
+              sampler=sampler or sc.sampler, threshold=sc.threshold)
+    return gen, config
+
   def __call__(self, prompts, *, guidance: float, seed: int = 0):
     """prompts: list of b str -> (videos float32 [b, t, h, w, 3] in [-1, 1])."""
-    import time  # pylint: disable=g-import-not-at-top
-    import numpy as np  # pylint: disable=g-import-not-at-top
     if not prompts or any(not p.strip() for p in prompts):
       raise ValueError('every prompt must be non-empty text (the empty prompt is the '
                        'unconditional one used for guidance).')

@@ -40,6 +40,11 @@ class Tokenizer:
     self.max_length = max_length
     self.vocab_size = self.sp.get_piece_size()
 
+  @classmethod
+  def from_config(cls, data_config) -> 'Tokenizer':
+    """The tokenizer of ``config.data`` ('' = the shipped model)."""
+    return cls(data_config.tokenizer or DEFAULT_SPM, data_config.max_text_len)
+
   def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Captions -> (tokens int32 [b, L], mask bool [b, L]); each ends with EOS.
 

@@ -230,11 +230,11 @@ def _check_finite(metrics: dict, step: int) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The training loop over the config's data pipeline. Returns the last metrics."""
   from data import pipeline  # pylint: disable=g-import-not-at-top
-  from stunet.text import DEFAULT_SPM, Tokenizer  # pylint: disable=g-import-not-at-top
+  from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
 
   tc = config.train
   mesh = sharding.make_mesh(config.mesh)
-  tokenizer = Tokenizer(config.data.tokenizer or DEFAULT_SPM, config.data.max_text_len)
+  tokenizer = Tokenizer.from_config(config.data)
   setup = Setup(config, mesh)
   checkpoints.save_config(workdir, config)
   ckpt = checkpoints.Checkpointer(workdir, save_every=tc.ckpt_every, keep=tc.keep)
