@@ -30,6 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.dataset_seed = 0                # seed of the generated dataset (shapes only)
   c.data.tokenizer = ''                  # sentencepiece model; '' = data/captions_spm.model
   c.data.max_text_len = 16               # tokens per caption, EOS included
+  # Logical data shards, each read by one process (a process reads num_shards /
+  # process_count of them) and each filling its slice of every global batch. Fix it
+  # (e.g. 8) to make the data order independent of the number of hosts; 0 = one per
+  # process.
+  c.data.num_shards = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.channels = 32                  # base width of the U-Net
@@ -41,8 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.temporal = True                # True: STUNet; False: T2I U-Net on frames
   c.model.num_temporal_attn = 1          # temporal attention blocks per spatial one
   c.model.temporal_resample_init = 'identity'  # 'identity' (paper) or 'he' (ablation)
-  c.model.remat = False                  # rematerialise blocks in the backward pass
-  c.model.dtype = 'float32'              # compute dtype; params stay float32
+  c.model.temporal_resample = True       # halve/double time with space (SSR: False)
+  c.model.remat = 'none'                 # none | full | dots | dots_no_batch (unet.py)
+  c.model.dtype = 'float32'              # compute dtype (bfloat16 on accelerators);
+                                         # parameters and optimizer stay float32
   c.model.text = ml_collections.ConfigDict()
   c.model.text.vocab_size = 0            # 0 = the tokenizer's vocabulary size
   c.model.text.width = 64                # text encoder width
@@ -53,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.stage = 'stunet'               # 't2i' | 'stunet' | 'scratch'
   c.train.batch_size = 8                 # global batch: clips (STUNet) or frames (t2i)
+  c.train.grad_accum = 1                 # micro-batches per step (batch_size / k each)
   c.train.frames_per_clip = 4            # t2i stage: random frames taken from each clip
   c.train.num_steps = 1000               # optimizer steps
   c.train.lr = 1e-3                      # peak learning rate
@@ -64,17 +72,29 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
   c.train.init_from = ''                 # T2I workdir/checkpoint to inflate from
-  c.train.log_every = 50                 # steps between progress lines
+  c.train.nan_policy = 'skip'            # non-finite loss/grads: 'skip' the update
+                                         # (counted) or 'stop' the run; never saved
+  c.train.inject_nan_steps = ()          # fault injection for tests: NaN batches here
+  c.train.log_every = 50                 # steps between progress lines and summaries
   c.train.ckpt_every = 500               # steps between checkpoints
   c.train.keep = 3                       # checkpoints kept
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)              # devices along ('data', 'fsdp', 'tensor'); -1 fills
   c.mesh.axes = ('data', 'fsdp', 'tensor')  # mesh axis names
-  # logical axis -> mesh axes (None = replicated).
-  c.mesh.rules = (('batch', ('data', 'fsdp')), ('conv_out', 'fsdp'), ('mlp', 'fsdp'),
-                  ('embed', None), ('conv_in', None), ('conv_h', None), ('conv_w', None), ('conv_t', None),
-                  ('norm', None), ('vocab', None), ('heads', None))
+  # Logical axis -> mesh axes (None = replicated). Parameters: output features over
+  # 'tensor' (Megatron-style); activations: the batch over data x fsdp. A mesh axis
+  # that does not divide a dimension is dropped for that parameter.
+  c.mesh.rules = (('batch', ('data', 'fsdp')), ('conv_out', 'tensor'), ('mlp', 'tensor'),
+                  ('embed', None), ('conv_in', None), ('conv_h', None), ('conv_w', None),
+                  ('conv_t', None), ('norm', None), ('vocab', None), ('heads', None),
+                  ('time', None), ('height', None), ('width', None), ('act_channels', None))
+  # FSDP: every parameter with at least this many elements is also split along
+  # 'fsdp' (its largest dimension the axis divides), and so is its optimizer state.
+  c.mesh.fsdp_min_size = 2 ** 14
+  # Refuse to start when more than this fraction of the parameter bytes is not split
+  # over the model axes (fsdp x tensor); not checked when both have size 1.
+  c.mesh.max_replicated_fraction = 0.1
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_steps = 32                # denoising steps

@@ -26,10 +26,18 @@ TCONV = ('conv_t', 'conv_in', 'conv_out')
 DENSE = ('embed', 'mlp')
 DENSE_OUT = ('mlp', 'embed')
 NORM = ('norm',)
+# Logical axes of the main activations [b, t, h, w, c]: the batch is split over the
+# data-parallel mesh axes, the rest is left to the partitioner (see configs rules).
+ACTIVATION = ('batch', 'time', 'height', 'width', 'act_channels')
 
 
 def _p(init, names):
   return nn.with_logical_partitioning(init, names)
+
+
+def constrain(x: jax.Array, names) -> jax.Array:
+  """Sharding constraint by logical names; a no-op outside a mesh + rules context."""
+  return nn.with_logical_constraint(x, names)
 
 
 def fold_time(x: jax.Array) -> jax.Array:

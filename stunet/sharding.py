@@ -1,7 +1,11 @@
-"""Device mesh, logical-axis rules, sharded state creation and global batches.
+"""Device mesh, parameter shardings (logical rules + FSDP), and global batches.
 
 Everything goes through a ``jax.sharding.Mesh`` even on one CPU device, so scaling
-out is a change of ``config.mesh``, not of code.
+out is a change of ``config.mesh``, not of code. A parameter's sharding comes from
+its logical axis names (``stunet.layers``) mapped through ``config.mesh.rules``; then
+every parameter with at least ``config.mesh.fsdp_min_size`` elements is also split
+along the ``fsdp`` axis (ZeRO-3 / FSDP), and so are its optimizer state and EMA,
+which share its logical names.
 """
 
 from typing import Any
@@ -9,9 +13,11 @@ from typing import Any
 import jax
 import numpy as np
 from flax import linen as nn
+from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ('data', 'fsdp')
+MODEL_AXES = ('fsdp', 'tensor')  # axes that split parameters
 
 
 def mesh_shape(shape, num_devices: int) -> tuple:
@@ -46,10 +52,81 @@ def rules(mesh_config) -> tuple:
                for k, v in mesh_config.rules)
 
 
-def logical_shardings(abstract_boxed: Any, mesh, mesh_config) -> Any:
-  """Shardings for a tree whose leaves may carry logical names (nn.Partitioned)."""
-  specs = nn.get_partition_spec(abstract_boxed)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules(mesh_config))
+def _axes(entry) -> tuple:
+  return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def param_spec(shape, logical, mesh, mesh_config) -> P:
+  """Mesh PartitionSpec of one array: its logical names through the rules (keeping
+  only mesh axes that divide the dimension), then FSDP on its largest free dimension."""
+  if not shape:
+    return P()
+  if logical:
+    entries = list(nn.logical_to_mesh_axes(logical, rules(mesh_config)))
+  else:
+    entries = [None] * len(shape)
+  dims = []
+  for n, e in zip(shape, entries):
+    axes = tuple(a for a in _axes(e) if mesh.shape[a] > 1)
+    dims.append(axes if axes and n % int(np.prod([mesh.shape[a] for a in axes])) == 0 else ())
+  fsdp = mesh.shape.get('fsdp', 1)
+  used = {a for d in dims for a in d}
+  if fsdp > 1 and 'fsdp' not in used and int(np.prod(shape)) >= mesh_config.fsdp_min_size:
+    for i in sorted(range(len(shape)), key=lambda i: -shape[i]):
+      split = int(np.prod([mesh.shape[a] for a in dims[i]])) * fsdp
+      if shape[i] % split == 0:
+        dims[i] = ('fsdp',) + dims[i]
+        break
+  return P(*[None if not d else d[0] if len(d) == 1 else d for d in dims])
+
+
+def state_shardings(abstract_boxed: Any, mesh, mesh_config) -> Any:
+  """NamedShardings for a tree whose leaves may carry logical names (nn.Partitioned)."""
+  def one(leaf):
+    names = leaf.names if isinstance(leaf, nn.Partitioned) else None
+    value = leaf.unbox() if isinstance(leaf, nn.Partitioned) else leaf
+    return NamedSharding(mesh, param_spec(tuple(value.shape), names, mesh, mesh_config))
+  return jax.tree.map(one, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def shard_bytes(abstract: Any) -> tuple[int, int]:
+  """(total bytes, bytes per device) of a tree of ShapeDtypeStructs with shardings."""
+  total = per_device = 0
+  for a in jax.tree.leaves(abstract):
+    itemsize = np.dtype(a.dtype).itemsize
+    total += int(np.prod(a.shape)) * itemsize
+    per_device += int(np.prod(a.sharding.shard_shape(a.shape))) * itemsize
+  return total, per_device
+
+
+def replicated_params(abstract_params: Any, mesh) -> dict:
+  """'path' -> bytes of each parameter not split over any model axis (fsdp, tensor)."""
+  out = {}
+  flat = traverse_util.flatten_dict(abstract_params, sep='/')
+  for k, a in flat.items():
+    spec_axes = {ax for e in a.sharding.spec for ax in _axes(e)}
+    if not spec_axes & {ax for ax in MODEL_AXES if mesh.shape.get(ax, 1) > 1}:
+      out[k] = int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+  return out
+
+
+def check_replication(abstract_params: Any, mesh, mesh_config) -> float:
+  """Fraction of parameter bytes replicated over the model axes; refuses too much."""
+  if all(mesh.shape.get(ax, 1) == 1 for ax in MODEL_AXES):
+    return 1.0  # pure data parallelism: replication is the user's choice
+  total, _ = shard_bytes(abstract_params)
+  rep = replicated_params(abstract_params, mesh)
+  frac = sum(rep.values()) / max(total, 1)
+  if frac > mesh_config.max_replicated_fraction:
+    worst = ', '.join(f'{k} ({v / 2**20:.1f} MiB)' for k, v in
+                      sorted(rep.items(), key=lambda kv: -kv[1])[:3])
+    raise ValueError(
+        f'{frac:.0%} of the parameter bytes are replicated on every device of the '
+        f'fsdp x tensor axes (limit config.mesh.max_replicated_fraction='
+        f'{mesh_config.max_replicated_fraction}); the largest: {worst}. Lower '
+        f'config.mesh.fsdp_min_size (now {mesh_config.fsdp_min_size} elements) so they '
+        f'are split, or use a mesh with fsdp=tensor=1 for pure data parallelism.')
+  return frac
 
 
 def batch_sharding(mesh) -> NamedSharding:

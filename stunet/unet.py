@@ -19,11 +19,30 @@ prompt once and not at every step.
 
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from stunet import layers as L
 from stunet.text import TextEncoder
+
+
+# Rematerialisation (gradient checkpointing) of every block, by what the forward pass
+# keeps for the backward one: 'full' keeps only block inputs, 'dots' also the outputs
+# of matmuls and convolutions, 'dots_no_batch' only those of weight matmuls.
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_saveable,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_policy_name(value) -> str:
+  """Config value -> policy name; old configs stored a bool."""
+  if isinstance(value, bool):
+    return 'full' if value else 'none'
+  return value
 
 
 class UNet(nn.Module):
@@ -37,8 +56,9 @@ class UNet(nn.Module):
   out_channels: int = 3
   temporal: bool = False                     # False: T2I U-Net; True: STUNet
   num_temporal_attn: int = 1                 # temporal attention blocks per spatial one
+  temporal_resample: bool = True             # STUNet: halve/double time with space (SSR: no)
   temporal_resample_init: str = 'identity'   # 'identity' (paper) or 'he' (ablation)
-  remat: bool = False                        # rematerialise each block on backward
+  remat: str = 'none'                        # rematerialisation policy, see REMAT_POLICIES
   dtype: Any = jnp.float32
 
   @property
@@ -48,10 +68,14 @@ class UNet(nn.Module):
   @property
   def temporal_factor(self) -> int:
     """Frames must be divisible by this (one halving per resolution change)."""
-    return 2 ** (self.num_levels - 1) if self.temporal else 1
+    return 2 ** (self.num_levels - 1) if self.temporal and self.temporal_resample else 1
 
   def _block(self, cls, **kw):
-    return (nn.remat(cls) if self.remat else cls)(dtype=self.dtype, **kw)
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'remat={self.remat!r}: use one of {sorted(REMAT_POLICIES)}.')
+    if self.remat != 'none':
+      cls = nn.remat(cls, policy=REMAT_POLICIES[self.remat])
+    return cls(dtype=self.dtype, **kw)
 
   def _level(self, h, emb, text, mask, level: int, prefix: str, features: int):
     """One resolution step: ResBlock, attention, then the temporal layers."""
@@ -67,7 +91,7 @@ class UNet(nn.Module):
                         name=f'{prefix}_temporal_attn_{j}')(h)
     elif self.temporal:
       h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h)
-    return h
+    return L.constrain(h, L.ACTIVATION)
 
   @nn.compact
   def __call__(self, x, t, text, text_mask):
@@ -92,7 +116,7 @@ class UNet(nn.Module):
         skips.append(h)
       if i < self.num_levels - 1:
         h = L.Downsample(dtype=self.dtype, name=f'down_{i}_resize')(h)
-        if self.temporal:
+        if self.temporal and self.temporal_resample:
           h = L.TemporalDownsample(init_scheme=self.temporal_resample_init, dtype=self.dtype,
                                    name=f'down_{i}_temporal_resize')(h)
         skips.append(h)
@@ -108,7 +132,7 @@ class UNet(nn.Module):
                         self.channels * self.channel_mult[i])
       if i > 0:
         h = L.Upsample(dtype=self.dtype, name=f'up_{i}_resize')(h)
-        if self.temporal:
+        if self.temporal and self.temporal_resample:
           h = L.TemporalUpsample(init_scheme=self.temporal_resample_init, dtype=self.dtype,
                                  name=f'up_{i}_temporal_resize')(h)
     assert not skips
@@ -142,7 +166,9 @@ def build_model(model_config) -> TextToVideo:
               num_res_blocks=m.num_res_blocks, attn_levels=tuple(m.attn_levels),
               cross_attn_levels=tuple(m.cross_attn_levels), num_heads=m.num_heads,
               out_channels=3, temporal=m.temporal, num_temporal_attn=m.num_temporal_attn,
-              temporal_resample_init=m.temporal_resample_init, remat=m.remat, dtype=dtype)
+              temporal_resample=m.get('temporal_resample', True),
+              temporal_resample_init=m.temporal_resample_init,
+              remat=remat_policy_name(m.remat), dtype=dtype)
   text = TextEncoder(vocab_size=m.text.vocab_size, width=m.text.width,
                      num_layers=m.text.num_layers, num_heads=m.text.num_heads,
                      mlp_dim=m.text.mlp_dim, dtype=dtype)
