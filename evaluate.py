@@ -60,8 +60,8 @@ def generated(prompts):
 
 def main(argv):
   del argv
-  from stunet import train_lib  # pylint: disable=g-import-not-at-top
-  train_lib.quiet_library_logs()
+  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  trainer.quiet_library_logs()
   prompts = prompts_and_labels(_NUM.value, _SEED.value)
   if _SOURCE.value == 'model':
     if not _WORKDIR.value:

@@ -13,7 +13,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from stunet import sampling
-from stunet import train_lib
+from stunet import trainer
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint).')
@@ -47,7 +47,7 @@ def _locate() -> tuple[str, int | None]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train_lib.quiet_library_logs()
+  trainer.quiet_library_logs()
   workdir, step = _locate()
   gen, config = sampling.Generator.from_workdir(
       workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value)

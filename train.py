@@ -4,7 +4,11 @@
   python train.py --config=configs/tiny.py:stage=stunet --workdir=workdir/stunet \
       --config.train.init_from=workdir/t2i
 
-Rerunning the same command resumes from the latest checkpoint in --workdir.
+Rerunning the same command resumes from the latest checkpoint in --workdir; SIGTERM
+saves a checkpoint and exits. Several hosts: run the same command on each with
+--distributed (TPU pods, SLURM and Open MPI are detected), or give the coordinator:
+
+  python train.py ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 """
 
 import os
@@ -16,26 +20,45 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from configs import common
-from stunet import train_lib
-
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and config.json go.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize (implied by '
+    '--coordinator_address); arguments not given are detected from the cluster.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS'),
+    'host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', int(os.environ['JAX_NUM_PROCESSES']) if 'JAX_NUM_PROCESSES' in
+    os.environ else None, 'Number of processes (default: $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ
+    else None, 'This process (default: $JAX_PROCESS_ID).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train_lib.quiet_library_logs()
+  import jax  # pylint: disable=g-import-not-at-top
+  if _DISTRIBUTED.value or _COORDINATOR.value:
+    # Before anything touches a device. CPU processes talk through gloo.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  trainer.quiet_library_logs()
   config = _CONFIG.value
   common.resolve(config)
   common.validate(config)
   logging.info('config:\n%s', config)
-  print(f'stage={config.train.stage} workdir={_WORKDIR.value} (resolved config saved there '
-        f'as config.json)', flush=True)
-  train_lib.train_and_evaluate(config, _WORKDIR.value)
+  trainer.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
+                 'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
+                 jax.process_count())
+  trainer.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

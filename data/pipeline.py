@@ -169,26 +169,37 @@ def dataset_builder(data_config) -> tfds.core.DatasetBuilder:
 
 
 def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[dict]:
-  """This host's training batches for `config`, starting at `start_step`.
+  """This host's slice of every global training batch for `config`, from `start_step`.
 
-  The stream is a function of (config.seed, step): a resumed run skips the batches
-  its checkpoint already consumed and sees the data an uninterrupted run would.
-  For the t2i stage a batch holds batch_size // frames_per_clip clips.
+  The data are cut into `config.data.num_shards` logical shards (default: one per
+  process). Shard k is its own shuffled stream that fills rows
+  [k * B / S, (k + 1) * B / S) of every global batch of B clips; a process reads only
+  the shards whose rows it owns. So the global batch at step s is a function of
+  (config.seed, num_shards, s) alone: the same on 1 or 4 hosts, and a resumed run
+  skips the batches its checkpoint already consumed. For the t2i stage a batch holds
+  batch_size // frames_per_clip clips.
   """
   import jax  # pylint: disable=g-import-not-at-top
 
   tc = config.train
   clips = tc.batch_size // tc.frames_per_clip if tc.stage == "t2i" else tc.batch_size
-  if clips % jax.process_count():
+  processes, index = jax.process_count(), jax.process_index()
+  shards = config.data.num_shards or processes
+  if shards % processes or clips % shards:
     raise ValueError(
-        f"{clips} clips per batch cannot be split over {jax.process_count()} processes; "
-        f"make config.train.batch_size a multiple of the process count."
+        f"config.data.num_shards={shards} must be a multiple of the {processes} "
+        f"process(es) and divide the {clips} clips of a batch; change "
+        f"config.data.num_shards or config.train.batch_size."
     )
-  ds = make_dataset(
-      dataset_builder(config.data), "train", clips // jax.process_count(),
-      seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(),
-  )
+  builder = dataset_builder(config.data)
+  mine = range(index * shards // processes, (index + 1) * shards // processes)
+  parts = [
+      make_dataset(builder, "train", clips // shards, seed=config.seed + k,
+                   process_index=k, process_count=shards)
+      for k in mine
+  ]
+  ds = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(
+      lambda *b: {key: tf.concat([x[key] for x in b], 0) for key in b[0]})
   if start_step:
     ds = ds.skip(start_step)
   return numpy_batches(ds, tokenize)

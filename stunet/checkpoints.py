@@ -53,8 +53,11 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for pending saves and releases the manager (idempotent)."""
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      self.manager = None
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:

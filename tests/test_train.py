@@ -11,6 +11,7 @@ from stunet import checkpoints
 from stunet import inflate
 from stunet import sharding
 from stunet import train_lib
+from stunet import trainer
 
 
 def _batch(cfg, rng=0):
@@ -104,7 +105,7 @@ def test_train_resume_and_inflate_end_to_end(tmp_path):
   t2i_cfg = _data_config(small_config('t2i'), tmp_path)
   common.validate(t2i_cfg)
   t2i_dir = str(tmp_path / 't2i')
-  train_lib.train_and_evaluate(t2i_cfg, t2i_dir)
+  trainer.train_and_evaluate(t2i_cfg, t2i_dir)
   assert checkpoints.Checkpointer(t2i_dir, read_only=True).latest_step() == 4
 
   # Stage 2: STUNet from the T2I run, spatial frozen; stop at 2, resume to 4.
@@ -113,9 +114,9 @@ def test_train_resume_and_inflate_end_to_end(tmp_path):
   common.validate(st_cfg)
   st_dir = str(tmp_path / 'stunet')
   st_cfg.train.num_steps = 2
-  train_lib.train_and_evaluate(st_cfg, st_dir)
+  trainer.train_and_evaluate(st_cfg, st_dir)
   st_cfg.train.num_steps = 4
-  train_lib.train_and_evaluate(st_cfg, st_dir)  # resumes from step 2
+  trainer.train_and_evaluate(st_cfg, st_dir)  # resumes from step 2
   saved = checkpoints.load_config(st_dir)
   assert saved.train.num_steps == 4 and saved.model.temporal
 
@@ -133,11 +134,11 @@ def test_train_resume_and_inflate_end_to_end(tmp_path):
 def test_init_from_a_stunet_run_is_refused(tmp_path):
   cfg = _data_config(small_config('scratch'), tmp_path)
   cfg.train.num_steps = 1
-  train_lib.train_and_evaluate(cfg, str(tmp_path / 'a'))
+  trainer.train_and_evaluate(cfg, str(tmp_path / 'a'))
   cfg2 = _data_config(small_config('stunet'), tmp_path)
   cfg2.train.init_from, cfg2.train.freeze_spatial = str(tmp_path / 'a'), True
   with pytest.raises(ValueError, match='T2I run'):
-    train_lib.train_and_evaluate(cfg2, str(tmp_path / 'b'))
+    trainer.train_and_evaluate(cfg2, str(tmp_path / 'b'))
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
