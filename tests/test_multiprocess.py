@@ -1,0 +1,114 @@
+"""train.py as real processes: two hosts (gloo on 127.0.0.1) == one host with the same
+4 devices, and SIGTERM / SIGKILL followed by a resume == an uninterrupted run."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import small_config
+from data import pipeline
+from stunet import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 12
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """The dataset, prepared once (processes must not race to build it)."""
+  path = str(tmp_path_factory.mktemp('tfds'))
+  cfg = small_config('scratch')
+  cfg.data.data_dir = path
+  pipeline.dataset_builder(cfg.data)
+  return path
+
+
+def _command(workdir, data_dir, *extra):
+  overrides = {'data.data_dir': data_dir, 'data.num_shards': 2, 'train.batch_size': 4,
+               'train.num_steps': STEPS, 'train.warmup_steps': 2, 'train.log_every': 1,
+               'train.ckpt_every': 3, 'mesh.shape': '(2,2,1)', 'mesh.fsdp_min_size': 64}
+  return [sys.executable, os.path.join(ROOT, 'train.py'),
+          f'--config={ROOT}/tests/small_config_file.py:scratch', f'--workdir={workdir}',
+          *[f'--config.{k}={v}' for k, v in overrides.items()], *extra]
+
+
+def _env(devices):
+  return dict(os.environ, PYTHONPATH=f'{ROOT}:{ROOT}/tests', PYTHONUNBUFFERED='1',
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+
+
+def _run(cmd, devices, signal_at=None, sig=None):
+  """Runs to the end, or sends ``sig`` once the progress line of step ``signal_at``
+  appears. Returns (return code, output)."""
+  p = subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+  out = []
+  for line in p.stdout:
+    out.append(line)
+    if signal_at and line.startswith(f'step {signal_at}/'):
+      p.send_signal(sig)
+      signal_at = None
+  return p.wait(timeout=600), ''.join(out)
+
+
+def _losses(workdir):
+  return trainer.read_summaries(workdir)['loss']
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, data_dir):
+  """An uninterrupted one-process run on 4 devices."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  rc, out = _run(_command(workdir, data_dir), devices=4)
+  assert rc == 0, out[-4000:]
+  assert 'per-device memory' in out and 'replicated over fsdp x tensor' in out, out[-4000:]
+  losses = _losses(workdir)
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  return losses
+
+
+def test_two_processes_match_one(tmp_path, data_dir, reference):
+  workdir = str(tmp_path / 'two')
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}',
+               '--num_processes=2', f'--process_id={i}'),
+      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-4000:]
+  assert 'process 0/2' in outs[0] and 'in 2 process(es)' in outs[0]
+  losses = _losses(workdir)  # written by process 0 only
+  assert sorted(losses) == sorted(reference)
+  np.testing.assert_allclose([losses[s] for s in sorted(losses)],
+                             [reference[s] for s in sorted(reference)], rtol=1e-4)
+
+
+def test_sigterm_then_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir, reference):
+  workdir = str(tmp_path / 'preempted')
+  cmd = _command(workdir, data_dir)
+  rc, out = _run(cmd, devices=4, signal_at=4, sig=signal.SIGTERM)
+  assert rc == 0 and 'SIGTERM: saved step' in out, out[-4000:]
+  saved = int(out.split('SIGTERM: saved step ')[1].split()[0])
+  assert saved < STEPS
+  rc, out = _run(cmd, devices=4, signal_at=saved + 4, sig=signal.SIGKILL)
+  assert rc == -signal.SIGKILL, out[-4000:]
+  assert 'resuming from' in out and f'/{saved}' in out
+  rc, out = _run(cmd, devices=4)
+  assert rc == 0 and 'resuming from' in out, out[-4000:]
+  losses = _losses(workdir)  # the last value logged for each step wins
+  assert sorted(losses) == sorted(reference)
+  np.testing.assert_allclose([losses[s] for s in sorted(losses)],
+                             [reference[s] for s in sorted(reference)], rtol=1e-6)

@@ -1,0 +1,197 @@
+"""Pod-scale training on CPU: sharded step == single device, checkpoints across mesh
+shapes, NaN policy, gradient accumulation, remat and bf16.
+
+Tests that need several devices run their body in a subprocess with
+``--xla_force_host_platform_device_count`` (the main pytest process keeps one device).
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import small_config
+from stunet import checkpoints
+from stunet import sharding
+from stunet import train_lib
+from stunet import trainer
+from test_train import _batch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NULL = np.array([1] + [0] * 7, np.int32)
+
+
+def run_with_devices(fn_name: str, devices: int = 8) -> None:
+  """Runs ``fn_name`` of this module in a fresh process with fake CPU devices."""
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  code = (f'import sys; sys.path.insert(0, {os.path.join(ROOT, "tests")!r}); '
+          f'import test_pod; test_pod.{fn_name}()')
+  r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                     timeout=900, check=False)
+  assert r.returncode == 0, f'{fn_name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
+
+
+def _setup(cfg, devices=None):
+  mesh = sharding.make_mesh(cfg.mesh, devices)
+  setup = train_lib.Setup(cfg, mesh)
+  return setup, mesh, train_lib.make_train_step(setup, NULL, NULL > 0)
+
+
+def _flat(tree):
+  return train_lib._flat(jax.device_get(tree))  # pylint: disable=protected-access
+
+
+def _sharded_config(mesh_shape=(2, 4, 1)):
+  cfg = small_config('scratch')
+  cfg.train.batch_size = 8
+  cfg.mesh.shape, cfg.mesh.fsdp_min_size = mesh_shape, 64
+  return cfg
+
+
+def sharded_step_equals_single_device():
+  assert jax.device_count() == 8
+  cfg1 = _sharded_config((1, 1, 1))
+  s1, m1, f1 = _setup(cfg1, jax.devices()[:1])
+  cfg8 = _sharded_config()
+  s8, m8, f8 = _setup(cfg8)
+  st1 = s1.init(jax.random.key(0))
+  st8 = jax.device_put(jax.device_get(st1), s8.shardings)
+  batch = _batch(cfg1)
+  for _ in range(2):  # the first step has learning rate 0 (warmup)
+    st1, mt1 = f1(st1, sharding.global_batch(batch, m1), jax.random.key(1))
+    st8, mt8 = f8(st8, sharding.global_batch(batch, m8), jax.random.key(1))
+  np.testing.assert_allclose(float(mt8['loss']), float(mt1['loss']), rtol=1e-5)
+  np.testing.assert_allclose(float(mt8['grad_norm']), float(mt1['grad_norm']), rtol=1e-4)
+  p1, p8 = _flat(st1.params), _flat(st8.params)
+  for k in p1:
+    np.testing.assert_allclose(p8[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  # Parameters, their EMA and Adam moments really are split along fsdp.
+  kernel = 'unet/down_0_0_res/conv_0/kernel'
+  for tree in (st8.params, st8.ema_params, st8.opt_state):
+    leaves = [x for x in jax.tree.leaves(tree) if x.shape == (3, 3, 8, 8)]
+    assert leaves and all('fsdp' in str(x.sharding.spec) for x in leaves)
+  x = train_lib._flat(st8.params)[kernel]  # pylint: disable=protected-access
+  assert x.addressable_shards[0].data.shape == (3, 3, 2, 8)
+  assert sharding.check_replication(s8.abstract_state.params, m8, cfg8.mesh) < 0.1
+  # Too much replication is refused, with the fix in the message.
+  cfg8.mesh.fsdp_min_size = 10 ** 9
+  with pytest.raises(ValueError, match='fsdp_min_size'):
+    trainer.describe_sharding(train_lib.Setup(cfg8, m8))
+
+
+def test_sharded_step_equals_single_device():
+  run_with_devices('sharded_step_equals_single_device')
+
+
+def checkpoint_restores_on_another_mesh():
+  import tempfile  # pylint: disable=g-import-not-at-top
+  workdir = tempfile.mkdtemp()
+  cfg8 = _sharded_config((1, 8, 1))
+  s8, _, _ = _setup(cfg8)
+  state = s8.init(jax.random.key(0))
+  ckpt = checkpoints.Checkpointer(workdir)
+  ckpt.save(1, state)
+  ckpt.close()
+  cfg4 = _sharded_config((2, 2, 1))
+  s4, m4, f4 = _setup(cfg4, jax.devices()[:4])
+  restored = checkpoints.Checkpointer(workdir, read_only=True).restore(s4.abstract_state)
+  for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  leaf = train_lib._flat(restored.params)['unet/down_0_0_res/conv_0/kernel']  # pylint: disable=protected-access
+  assert leaf.sharding.mesh.shape == m4.shape and len(leaf.sharding.device_set) == 4
+  restored, metrics = f4(restored, sharding.global_batch(_batch(cfg4), m4), jax.random.key(1))
+  assert np.isfinite(float(metrics['loss']))
+
+
+def test_checkpoint_restores_on_another_mesh():
+  run_with_devices('checkpoint_restores_on_another_mesh')
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  cfg = small_config('scratch')
+  cfg.train.batch_size = 4
+  setup, mesh, step = _setup(cfg)
+  cfg2 = small_config('scratch')
+  cfg2.train.batch_size, cfg2.train.grad_accum = 4, 2
+  _, _, step2 = _setup(cfg2)
+  state = setup.init(jax.random.key(0))
+  state2 = jax.tree.map(np.copy, jax.device_get(state))
+  batch = sharding.global_batch(_batch(cfg), mesh)
+  for _ in range(2):
+    state, m = step(state, batch, jax.random.key(1))
+    state2, m2 = step2(state2, batch, jax.random.key(1))
+  np.testing.assert_allclose(float(m2['loss']), float(m['loss']), rtol=1e-5)
+  p, p2 = _flat(state.params), _flat(state2.params)
+  assert any(not np.array_equal(p[k], _flat(setup.init(jax.random.key(0)).params)[k])
+             for k in p)
+  for k in p:
+    np.testing.assert_allclose(p2[k], p[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_remat_and_bfloat16_keep_the_step():
+  def first_step(**model):
+    cfg = small_config('scratch')
+    for k, v in model.items():
+      setattr(cfg.model, k, v)
+    setup, mesh, step = _setup(cfg)
+    args = (setup.init(jax.random.key(0)), sharding.global_batch(_batch(cfg), mesh),
+            jax.random.key(1))
+    hlo = step.lower(*args).as_text()
+    state, m = step(*args)
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.params))
+    return (float(m['loss']), float(m['grad_norm'])), hlo
+
+  ref, hlo = first_step()
+  remat, remat_hlo = first_step(remat='full')
+  np.testing.assert_allclose(remat, ref, rtol=1e-5)
+  assert 'optimization_barrier' in remat_hlo and 'optimization_barrier' not in hlo
+  low, low_hlo = first_step(dtype='bfloat16')
+  # Compute in bfloat16 (the convolutions), parameters and loss in float32.
+  assert 'convolution' in low_hlo and 'bf16' in low_hlo and 'bf16' not in hlo
+  np.testing.assert_allclose(low, ref, rtol=0.2)
+
+
+def test_non_finite_step_is_skipped_and_counted():
+  cfg = small_config('scratch')
+  setup, mesh, step = _setup(cfg)
+  state = setup.init(jax.random.key(0))
+  good = _batch(cfg)
+  state, _ = step(state, sharding.global_batch(good, mesh), jax.random.key(1))
+  leaves = lambda st: jax.tree.leaves(jax.device_get((st.params, st.ema_params, st.opt_state)))
+  before = leaves(state)
+  bad = dict(good, video=np.full_like(good['video'], np.nan))
+  state, m = step(state, sharding.global_batch(bad, mesh), jax.random.key(1))
+  assert not bool(m['finite']) and int(m['skipped']) == 1 and int(state.step) == 2
+  for a, b in zip(leaves(state), before, strict=True):
+    np.testing.assert_array_equal(a, b)
+  state, m = step(state, sharding.global_batch(good, mesh), jax.random.key(1))
+  assert bool(m['finite']) and int(state.skipped) == 1
+
+
+@pytest.mark.parametrize('policy', ['skip', 'stop'])
+def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, policy):
+  cfg = small_config('scratch')
+  cfg.data.data_dir = str(tmp_path / 'tfds')
+  cfg.train.num_steps, cfg.train.ckpt_every, cfg.train.log_every = 4, 1, 1
+  cfg.train.nan_policy, cfg.train.inject_nan_steps = policy, (2,)  # the 3rd step
+  workdir = str(tmp_path / 'run')
+  if policy == 'stop':
+    with pytest.raises(FloatingPointError, match='step 3'):
+      trainer.train_and_evaluate(cfg, workdir)
+  else:
+    trainer.train_and_evaluate(cfg, workdir)
+    summaries = trainer.read_summaries(workdir)
+    assert summaries['skipped_steps'] == {1: 0., 2: 0., 3: 1., 4: 1.}
+    assert set(summaries) >= {'loss', 'learning_rate', 'grad_norm', 'examples_per_sec',
+                              'steps_per_sec'}
+  ckpt = checkpoints.Checkpointer(workdir, read_only=True)
+  steps = ckpt.manager.all_steps()
+  assert steps and (max(steps) == 4 if policy == 'skip' else max(steps) <= 3)
+  setup = train_lib.Setup(cfg, sharding.make_mesh(cfg.mesh))
+  for s in steps:
+    state = ckpt.restore(setup.abstract_state, s)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
