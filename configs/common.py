@@ -108,7 +108,7 @@ def validate(config) -> None:
   """Refuses an inconsistent config with a message that says what to change."""
   m, d, t = config.model, config.data, config.train
   levels = len(m.channel_mult)
-  if m.temporal:
+  if m.temporal and m.temporal_resample:
     factor = 2 ** (levels - 1)
     if d.num_frames % factor:
       raise ValueError(
@@ -135,6 +135,14 @@ def validate(config) -> None:
                      'workdir or checkpoint whose spatial weights stay frozen).')
   if m.dtype not in ('float32', 'bfloat16', 'float16'):
     raise ValueError(f'config.model.dtype={m.dtype!r}: use float32, bfloat16 or float16.')
+  if m.remat not in ('none', 'full', 'dots', 'dots_no_batch'):
+    raise ValueError(f'config.model.remat={m.remat!r}: use none, full, dots or dots_no_batch.')
+  if t.nan_policy not in ('skip', 'stop'):
+    raise ValueError(f'config.train.nan_policy={t.nan_policy!r}: use skip or stop.')
+  examples = t.batch_size
+  if t.grad_accum < 1 or examples % t.grad_accum:
+    raise ValueError(f'config.train.grad_accum={t.grad_accum} must be >= 1 and divide '
+                     f'config.train.batch_size={t.batch_size}.')
   if not 0. <= t.cfg_drop < 1.:
     raise ValueError(f'config.train.cfg_drop={t.cfg_drop} must be in [0, 1).')
 

@@ -35,3 +35,14 @@ def test_bad_variants_and_fields_are_refused():
   cfg.model.temporal = True
   with pytest.raises(ValueError, match='stage=t2i'):
     common.validate(cfg)
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('model.remat', 'some', 'remat'), ('train.nan_policy', 'ignore', 'nan_policy'),
+    ('train.grad_accum', 3, 'grad_accum')])
+def test_pod_fields_are_validated(field, value, match):
+  cfg = tiny.get_config('stage=scratch')
+  section, name = field.split('.')
+  setattr(cfg[section], name, value)
+  with pytest.raises(ValueError, match=match):
+    common.validate(cfg)
