@@ -5,7 +5,7 @@
 
 Random weights and synthetic batches of the config's shapes: this measures compute,
 not the input pipeline. FLOPs are XLA's cost analysis of the compiled step; achieved
-GFLOP/s = FLOPs / median step time. Peak host memory is the process's max RSS.
+GFLOP/s = FLOPs (per device x devices) / median step time. Peak host memory is the process's max RSS.
 """
 
 import os
@@ -108,18 +108,19 @@ def main(argv):
         f'params {n_train / 1e6:.2f}M trained + {n_frozen / 1e6:.2f}M frozen, '
         f'devices={jax.device_count()} ({jax.devices()[0].platform})')
   print(f'train step: {step_s * 1000:.1f} ms (median of {_STEPS.value}), compile {compile_s:.1f} s')
-  print(f'train step FLOPs (XLA cost analysis): {flops / 1e9:.2f} GFLOP -> '
-        f'{flops / step_s / 1e9:.1f} GFLOP/s achieved')
+  n = jax.device_count()  # XLA's cost analysis is of one device's SPMD program
+  print(f'train step FLOPs (XLA cost analysis): {flops / 1e9:.2f} GFLOP per device x {n} '
+        f'-> {n * flops / step_s / 1e9:.1f} GFLOP/s achieved in all')
   if mem is not None:
-    print(f'train step memory (XLA): args {mem.argument_size_in_bytes / 2**20:.1f} MiB, '
+    print(f'train step memory per device (XLA): args {mem.argument_size_in_bytes / 2**20:.1f} MiB, '
           f'temps {mem.temp_size_in_bytes / 2**20:.1f} MiB, '
           f'outputs {mem.output_size_in_bytes / 2**20:.1f} MiB')
   per_step = sample_s / _SAMPLE_STEPS.value
   print(f'sampler: {per_step * 1000:.1f} ms per denoising step for {_SAMPLE_BATCH.value} '
         f'videos with CFG (batch {2 * _SAMPLE_BATCH.value} through the U-Net), '
         f'compile {sample_compile_s:.1f} s')
-  print(f'sampler FLOPs per denoising step: {sample_flops / 1e9:.2f} GFLOP -> '
-        f'{sample_flops / per_step / 1e9:.1f} GFLOP/s achieved')
+  print(f'sampler FLOPs per denoising step: {sample_flops / 1e9:.2f} GFLOP per device '
+        f'-> {n * sample_flops / per_step / 1e9:.1f} GFLOP/s achieved in all')
   print(f'peak host memory (max RSS): {peak_mb:.0f} MiB')
 
 
