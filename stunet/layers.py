@@ -54,8 +54,9 @@ def _groups(channels: int) -> int:
   return min(32, max(1, channels // 4))
 
 
-def group_norm(name: str, channels: int) -> nn.GroupNorm:
-  return nn.GroupNorm(num_groups=_groups(channels), name=name,
+def group_norm(name: str, channels: int, dtype: Dtype) -> nn.GroupNorm:
+  """Statistics in float32 (flax's default), output in the compute dtype."""
+  return nn.GroupNorm(num_groups=_groups(channels), name=name, dtype=dtype,
                       scale_init=_p(nn.initializers.ones, NORM),
                       bias_init=_p(nn.initializers.zeros, NORM))
 
@@ -117,12 +118,12 @@ class ResBlock(nn.Module):
     t = x.shape[1]
     h = fold_time(x)
     skip = h
-    h = nn.swish(group_norm('norm_0', h.shape[-1])(h))
+    h = nn.swish(group_norm('norm_0', h.shape[-1], self.dtype)(h))
     h = conv2d(self.features, 'conv_0', self.dtype)(h)
     scale_shift = dense(2 * self.features, 'emb_proj', self.dtype)(nn.swish(emb))
     scale_shift = jnp.repeat(scale_shift, t, axis=0)[:, None, None, :]
     scale, shift = jnp.split(scale_shift, 2, axis=-1)
-    h = group_norm('norm_1', self.features)(h) * (1 + scale) + shift
+    h = group_norm('norm_1', self.features, self.dtype)(h) * (1 + scale) + shift
     h = conv2d(self.features, 'conv_1', self.dtype, zero=True)(nn.swish(h))
     if skip.shape[-1] != self.features:
       skip = conv2d(self.features, 'skip', self.dtype, kernel=1)(skip)
@@ -143,18 +144,19 @@ class SpatialAttention(nn.Module):
     heads, hd = self.num_heads, c // self.num_heads
     h = fold_time(x).reshape(b * t, hh * ww, c)
     if self.self_attn:
-      y = group_norm('self_norm', c)(h[:, :, None, :])[:, :, 0]
+      y = group_norm('self_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
       qkv = dense(3 * c, 'self_qkv', self.dtype, use_bias=False)(y)
       q, k, v = jnp.split(qkv.reshape(b * t, hh * ww, 3 * heads, hd), 3, axis=2)
       y = attention(q, k, v).reshape(b * t, hh * ww, c)
       h = h + dense(c, 'self_out', self.dtype, zero=True, names=DENSE_OUT)(y)
     if self.cross_attn:
       # Text LayerNorm as in Imagen; the text is shared by all frames of a clip.
-      ctx = nn.LayerNorm(name='text_norm', scale_init=_p(nn.initializers.ones, NORM),
+      ctx = nn.LayerNorm(name='text_norm', dtype=self.dtype,
+                         scale_init=_p(nn.initializers.ones, NORM),
                          bias_init=_p(nn.initializers.zeros, NORM))(text)
       ctx = jnp.repeat(ctx, t, axis=0)
       cmask = jnp.repeat(text_mask, t, axis=0)
-      y = group_norm('cross_norm', c)(h[:, :, None, :])[:, :, 0]
+      y = group_norm('cross_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
       q = dense(c, 'cross_q', self.dtype, use_bias=False)(y)
       kv = dense(2 * c, 'cross_kv', self.dtype, use_bias=False)(ctx)
       k, v = jnp.split(kv.reshape(b * t, -1, 2 * heads, hd), 2, axis=2)
@@ -195,9 +197,9 @@ class SpaceTimeConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     t, c = x.shape[1], x.shape[-1]
-    h = nn.swish(group_norm('norm_0', c)(fold_time(x)))
+    h = nn.swish(group_norm('norm_0', c, self.dtype)(fold_time(x)))
     h = conv2d(c, 'spatial_conv', self.dtype)(h)
-    h = nn.swish(group_norm('norm_1', c)(h))
+    h = nn.swish(group_norm('norm_1', c, self.dtype)(h))
     h = TemporalConv(c, init_scheme='zeros', dtype=self.dtype, name='temporal_conv')(
         unfold_time(h, t))
     return x + h
@@ -213,7 +215,8 @@ class TemporalAttention(nn.Module):
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
     h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
-    y = nn.LayerNorm(name='norm', scale_init=_p(nn.initializers.ones, NORM),
+    y = nn.LayerNorm(name='norm', dtype=self.dtype,
+                     scale_init=_p(nn.initializers.ones, NORM),
                      bias_init=_p(nn.initializers.zeros, NORM))(h)
     # Frame positions, so attention knows the order of frames.
     y = y + timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(y.dtype)

@@ -137,7 +137,7 @@ class UNet(nn.Module):
                                  name=f'up_{i}_temporal_resize')(h)
     assert not skips
 
-    h = nn.swish(L.group_norm('norm_out', h.shape[-1])(L.fold_time(h)))
+    h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(L.fold_time(h)))
     h = L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h)
     return L.unfold_time(h, frames).astype(jnp.float32)
 
