@@ -1,0 +1,321 @@
+"""Per-chip memory and FLOPs of the paper-scale train step, on a mesh of fake CPU devices.
+
+  python benchmarks/paper_scale.py                                # base, 64 devices
+  python benchmarks/paper_scale.py --devices=256 --mesh='1,256,1;4,64,1' --remat=full
+  python benchmarks/paper_scale.py --config=configs/paper.py:model=ssr --remat=full
+  python benchmarks/paper_scale.py --devices=8 --set=data.num_frames=16 --set=data.size=64 --batch=8
+
+The train state is abstract (``Setup.abstract_state``: ShapeDtypeStructs carrying the
+shardings train.py would use) and so is the batch: nothing is allocated, the step is
+only lowered and compiled for ``--devices`` fake CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count``). For each mesh shape and remat
+policy it prints
+- XLA's memory analysis of the compiled per-device program: argument, output, temp,
+  alias and generated-code sizes, and a peak estimate = argument + output + temp -
+  alias (the donated state is both argument and output; aliased bytes count once);
+- the bytes per device of the parameters, EMA and optimizer state, from the shardings
+  of the abstract state (per leaf: bytes of ``sharding.shard_shape(shape)``);
+- XLA's FLOP count of the partitioned (per-device) program, and x devices for the step;
+- lower and compile times, the compiling process's peak host memory;
+- whether the peak estimate fits a 16 GiB or a 32 GiB chip.
+Each (mesh, remat) pair compiles in a fresh subprocess, so one failure or one big
+compile does not affect the others.
+
+XLA:CPU's default scheduler is concurrency-optimized: it runs independent work early
+and keeps its results alive, which on this train step defeats rematerialisation (the
+temp size hardly changes between remat=full and remat=none). By default this script
+asks for XLA:CPU's memory-optimized scheduler (``--cpu_scheduler=memory``), closer to
+the memory-aware scheduling of the TPU and GPU compilers; ``--cpu_scheduler=default``
+shows XLA:CPU's own choice.
+
+CAVEAT: these are XLA:CPU figures. A TPU or GPU compile fuses, schedules and lays out
+differently (and XLA:CPU may upcast bfloat16 convolutions to float32), so treat the
+memory and FLOP figures as estimates, not as what a TPU/GPU will report.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAVEAT = ('XLA:CPU figures: a TPU/GPU compile fuses and lays out differently (and CPU may '
+          'upcast bfloat16 convolutions to float32): treat them as estimates.')
+GiB = 2 ** 30
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--devices', type=int, default=64, help='fake CPU devices')
+  p.add_argument('--config', default='configs/paper.py:model=base',
+                 help='config file[:variant]')
+  p.add_argument('--mesh', default='1,-1,1;4,-1,1',
+                 help="';'-separated mesh shapes (data,fsdp,tensor), -1 fills")
+  p.add_argument('--remat', default='full,dots,none', help="','-separated remat policies")
+  p.add_argument('--batch', type=int, default=0, help='global batch (0 = the config\'s)')
+  p.add_argument('--set', action='append', default=[],
+                 help='config override key=value (python literal), e.g. data.num_frames=16')
+  p.add_argument('--timeout', type=float, default=0,
+                 help='seconds per (mesh, remat) compile subprocess (0 = none)')
+  p.add_argument('--cpu_scheduler', default='memory', choices=('memory', 'default'),
+                 help="XLA:CPU's instruction scheduler: 'memory' (memory-optimized, "
+                      "closer to the accelerators' memory-aware scheduling) or 'default' "
+                      "(XLA:CPU's concurrency-optimized one, which keeps far more alive)")
+  p.add_argument('--json_out', default='', help='also write the rows as JSON here')
+  p.add_argument('--table_from', default='',
+                 help="','-separated JSON files of earlier runs (--json_out): print "
+                      "their rows as one table and exit (no compile)")
+  p.add_argument('--child', default='', help=argparse.SUPPRESS)  # 'mesh|remat'
+  return p.parse_args(argv)
+
+
+ARGS = parse_args()
+# Before jax is imported: the fake devices.
+_flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
+          if not f.startswith(('--xla_force_host_platform_device_count',
+                               '--xla_cpu_scheduler_type'))]
+_flags.append(f'--xla_force_host_platform_device_count={ARGS.devices}')
+if ARGS.cpu_scheduler == 'memory':
+  _flags.append('--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED')
+os.environ['XLA_FLAGS'] = ' '.join(_flags)
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, ROOT)
+
+import ast  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import importlib.util  # pylint: disable=g-import-not-at-top
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+from flax import traverse_util  # pylint: disable=g-import-not-at-top
+
+from configs import common  # pylint: disable=g-import-not-at-top
+from stunet import sharding  # pylint: disable=g-import-not-at-top
+from stunet import train_lib  # pylint: disable=g-import-not-at-top
+
+
+def load_config(spec: str):
+  path, _, arg = spec.partition(':')
+  path = path if os.path.isabs(path) else os.path.join(ROOT, path)
+  mod_spec = importlib.util.spec_from_file_location('bench_config', path)
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  return mod.get_config(arg) if arg else mod.get_config()
+
+
+def build_config(mesh_shape, remat):
+  config = load_config(ARGS.config)
+  with config.unlocked():
+    for item in ARGS.set:
+      key, _, value = item.partition('=')
+      *parents, leaf = key.split('.')
+      node = config
+      for k in parents:
+        node = node[k]
+      try:
+        value = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass  # a plain string
+      node[leaf] = value
+    config.mesh.shape = tuple(mesh_shape)
+    config.model.remat = remat
+    if ARGS.batch:
+      config.train.batch_size = ARGS.batch
+    if config.train.freeze_spatial and not config.train.init_from:
+      config.train.init_from = '(benchmark: abstract weights)'
+  common.resolve(config)
+  common.validate(config)
+  return config
+
+
+def tree_bytes(tree):
+  """(total, per-device) bytes of a tree of ShapeDtypeStructs with shardings."""
+  total = per_dev = 0
+  for a in jax.tree.leaves(tree):
+    size = np.dtype(a.dtype).itemsize
+    total += int(np.prod(a.shape)) * size
+    per_dev += int(np.prod(a.sharding.shard_shape(a.shape))) * size
+  return total, per_dev
+
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis() or {}
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return cost
+
+
+def measure(mesh_str: str, remat: str) -> dict:
+  """Lowers and compiles one (mesh, remat) configuration; returns the row."""
+  shape = tuple(int(x) for x in mesh_str.split(','))
+  config = build_config(shape, remat)
+  mesh = sharding.make_mesh(config.mesh)
+  row = dict(config=ARGS.config, set=list(ARGS.set), devices=jax.device_count(),
+             cpu_scheduler=ARGS.cpu_scheduler,
+             mesh='x'.join(map(str, mesh.devices.shape)), remat=remat)
+  t0 = time.perf_counter()
+  setup = train_lib.Setup(config, mesh)
+  state = setup.abstract_state
+  row['state_s'] = time.perf_counter() - t0
+
+  params = traverse_util.flatten_dict(state.params, sep='/')
+  n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
+  row['unet_params'] = n({k: v for k, v in params.items() if k.startswith('unet/')})
+  row['text_params'] = n({k: v for k, v in params.items() if k.startswith('text_encoder/')})
+  row['trained_params'] = n(train_lib.split_params(state.params, setup.freeze)[0])
+  for name in ('params', 'ema_params', 'opt_state'):
+    row[f'{name}_bytes'], row[f'{name}_bytes_dev'] = tree_bytes(getattr(state, name))
+  row['state_bytes'], row['state_bytes_dev'] = tree_bytes(state)
+
+  d, tc = config.data, config.train
+  b, length = tc.batch_size, d.max_text_len
+  frames = d.num_frames
+  row.update(batch=b, frames=frames, size=d.size, grad_accum=tc.get('grad_accum', 1))
+  bs = sharding.batch_sharding(mesh)
+  batch = {
+      'video': jax.ShapeDtypeStruct((b, frames, d.size, d.size, 3), jnp.float32, sharding=bs),
+      'tokens': jax.ShapeDtypeStruct((b, length), jnp.int32, sharding=bs),
+      'mask': jax.ShapeDtypeStruct((b, length), jnp.bool_, sharding=bs)}
+  null_tokens = np.zeros((length,), np.int32)
+  null_tokens[0] = 1  # EOS: the empty caption
+  step = train_lib.make_train_step(setup, null_tokens, null_tokens > 0)
+  rng = jax.random.key(0)
+
+  t0 = time.perf_counter()
+  lowered = step.lower(state, batch, rng)
+  row['lower_s'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  row['compile_s'] = time.perf_counter() - t0
+
+  mem = compiled.memory_analysis()
+  for k in ('argument', 'output', 'temp', 'alias', 'generated_code'):
+    row[f'{k}_bytes'] = int(getattr(mem, f'{k}_size_in_bytes', 0) or 0) if mem else None
+  if mem:
+    row['peak_bytes'] = (row['argument_bytes'] + row['output_bytes'] + row['temp_bytes']
+                         - row['alias_bytes'])
+  cost = _cost(compiled)
+  row['flops_dev'] = float(cost.get('flops', 0.))
+  row['flops_step'] = row['flops_dev'] * row['devices']
+  row['bytes_accessed_dev'] = float(cost.get('bytes accessed', 0.))
+  row['host_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return row
+
+
+def run_child(mesh_str, remat) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), f'--devices={ARGS.devices}',
+         f'--config={ARGS.config}', f'--batch={ARGS.batch}',
+         f'--cpu_scheduler={ARGS.cpu_scheduler}', f'--child={mesh_str}|{remat}']
+  cmd += [f'--set={s}' for s in ARGS.set]
+  t0 = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          timeout=ARGS.timeout or None, check=False)
+  except subprocess.TimeoutExpired:
+    return dict(mesh=mesh_str, remat=remat, error=f'timed out after {ARGS.timeout:.0f}s')
+  wall = time.perf_counter() - t0
+  for line in proc.stdout.splitlines():
+    if line.startswith('RESULT '):
+      row = json.loads(line[len('RESULT '):])
+      row['wall_s'] = wall
+      return row
+  tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+  return dict(mesh=mesh_str, remat=remat, wall_s=wall,
+              error=f'rc={proc.returncode}: ' + ' | '.join(tail))
+
+
+def fits(row, gib):
+  return 'yes' if row['peak_bytes'] <= gib * GiB else 'no'
+
+
+def table(rows) -> str:
+  g = lambda x: f'{x / GiB:.2f}'
+  head = ('| config | sched | devices | mesh (d,f,t) | remat | batch | clips/dev | '
+          'params+EMA+opt /dev GiB | args GiB | out GiB | temp GiB | alias GiB | code MiB | '
+          'peak est. GiB | fits 16 GiB | fits 32 GiB | TFLOP/dev | PFLOP/step | lower s | '
+          'compile s | host RSS GiB |')
+  lines = [head, '|' + '---|' * (head.count('|') - 1)]
+  for r in rows:
+    if 'error' in r:
+      lines.append(f"| {r.get('config', '')} | {ARGS.cpu_scheduler} | {ARGS.devices} | "
+                   f"{r['mesh']} | {r['remat']} | | | " + 'ERROR: ' +
+                   r['error'].replace('|', '/')[:400] + ' |')
+      continue
+    per_dev = r['batch'] / r['devices']  # tensor devices share their group's clips
+    name = r['config'].split(':', 1)[-1] + ''.join(f", {s}" for s in r.get('set', []))
+    lines.append(
+        f"| {name} | {r.get('cpu_scheduler', '?')} | {r['devices']} | "
+        f"{r['mesh'].replace('x', ',')} | {r['remat']} | {r['batch']} | {per_dev:g} | "
+        f"{g(r['params_bytes_dev'])}+{g(r['ema_params_bytes_dev'])}+"
+        f"{g(r['opt_state_bytes_dev'])} | {g(r['argument_bytes'])} | {g(r['output_bytes'])} | "
+        f"{g(r['temp_bytes'])} | {g(r['alias_bytes'])} | "
+        f"{r['generated_code_bytes'] / 2**20:.1f} | {g(r['peak_bytes'])} | "
+        f"{fits(r, 16)} | {fits(r, 32)} | {r['flops_dev'] / 1e12:.2f} | "
+        f"{r['flops_step'] / 1e15:.2f} | {r['lower_s']:.0f} | {r['compile_s']:.0f} | "
+        f"{r['host_rss_bytes'] / GiB:.1f} |")
+  return '\n'.join(lines)
+
+
+def main():
+  if ARGS.table_from:
+    rows = []
+    for path in ARGS.table_from.split(','):
+      with open(path) as f:
+        rows += json.load(f)
+    print(table(rows))
+    return
+  if ARGS.child:
+    mesh_str, remat = ARGS.child.split('|')
+    print('RESULT ' + json.dumps(measure(mesh_str, remat)), flush=True)
+    return
+
+  meshes = [m.strip() for m in ARGS.mesh.split(';') if m.strip()]
+  remats = [r.strip() for r in ARGS.remat.split(',') if r.strip()]
+  print(f'config {ARGS.config} {" ".join("--set=" + s for s in ARGS.set)} on '
+        f'{ARGS.devices} fake CPU devices; meshes {meshes}, remat {remats}; XLA:CPU '
+        f'scheduler: {ARGS.cpu_scheduler}', flush=True)
+  print(f'CAVEAT: {CAVEAT}', flush=True)
+  rows, t_all = [], time.perf_counter()
+  for mesh_str in meshes:
+    for remat in remats:
+      row = run_child(mesh_str, remat)
+      rows.append(row)
+      if 'error' in row:
+        print(f'mesh {mesh_str} remat {remat}: FAILED ({row.get("wall_s", 0):.0f}s): '
+              f'{row["error"]}', flush=True)
+      else:
+        print(f"mesh {row['mesh']} remat {remat}: peak est. {row['peak_bytes'] / GiB:.2f} "
+              f"GiB/dev (args {row['argument_bytes'] / GiB:.2f}, out "
+              f"{row['output_bytes'] / GiB:.2f}, temp {row['temp_bytes'] / GiB:.2f}, alias "
+              f"{row['alias_bytes'] / GiB:.2f}), {row['flops_dev'] / 1e12:.2f} TFLOP/dev, "
+              f"lower {row['lower_s']:.0f}s compile {row['compile_s']:.0f}s, wall "
+              f"{row['wall_s']:.0f}s, host RSS {row['host_rss_bytes'] / GiB:.1f} GiB",
+              flush=True)
+  ok = [r for r in rows if 'error' not in r]
+  print()
+  if ok:
+    r = ok[0]
+    print(f"{ARGS.config}: {r['frames']} frames x {r['size']}x{r['size']}, global batch "
+          f"{r['batch']}, grad_accum {r['grad_accum']}; U-Net {r['unet_params'] / 1e6:,.1f}M + "
+          f"text encoder {r['text_params'] / 1e6:,.1f}M parameters, "
+          f"{r['trained_params'] / 1e6:,.1f}M trained; state (params+EMA+opt) "
+          f"{r['state_bytes'] / GiB:.1f} GiB in all; {r['devices']} devices")
+  print(table(rows))
+  print('peak est. = argument + output + temp - alias (XLA memory analysis, per device); '
+        'fits = peak est. <= 16 / 32 GiB, before any runtime overhead. clips/dev = global '
+        'batch / devices (the batch is split over data x fsdp; the tensor devices of a group '
+        'share its clips). XLA:CPU reports no generated-code size (0).')
+  print(f'XLA_FLAGS={os.environ["XLA_FLAGS"]}')
+  print(f'CAVEAT: {CAVEAT}')
+  print(f'total wall time {time.perf_counter() - t_all:.0f}s')
+  if ARGS.json_out:
+    with open(ARGS.json_out, 'w') as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,150 @@
+"""Paper-scale STUNet configs (Lumiere's shapes; widths are ours, the paper gives none).
+
+Variants (big_vision style, after a colon):
+  configs/paper.py:model=base               the base STUNet: 80 frames x 128x128 (5 s at
+                                            16 fps), spatial weights and the text encoder
+                                            from --config.train.init_from (frozen), only
+                                            the temporal layers train (the paper's setup)
+  configs/paper.py:model=base,stage=scratch the same network with every weight trained
+                                            (U-Net and text encoder): the worst case for
+                                            memory, not something the paper does
+  configs/paper.py:model=ssr                the spatial super-resolution model's shape:
+                                            128 -> 1024 per frame on a window of frames
+  configs/paper.py:model=ssr,window=8       ... on windows of 8 frames
+
+Nothing here downloads anything: data.name, data.tokenizer and train.init_from are
+placeholders for a video-caption dataset prepared as tfds under data.data_dir, T5's
+sentencepiece model, and a T2I workdir at these widths. They are meant for pods
+(`python train.py --config=configs/paper.py:model=base --workdir=gs://...` on every
+host); `benchmarks/paper_scale.py` compiles their train step for a large mesh of
+fake CPU devices and prints per-device memory and FLOPs.
+
+Parameter counts (jax.eval_shape, float32 parameters; tests/test_paper_config.py
+checks the base U-Net's):
+  model=base  U-Net 1,171.7M (of which 217.8M temporal: what trains at stage=stunet),
+              text encoder 4,762.3M (T5-XXL encoder's shape, frozen)
+  model=ssr   U-Net   353.6M (of which  50.1M temporal), text encoder 4,762.3M
+(window=8 has the same counts.)
+
+Memory (benchmarks/paper_scale.py, XLA:CPU estimates with its memory-optimized
+scheduler, remat=full, per device; a TPU/GPU compile will differ): the parameters,
+EMA and optimizer state are small once split (<0.5 GiB per device on 64), the
+activations are not. One 80x128x128 clip per device needs ~89 GiB (1,64,1); a quarter
+clip per device (mesh (1,16,4), batch 16, activations split over 'tensor') ~39 GiB; an
+eighth (mesh (1,8,8), batch 8) ~31 GiB. The SSR at full 1024 px frames needs ~550 GiB
+per 16-frame window; on 256 px crops ~35 GiB (8 frames: ~18 GiB; mesh (1,16,4),
+batch 16: ~14 GiB). So train the SSR on crops (Imagen trained its 1024 px SR model on
+256 px crops; it is fully convolutional), e.g. --config.data.size=256, once the data
+pipeline can take random crops (it reads clips at their stored size today).
+"""
+
+from configs import common
+
+# T5-XXL encoder's shape (Imagen's and so Lumiere's frozen text encoder): 24 layers of
+# width 4096, 64 heads of 64, gated-GELU MLP of 10240, T5's 32128-token vocabulary,
+# captions of up to 128 tokens. ~4.76B parameters, all frozen unless stage=scratch.
+T5_XXL = dict(width=4096, num_layers=24, num_heads=64, mlp_dim=10240, vocab_size=32128)
+T5_MAX_LEN = 128
+
+
+def get_config(arg: str = 'model=base'):
+  args = common.parse_arg(arg, model='base', stage='stunet', window=16)
+  model, stage, window = args['model'], args['stage'], args['window']
+  if model not in ('base', 'ssr'):
+    raise ValueError(f'unknown model {model!r}; use model=base or model=ssr.')
+  if stage not in ('stunet', 'scratch'):
+    raise ValueError(f'unknown stage {stage!r}; use stage=stunet (temporal layers train, '
+                     f'the rest frozen) or stage=scratch (every weight trains).')
+  config = common.base_config()
+
+  d = config.data
+  d.name = 'webvid'                      # placeholder: a tfds video-caption dataset the
+                                         # user prepared under data_dir (none downloads)
+  d.data_dir = './tfds_data'             # where that dataset was prepared
+  d.tokenizer = 't5/spiece.model'        # placeholder: T5's sentencepiece model (32128)
+  d.max_text_len = T5_MAX_LEN            # T5 tokens per caption, EOS included
+  d.num_shards = 0                       # one logical data shard per process
+
+  m = config.model
+  m.temporal = True
+  m.dtype = 'bfloat16'                   # compute; parameters/optimizer stay float32
+  m.remat = 'full'                       # keep only block inputs for the backward pass
+  for k, v in T5_XXL.items():
+    setattr(m.text, k, v)
+
+  if model == 'base':
+    d.num_frames = 80                    # the whole 5 s clip at 16 fps in one pass
+    d.size = 128
+    # Imagen's 2B base U-Net is channels 512, mult (1, 2, 3, 4), 3 ResBlocks, attention
+    # at 32, 16 and 8 px of a 64 px image. Lumiere's base runs at 128 px, and 80 frames
+    # halve four times to 5 (the paper's arithmetic in SPEC.md), so we use 5 levels:
+    # widths 256, 512, 768, 1024, 1024 at 128, 64, 32, 16, 8 px (80, 40, 20, 10, 5
+    # frames). At 128 px the widths are half of Imagen's 512 so that the activations
+    # of 80 full-resolution frames stay affordable; the U-Net comes to ~1.17B
+    # parameters (Imagen's class), 0.22B of them the temporal layers.
+    m.channels = 256
+    m.channel_mult = (1, 2, 3, 4, 4)
+    m.num_res_blocks = 3
+    m.attn_levels = (2, 3, 4)            # self-attention at 32, 16, 8 px (as Imagen)
+    m.cross_attn_levels = (2, 3, 4)      # cross-attention to T5 at the same levels
+    m.num_heads = 16                     # head width 48 at 768, 64 at 1024 channels
+    # Temporal attention: after every spatial attention block of the coarsest level
+    # (8x8 px, 5 frames): 3 down + 2 middle + 4 up = 9 blocks of width 1024.
+    m.num_temporal_attn = 1
+    m.temporal_resample = True
+  else:
+    # SSR: 128 -> 1024 per frame. Memory allows only short windows (SPEC: the paper
+    # runs the SSR on overlapping windows, 2 frames of overlap, length not given): a
+    # 1024x1024 frame at width 128 is 256 MiB of bfloat16 per activation, so a window
+    # of 16 frames is 4 GiB per activation per clip, already more than the base model's
+    # whole 80-frame clip at its top level (80 x 128^2 x 256 = 0.6 GiB). 16 frames is
+    # 1 s at 16 fps, enough for the temporal convolutions and temporal attention to see
+    # motion, and with an overlap of 2 tiles 80 frames in 6 windows (0, 14, ..., 64).
+    # window=8 halves the activations (80 frames in 13 windows).
+    d.num_frames = window
+    d.size = 1024
+    # Imagen's 1024 px SSR (Efficient U-Net): channels 128, mult (1, 2, 4, 8), no
+    # self-attention at high resolution, cross-attention to the text only at the
+    # lowest resolution; ~400M parameters. Here: widths 128, 256, 512, 1024 at 1024,
+    # 512, 256, 128 px, 2 ResBlocks per level: 354M parameters.
+    m.channels = 128
+    m.channel_mult = (1, 2, 4, 8)
+    m.num_res_blocks = 2
+    m.attn_levels = ()                   # no spatial self-attention (16k pixels at 128 px)
+    m.cross_attn_levels = (3,)           # cross-attention at 128 px only
+    m.num_heads = 16                     # head width 64 at 1024 channels
+    # No temporal down/upsampling: the SSR keeps the window's frame rate; temporal
+    # convolutions at 1024..256 px and temporal attention at 128 px (the coarsest).
+    m.temporal_resample = False
+    m.num_temporal_attn = 1
+    # TODO(later issue): the SSR's low-resolution conditioning (the upsampled 128 px
+    # video concatenated to the noisy input, 3 extra input channels) and its
+    # noise-conditioning augmentation are not implemented yet; this config only
+    # fixes the network's shape, so its memory and FLOPs can be measured.
+
+  t = config.train
+  t.stage = stage
+  t.freeze_spatial = stage == 'stunet'
+  # Placeholder: the T2I run (same widths, model.temporal=False) whose U-Net and text
+  # encoder are inflated and frozen. It must exist before training starts.
+  t.init_from = 'workdir/paper_t2i' if model == 'base' else 'workdir/paper_ssr_t2i'
+  t.batch_size = 64                      # clips (base) or windows (ssr) per step; the
+                                         # paper does not say; 1 per chip on 64 chips
+  t.num_steps = 500_000
+  t.lr = 1e-4
+  t.warmup_steps = 10_000
+  t.schedule = 'cosine'
+  t.weight_decay = 0.0
+  t.grad_clip = 1.0
+  t.ema_decay = 0.9999
+  t.cfg_drop = 0.1                       # text dropped for 10% of clips (CFG)
+  t.log_every = 100
+  t.ckpt_every = 1000
+  t.keep = 3
+
+  config.mesh.shape = (1, -1, 1)         # pure FSDP: batch and parameters over all chips
+
+  config.sample.sampler = 'ddim'
+  config.sample.num_steps = 64
+  config.sample.guidance = 8.0           # Imagen Video used large guidance weights
+  return config

@@ -1,0 +1,74 @@
+"""The paper-scale configs validate and have the intended sizes (abstract: no compile,
+nothing allocated)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import traverse_util
+
+from configs import common
+from configs import paper
+from stunet.unet import build_model
+
+
+def _abstract_params(config):
+  """Parameter ShapeDtypeStructs of the config's model, via jax.eval_shape."""
+  model = build_model(config.model)
+  d = config.data
+  inputs = (jnp.zeros((1, d.num_frames, d.size, d.size, 3)), jnp.zeros((1,)),
+            jnp.zeros((1, d.max_text_len), jnp.int32), jnp.ones((1, d.max_text_len), bool))
+  params = jax.eval_shape(lambda r: model.init(r, *inputs)['params'], jax.random.key(0))
+  return nn.meta.unbox(params)
+
+
+def _count(tree) -> int:
+  return int(sum(np.prod(a.shape) for a in jax.tree.leaves(tree)))
+
+
+@pytest.mark.parametrize('arg', ['model=base', 'model=base,stage=scratch', 'model=ssr',
+                                 'model=ssr,window=8'])
+def test_paper_configs_validate(arg):
+  config = paper.get_config(arg)
+  common.resolve(config)  # a no-op: the T5 vocabulary size is set
+  common.validate(config)
+  assert config.model.temporal
+  assert config.model.text.vocab_size == 32128
+  assert config.train.freeze_spatial == ('scratch' not in arg)
+  assert config.train.init_from  # the placeholder T2I run
+
+
+def test_base_is_imagen_scale():
+  config = paper.get_config('model=base')
+  assert (config.data.num_frames, config.data.size) == (80, 128)
+  # 80 frames halve at each of the 4 resolution changes down to 5 at the coarsest level.
+  assert config.data.num_frames // 2 ** (len(config.model.channel_mult) - 1) == 5
+  params = _abstract_params(config)
+  assert set(params) == {'unet', 'text_encoder'}
+  n_unet = _count(params['unet'])
+  assert 1e9 <= n_unet <= 2e9, n_unet
+  flat = traverse_util.flatten_dict(params['unet'], sep='/')
+  n_temporal = _count({k: v for k, v in flat.items() if 'temporal' in k})
+  assert 0.1 * n_unet < n_temporal < 0.3 * n_unet, (n_temporal, n_unet)
+  # T5-XXL's encoder: ~4.76B parameters.
+  assert 4.5e9 < _count(params['text_encoder']) < 5e9
+
+
+def test_ssr_builds_without_temporal_resampling():
+  config = paper.get_config('model=ssr')
+  assert config.data.size == 1024 and config.data.num_frames == 16
+  assert not config.model.temporal_resample
+  params = _abstract_params(config)
+  names = set(traverse_util.flatten_dict(params['unet'], sep='/'))
+  assert not any('temporal_resize' in k for k in names)  # no temporal down/upsampling
+  assert any('temporal_conv' in k for k in names)
+  assert any('temporal_attn' in k for k in names)
+  assert 2e8 < _count(params['unet']) < 1e9
+
+
+def test_unknown_variants_are_refused():
+  with pytest.raises(ValueError, match='unknown model'):
+    paper.get_config('model=tsr')
+  with pytest.raises(ValueError, match='unknown stage'):
+    paper.get_config('model=base,stage=t2i')
