@@ -2,8 +2,13 @@
 
 import os
 import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# One persistent XLA compilation cache per test session, inherited by the train.py and
+# multi-device subprocesses: the same small programs are compiled by many tests and
+# processes, and a cache hit skips the compile (XLA keys it by program and options).
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='stunet-xla-'))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # pylint: disable=g-import-not-at-top
