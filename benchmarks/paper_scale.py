@@ -132,16 +132,6 @@ def build_config(mesh_shape, remat):
   return config
 
 
-def tree_bytes(tree):
-  """(total, per-device) bytes of a tree of ShapeDtypeStructs with shardings."""
-  total = per_dev = 0
-  for a in jax.tree.leaves(tree):
-    size = np.dtype(a.dtype).itemsize
-    total += int(np.prod(a.shape)) * size
-    per_dev += int(np.prod(a.sharding.shard_shape(a.shape))) * size
-  return total, per_dev
-
-
 def _cost(compiled) -> dict:
   cost = compiled.cost_analysis() or {}
   if isinstance(cost, (list, tuple)):
@@ -168,8 +158,8 @@ def measure(mesh_str: str, remat: str) -> dict:
   row['text_params'] = n({k: v for k, v in params.items() if k.startswith('text_encoder/')})
   row['trained_params'] = n(train_lib.split_params(state.params, setup.freeze)[0])
   for name in ('params', 'ema_params', 'opt_state'):
-    row[f'{name}_bytes'], row[f'{name}_bytes_dev'] = tree_bytes(getattr(state, name))
-  row['state_bytes'], row['state_bytes_dev'] = tree_bytes(state)
+    row[f'{name}_bytes'], row[f'{name}_bytes_dev'] = sharding.shard_bytes(getattr(state, name))
+  row['state_bytes'], row['state_bytes_dev'] = sharding.shard_bytes(state)
 
   d, tc = config.data, config.train
   b, length = tc.batch_size, d.max_text_len
