@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_temporal_attn = 1          # temporal attention blocks per spatial one
   c.model.temporal_resample_init = 'identity'  # 'identity' (paper) or 'he' (ablation)
   c.model.temporal_resample = True       # halve/double time with space (SSR: False)
+  # SSR (stunet/ssr.py): > 0 makes this a super-resolution model conditioned on the
+  # clip downsampled to lowres_size x lowres_size (upsampled, concatenated to its input).
+  c.model.lowres_size = 0
   c.model.remat = 'none'                 # none | full | dots | dots_no_batch (unet.py)
   c.model.dtype = 'float32'              # compute dtype (bfloat16 on accelerators);
                                          # parameters and optimizer stay float32
@@ -70,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_clip = 1.0                # global-norm gradient clipping (0 = off)
   c.train.ema_decay = 0.999              # EMA of weights, used for sampling (0 = raw)
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
+  c.train.lowres_aug_max = 0.4           # SSR: low-res input noised to t ~ U[0, this]
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
   c.train.init_from = ''                 # T2I workdir/checkpoint to inflate from
   c.train.nan_policy = 'skip'            # non-finite loss/grads: 'skip' the update
@@ -100,7 +104,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_steps = 32                # denoising steps
   c.sample.guidance = 3.0                # classifier-free guidance weight w
   c.sample.sampler = 'ddim'              # 'ddim' or 'ddpm'
-  c.sample.threshold = 0.995             # dynamic-thresholding percentile
+  c.sample.threshold = 0.995             # dynamic-thresholding percentile (0: clip)
+  # Clips longer than `window` frames (0: the trained data.num_frames) are denoised in
+  # windows overlapping by `overlap` frames, fused at every step (MultiDiffusion).
+  c.sample.window = 0
+  c.sample.overlap = 2                   # the paper's overlap
+  c.sample.weighting = 'uniform'         # per-frame fusion weights: uniform | ramp
+  c.sample.window_batch = 1              # windows per denoiser call (memory vs speed)
+  c.sample.lowres_aug = 0.1              # SSR: fixed noise level of the low-res input
   return c
 
 
@@ -143,6 +154,24 @@ def validate(config) -> None:
   if t.grad_accum < 1 or examples % t.grad_accum:
     raise ValueError(f'config.train.grad_accum={t.grad_accum} must be >= 1 and divide '
                      f'config.train.batch_size={t.batch_size}.')
+  if m.lowres_size:
+    if not 0 < m.lowres_size < d.size:
+      raise ValueError(f'config.model.lowres_size={m.lowres_size} must be below '
+                       f'config.data.size={d.size} (the SSR upsamples to data.size).')
+    if m.temporal and m.temporal_resample:
+      raise ValueError('an SSR model (config.model.lowres_size > 0) keeps the frame rate: '
+                       'set config.model.temporal_resample=False.')
+    if not 0. <= t.lowres_aug_max <= 1.:
+      raise ValueError(f'config.train.lowres_aug_max={t.lowres_aug_max} must be in [0, 1].')
+  sc = config.sample
+  if sc.window < 0 or not 0 <= sc.overlap < (sc.window or d.num_frames):
+    raise ValueError(f'config.sample.window={sc.window}, overlap={sc.overlap}: need '
+                     f'window >= 0 (0 = data.num_frames) and 0 <= overlap < window.')
+  if not 0. <= sc.threshold < 1.:
+    raise ValueError(f'config.sample.threshold={sc.threshold}: a percentile in (0, 1) for '
+                     f'dynamic thresholding, or 0 for a plain clip to [-1, 1].')
+  if sc.weighting not in ('uniform', 'ramp'):
+    raise ValueError(f'config.sample.weighting={sc.weighting!r}: use uniform or ramp.')
   if not 0. <= t.cfg_drop < 1.:
     raise ValueError(f'config.train.cfg_drop={t.cfg_drop} must be in [0, 1).')
 

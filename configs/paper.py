@@ -23,7 +23,7 @@ Parameter counts (jax.eval_shape, float32 parameters; tests/test_paper_config.py
 checks the base U-Net's):
   model=base  U-Net 1,171.7M (of which 217.8M temporal: what trains at stage=stunet),
               text encoder 4,762.3M (T5-XXL encoder's shape, frozen)
-  model=ssr   U-Net   353.6M (of which  50.1M temporal), text encoder 4,762.3M
+  model=ssr   U-Net   353.9M (of which  50.1M temporal), text encoder 4,762.3M
 (window=8 has the same counts.)
 
 Memory (benchmarks/paper_scale.py, XLA:CPU estimates with its memory-optimized
@@ -117,10 +117,12 @@ def get_config(arg: str = 'model=base'):
     # convolutions at 1024..256 px and temporal attention at 128 px (the coarsest).
     m.temporal_resample = False
     m.num_temporal_attn = 1
-    # TODO(later issue): the SSR's low-resolution conditioning (the upsampled 128 px
-    # video concatenated to the noisy input, 3 extra input channels) and its
-    # noise-conditioning augmentation are not implemented yet; this config only
-    # fixes the network's shape, so its memory and FLOPs can be measured.
+    # The low-res clip (128 px, the base model's output) is upsampled and concatenated
+    # to the noisy input, noise-augmented to a level that is a second conditioning
+    # input (stunet/ssr.py). Sampling fuses windows overlapping by 2 (MultiDiffusion).
+    m.lowres_size = 128
+    config.sample.window = window
+    config.sample.overlap = 2
 
   t = config.train
   t.stage = stage

@@ -25,6 +25,7 @@ from stunet import checkpoints
 from stunet import diffusion as D
 from stunet import inflate
 from stunet import sharding
+from stunet import ssr
 from stunet.unet import build_model
 
 
@@ -77,10 +78,13 @@ def split_params(params, freeze_spatial: bool):
 def example_inputs(config, batch: int = 1):
   """Zero inputs of the model's shapes (for init and abstract evaluation)."""
   frames = config.data.num_frames if config.model.temporal else 1
-  s = config.data.size
-  return (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch,)),
-          jnp.zeros((batch, config.data.max_text_len), jnp.int32),
-          jnp.ones((batch, config.data.max_text_len), bool))
+  s, low = config.data.size, config.model.get('lowres_size', 0)
+  inputs = (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch,)),
+            jnp.zeros((batch, config.data.max_text_len), jnp.int32),
+            jnp.ones((batch, config.data.max_text_len), bool))
+  if low:  # SSR: the low-res video and its augmentation level
+    inputs += (jnp.zeros((batch, frames, low, low, 3)), jnp.zeros((batch,)))
+  return inputs
 
 
 class Setup:
@@ -144,6 +148,7 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
   tc = config.train
   schedule = lr_schedule(tc)
   t2i = not config.model.temporal
+  lowres_size = config.model.get('lowres_size', 0)
   accum = tc.grad_accum
   logical_rules = sharding.rules(config.mesh)
   batch_axes = sharding.BATCH_AXES
@@ -162,7 +167,12 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
       tokens, mask = jnp.repeat(tokens, k, axis=0), jnp.repeat(mask, k, axis=0)
     t = D.sample_times(r_t, video.shape[0])
     eps = jax.random.normal(r_eps, video.shape, jnp.float32)
-    return dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
+    ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
+    if lowres_size:  # SSR: the downsampled clip, noise-augmented to a random level
+      r_aug = jax.random.fold_in(r_eps, 1)  # (base-model runs keep their randomness)
+      ex['lowres'], ex['aug_t'] = ssr.training_condition(r_aug, video, lowres_size,
+                                                         tc.lowres_aug_max)
+    return ex
 
   def micro_batches(ex):
     """[B, ...] -> [accum, B / accum, ...] taking every accum-th example, so each
@@ -181,7 +191,8 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
           nn.logical_axis_rules(logical_rules):
         z = D.q_sample(ex['video'], ex['t'], ex['eps'])
-        v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'])
+        cond = (ex['lowres'], ex['aug_t']) if lowres_size else ()
+        v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'], *cond)
       return D.loss_fn(v, ex['video'], ex['t'], ex['eps'])
 
     grad_fn = jax.value_and_grad(loss)

@@ -46,7 +46,11 @@ def remat_policy_name(value) -> str:
 
 
 class UNet(nn.Module):
-  """Denoiser: (z_t [b, t, h, w, c_in], t [b], text [b, L, d], mask [b, L]) -> [b, t, h, w, c_out]."""
+  """Denoiser: (z_t [b, t, h, w, c_in], t [b], text [b, L, d], mask [b, L]) -> [b, t, h, w, c_out].
+
+  ``cond_t`` [b], optional: a second noise level embedded like t and added to the
+  timestep embedding (the SSR's low-res augmentation level, ``stunet.ssr``).
+  """
   channels: int = 32
   channel_mult: Sequence[int] = (1, 2, 2)
   num_res_blocks: int = 1
@@ -94,7 +98,7 @@ class UNet(nn.Module):
     return L.constrain(h, L.ACTIVATION)
 
   @nn.compact
-  def __call__(self, x, t, text, text_mask):
+  def __call__(self, x, t, text, text_mask, cond_t=None):
     b, frames = x.shape[:2]
     if frames % self.temporal_factor:
       raise ValueError(f'{frames} frames is not divisible by {self.temporal_factor} '
@@ -107,6 +111,9 @@ class UNet(nn.Module):
     emb = L.dense(emb_dim, 'time_mlp_0', self.dtype)(emb)
     emb = L.dense(emb_dim, 'time_mlp_1', self.dtype)(nn.swish(emb))
     emb = emb + L.dense(emb_dim, 'text_pool', self.dtype)(L.pooled(text, text_mask))
+    if cond_t is not None:
+      c = L.dense(emb_dim, 'aug_mlp_0', self.dtype)(L.timestep_embedding(cond_t, self.channels))
+      emb = emb + L.dense(emb_dim, 'aug_mlp_1', self.dtype)(nn.swish(c))
 
     h = L.unfold_time(L.conv2d(self.channels, 'conv_in', self.dtype)(L.fold_time(x)), frames)
     skips = [h]
@@ -152,6 +159,7 @@ class TextToVideo(nn.Module):
     return self.text_encoder(tokens, mask)
 
   def denoise(self, z, t, text, text_mask):
+    """The v-prediction of noisy videos z at times t [b], given text embeddings."""
     return self.unet(z, t, text, text_mask)
 
   def __call__(self, z, t, tokens, mask):
@@ -159,7 +167,7 @@ class TextToVideo(nn.Module):
 
 
 def build_model(model_config) -> TextToVideo:
-  """TextToVideo from ``config.model`` (see configs/)."""
+  """TextToVideo, or its SSR subclass when ``model.lowres_size`` > 0, from ``config.model``."""
   m = model_config
   dtype = jnp.dtype(m.dtype)
   unet = UNet(channels=m.channels, channel_mult=tuple(m.channel_mult),
@@ -172,4 +180,7 @@ def build_model(model_config) -> TextToVideo:
   text = TextEncoder(vocab_size=m.text.vocab_size, width=m.text.width,
                      num_layers=m.text.num_layers, num_heads=m.text.num_heads,
                      mlp_dim=m.text.mlp_dim, dtype=dtype)
+  if m.get('lowres_size', 0):
+    from stunet.ssr import SuperResolution  # pylint: disable=g-import-not-at-top
+    return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size)
   return TextToVideo(unet=unet, text_encoder=text)

@@ -65,6 +65,11 @@ def test_ssr_builds_without_temporal_resampling():
   assert any('temporal_conv' in k for k in names)
   assert any('temporal_attn' in k for k in names)
   assert 2e8 < _count(params['unet']) < 1e9
+  # 128 px low-res clip upsampled and concatenated: 3 + 3 input channels; its noise
+  # level is embedded next to the diffusion time.
+  assert config.model.lowres_size == 128
+  assert params['unet']['conv_in']['kernel'].shape == (3, 3, 6, 128)
+  assert 'aug_mlp_0' in params['unet']
 
 
 def test_unknown_variants_are_refused():

@@ -1,0 +1,66 @@
+"""The spatial super-resolution (SSR) model: the inflated U-Net conditioned on low-res video.
+
+Lumiere's SSR upsamples every frame of the base model's clip (128 -> 1024 px in the
+paper). It is the same U-Net (``stunet.unet.UNet``) with temporal convolutions and
+temporal attention but no temporal down/upsampling (``temporal_resample=False``), and
+two extra inputs:
+- the low-resolution video, bilinearly upsampled to the output size and concatenated
+  to the noisy input along channels (3 + 3 input channels);
+- noise-conditioning augmentation (Imagen / Imagen Video): the low-res video is noised
+  with the forward process to a level ``aug_t`` (U[0, train.lowres_aug_max] in
+  training, the fixed ``sample.lowres_aug`` at sampling), and ``aug_t`` is embedded
+  like the diffusion time and added to the timestep embedding. The model learns to
+  not trust the low-res input blindly, which makes it robust to the base model's
+  artefacts.
+Memory allows the SSR only short windows of frames; ``stunet.multidiffusion`` fuses
+overlapping windows at every denoising step.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from stunet import diffusion as D
+from stunet.unet import TextToVideo
+
+
+def resize(video, size: int):
+  """Frames of [b, t, h, w, c] -> [b, t, size, size, c]; linear, antialiased when shrinking."""
+  b, t, _, _, c = video.shape
+  return jax.image.resize(video, (b, t, size, size, c), method='linear', antialias=True)
+
+
+def augment(rng, lowres, aug_t):
+  """Noise-conditioning augmentation: the low-res video at noise level aug_t [b]."""
+  return D.q_sample(lowres, aug_t, jax.random.normal(rng, lowres.shape, jnp.float32))
+
+
+def training_condition(rng, video, lowres_size: int, aug_max: float):
+  """(augmented low-res video, aug_t) for a training batch of high-res videos.
+
+  The low-res input is the high-res clip downsampled (antialiased), as the base
+  model's output would be; aug_t ~ U[0, aug_max] per example.
+  """
+  r_t, r_noise = jax.random.split(rng)
+  aug_t = jax.random.uniform(r_t, (video.shape[0],), maxval=aug_max)
+  return augment(r_noise, resize(video, lowres_size), aug_t), aug_t
+
+
+class SuperResolution(TextToVideo):
+  """TextToVideo whose denoiser also takes the (augmented) low-res video and its level.
+
+  denoise(z [b, t, H, W, 3], t [b], text, text_mask, lowres [b, t, h, w, 3], aug_t [b]).
+  """
+  lowres_size: int = 0
+
+  def denoise(self, z, t, text, text_mask, lowres, aug_t):
+    if lowres.shape[:2] != z.shape[:2] or lowres.shape[2:4] != (self.lowres_size,) * 2:
+      raise ValueError(
+          f'low-res input {lowres.shape} does not match this SSR model: it needs '
+          f'{z.shape[:2]} clips of {self.lowres_size}x{self.lowres_size} frames '
+          f'(model.lowres_size) to upsample to {z.shape[2]}x{z.shape[3]}.')
+    up = resize(lowres.astype(jnp.float32), z.shape[2])
+    return self.unet(jnp.concatenate([z, up.astype(z.dtype)], axis=-1), t, text, text_mask,
+                     cond_t=aug_t)
+
+  def __call__(self, z, t, tokens, mask, lowres, aug_t):
+    return self.denoise(z, t, self.encode_text(tokens, mask), mask, lowres, aug_t)

@@ -1,0 +1,94 @@
+"""The SSR model: low-res conditioning, noise-conditioning augmentation, training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from configs import ssr as ssr_config
+from conftest import small_config
+from stunet import sharding
+from stunet import ssr
+from stunet import train_lib
+from stunet.unet import build_model
+from test_multidiffusion import _perturbed_params
+from test_train import _batch
+
+
+def _ssr_config():
+  cfg = small_config('scratch')
+  cfg.model.lowres_size, cfg.model.temporal_resample = 8, False
+  return cfg
+
+
+def test_denoiser_reads_the_low_res_video_and_its_noise_level():
+  cfg = _ssr_config()
+  model = build_model(cfg.model)
+  assert isinstance(model, ssr.SuperResolution)
+  inputs = train_lib.example_inputs(cfg, batch=2)
+  params = _perturbed_params(model, inputs)
+  assert params['params']['unet']['conv_in']['kernel'].shape[-2] == 6  # noisy + low-res
+  rng = np.random.default_rng(0)
+  z, t, tokens, mask, lowres, aug_t = inputs
+  z = jnp.asarray(rng.normal(size=z.shape), jnp.float32)
+  lowres = jnp.asarray(rng.uniform(-1, 1, size=lowres.shape), jnp.float32)
+  t, aug_t = jnp.full((2,), 0.5), jnp.full((2,), 0.1)
+  apply = jax.jit(lambda low, lvl: model.apply(params, z, t, tokens, mask, low, lvl))
+  out = apply(lowres, aug_t)
+  assert out.shape == z.shape
+  assert not np.allclose(out, apply(-lowres, aug_t))
+  assert not np.allclose(out, apply(lowres, aug_t + 0.3))
+  with pytest.raises(ValueError, match='lowres_size'):
+    apply(jnp.zeros((2, 8, 4, 4, 3)), aug_t)
+
+
+def test_training_condition_is_the_downsampled_clip_noised_to_its_level():
+  video = jax.random.uniform(jax.random.key(0), (4, 3, 16, 16, 3), minval=-1., maxval=1.)
+  lowres, aug_t = ssr.training_condition(jax.random.key(1), video, 8, 0.4)
+  assert lowres.shape == (4, 3, 8, 8, 3) and aug_t.shape == (4,)
+  assert float(aug_t.min()) >= 0. and float(aug_t.max()) <= 0.4
+  # Level 0 leaves the downsampled clip as it is.
+  small = ssr.resize(video, 8)
+  clean = ssr.augment(jax.random.key(2), small, jnp.zeros((4,)))
+  np.testing.assert_allclose(clean, small, atol=1e-3)
+  # The downsampling is antialiased: a one-pixel checkerboard (above the new Nyquist
+  # rate) averages out instead of aliasing into a pattern; a constant stays constant.
+  i = np.arange(16)
+  checker = np.broadcast_to(((i[:, None] + i[None]) % 2 * 2. - 1.)[None, None, :, :, None],
+                            (1, 1, 16, 16, 3))
+  assert float(jnp.abs(ssr.resize(jnp.asarray(checker), 8)).max()) < 0.3
+  np.testing.assert_allclose(ssr.resize(jnp.full((1, 1, 16, 16, 3), 0.7), 8), 0.7, atol=1e-6)
+
+
+def test_configs_validate():
+  for stage in ('scratch', 't2i', 'stunet'):
+    cfg = ssr_config.get_config(f'stage={stage}')
+    cfg.train.init_from = 'x'
+    common.validate(cfg)
+    assert cfg.model.lowres_size == 32 and cfg.data.size == 64
+  cfg = _ssr_config()
+  cfg.model.temporal_resample = True
+  with pytest.raises(ValueError, match='temporal_resample=False'):
+    common.validate(cfg)
+  cfg = _ssr_config()
+  cfg.model.lowres_size = 16
+  with pytest.raises(ValueError, match='lowres_size=16 must be below'):
+    common.validate(cfg)
+
+
+def test_ssr_training_lowers_its_loss():
+  cfg = _ssr_config()
+  cfg.train.lr, cfg.train.warmup_steps, cfg.train.cfg_drop = 3e-3, 5, 0.
+  mesh = sharding.make_mesh(cfg.mesh)
+  setup = train_lib.Setup(cfg, mesh)
+  null = np.zeros(cfg.data.max_text_len, np.int32)
+  null[0] = 1
+  step = train_lib.make_train_step(setup, null, null > 0)
+  state = setup.init(jax.random.key(0))
+  batches = [sharding.global_batch(_batch(cfg, rng=i), mesh) for i in range(4)]
+  losses = []
+  for i in range(48):  # four different batches of shapes clips, in turn
+    state, m = step(state, batches[i % 4], jax.random.key(1))
+    losses.append(float(m['loss']))
+  assert np.mean(losses[-8:]) < 0.75 * np.mean(losses[:8]), losses  # measured: 0.65
