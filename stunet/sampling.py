@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from stunet import diffusion as D
+from stunet import multidiffusion
+from stunet import ssr
 
 SAMPLERS = ('ddim', 'ddpm')
 
@@ -21,8 +23,13 @@ SAMPLERS = ('ddim', 'ddpm')
 def dynamic_threshold(x, percentile: float = 0.995):
   """Imagen's dynamic thresholding: s = quantile(|x|, p) per example, clip to [-s, s], / s.
 
-  x: [b, ...]. With s <= 1 this is a plain clip to [-1, 1].
+  x: [b, ...]. With s <= 1 this is a plain clip to [-1, 1]; percentile 0 is always
+  the plain (static) clip. Dynamic thresholding rescales the whole clip when a few
+  pixels overshoot, which hurts data that sits at the range's ends (the shapes
+  dataset's black background): the SSR config uses the static clip.
   """
+  if not percentile:
+    return jnp.clip(x, -1., 1.)
   flat = jnp.abs(x.reshape(x.shape[0], -1)).astype(jnp.float32)
   s = jnp.maximum(jnp.quantile(flat, percentile, axis=1), 1.)
   s = D._bcast(s, x)
@@ -53,13 +60,20 @@ def ddpm_step(rng, z, x_hat, t, s):
 
 
 def make_sampler(model, shape, *, num_steps: int, sampler: str = 'ddim',
-                 threshold: float = 0.995, t_start: float = 1.0) -> Callable:
-  """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance, z_init=None)``.
+                 threshold: float = 0.995, t_start: float = 1.0,
+                 windows: Optional[multidiffusion.Windows] = None) -> Callable:
+  """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
+  z_init=None, lowres=None, lowres_aug=0.)``.
 
   shape: (b, t, h, w, c) of the video. tokens, mask: [b, L]; null_*: [b, L] (the
   empty prompt). guidance: scalar weight w (traced: changing it does not recompile).
   z_init: optional starting point [b, t, h, w, c] at time t_start (SDEdit); by
-  default pure noise at t = 1. Returns videos in [-1, 1], float32.
+  default pure noise at t = 1. lowres: the SSR's low-res video [b, t, h', w', c],
+  noise-augmented to level lowres_aug (traced). windows: denoise overlapping
+  temporal windows fused by MultiDiffusion at every step (``stunet.multidiffusion``)
+  instead of the whole clip at once; any sampler works, since what is fused is the
+  denoiser's prediction and the step is then taken on the whole clip. Returns
+  videos in [-1, 1], float32.
   """
   if sampler not in SAMPLERS:
     raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}.')
@@ -67,31 +81,48 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str = 'ddim',
     raise ValueError(f'num_steps must be >= 1, got {num_steps}.')
   if not 0. < t_start <= 1.:
     raise ValueError(f't_start must be in (0, 1], got {t_start}.')
+  if windows is not None and windows.num_frames != shape[1]:
+    raise ValueError(f'windows for {windows.num_frames} frames, clip of {shape[1]}.')
   b = shape[0]
 
-  def x_prediction(params, z, t, text, mask, null_text, null_mask, guidance):
-    # Conditional and unconditional predictions in one batch of 2b.
-    zz = jnp.concatenate([z, z])
-    tt = jnp.full((2 * b,), t)
-    v = model.apply(params, zz, tt, jnp.concatenate([text, null_text]),
-                    jnp.concatenate([mask, null_mask]), method='denoise')
-    v = guided_v(v[:b], v[b:], guidance)
-    return dynamic_threshold(D.x_from_v(z, jnp.full((b,), t), v), threshold)
+  def guided_x(params, z, t, text, mask, null_text, null_mask, guidance, extra, *cond):
+    """Guided x-prediction of z [n, ...] before thresholding. n = b x (windows per call),
+    windows-major; the conditional and unconditional predictions run in one batch."""
+    n = z.shape[0]
+    tile = lambda a: jnp.tile(a, (n // b,) + (1,) * (a.ndim - 1))
+    both = lambda cond, uncond: jnp.concatenate([cond, uncond])
+    v = model.apply(params, both(z, z), jnp.full((2 * n,), t),
+                    both(tile(text), tile(null_text)), both(tile(mask), tile(null_mask)),
+                    *(both(c, c) for c in cond), *(both(tile(e), tile(e)) for e in extra),
+                    method='denoise')
+    return D.x_from_v(z, jnp.full((n,), t), guided_v(v[:n], v[n:], guidance))
 
   def sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
-             z_init: Optional[jax.Array] = None):
+             z_init: Optional[jax.Array] = None, lowres: Optional[jax.Array] = None,
+             lowres_aug=0.):
     text = model.apply(params, tokens, mask, method='encode_text')
     null_text = model.apply(params, null_tokens, null_mask, method='encode_text')
     noise_rng, step_rng = jax.random.split(rng)
     z = jax.random.normal(noise_rng, shape, jnp.float32)
     if z_init is not None:
       z = D.q_sample(z_init, jnp.full((b,), t_start), z)
+    cond, extra = (), ()
+    if lowres is not None:  # SSR: the low-res video, noised once to a fixed level
+      aug_t = jnp.full((b,), lowres_aug, jnp.float32)
+      cond = (ssr.augment(jax.random.fold_in(noise_rng, 1), lowres, aug_t),)
+      extra = (aug_t,)
     times = t_start * (1. - jnp.arange(num_steps + 1, dtype=jnp.float32) / num_steps)
+
+    def predict(z, t):
+      fn = lambda zw, *cw: guided_x(params, zw, t, text, mask, null_text, null_mask,
+                                    guidance, extra, *cw)
+      x = fn(z, *cond) if windows is None else multidiffusion.apply(fn, z, windows, cond)
+      return dynamic_threshold(x, threshold)
 
     def body(carry, i):
       z, _ = carry
       t, s = times[i], times[i + 1]
-      x_hat = x_prediction(params, z, t, text, mask, null_text, null_mask, guidance)
+      x_hat = predict(z, t)
       if sampler == 'ddim':
         z = ddim_step(z, x_hat, t, s)
       else:
@@ -107,22 +138,32 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str = 'ddim',
 
 
 class Generator:
-  """Prompts -> videos for one model and sampler setting; compiles once per batch size.
+  """Prompts -> videos for one model and sampler setting; compiles once per batch size
+  and clip length.
 
-  Reports compile time and sampling time separately (``last_times``).
+  Clips longer than ``window`` frames (default: the trained length) are denoised in
+  overlapping windows fused by MultiDiffusion. An SSR model (``stunet.ssr``) also
+  takes the low-res videos. Reports compile and sampling time (``last_times``).
   """
 
   def __init__(self, model, params, tokenizer, video_shape, *, num_steps: int,
-               sampler: str = 'ddim', threshold: float = 0.995):
+               sampler: str = 'ddim', threshold: float = 0.995, window: int = 0,
+               overlap: int = 2, weighting: str = 'uniform', window_batch: int = 1,
+               lowres_aug: float = 0.1):
     self.model, self.params, self.tokenizer = model, params, tokenizer
-    self.video_shape = tuple(video_shape)  # (t, h, w, c)
+    self.video_shape = tuple(video_shape)  # (t, h, w, c); t: the trained clip length
     self.kw = dict(num_steps=num_steps, sampler=sampler, threshold=threshold)
+    self.window = window or self.video_shape[0]
+    self.window_kw = dict(overlap=overlap, weighting=weighting, batch=window_batch)
+    self.lowres_aug = lowres_aug
+    self.ssr = bool(getattr(model, 'lowres_size', 0))
     self._compiled = {}
     self.last_times = {}
 
   @classmethod
   def from_workdir(cls, workdir: str, step: Optional[int] = None, *,
-                   num_steps: Optional[int] = None, sampler: Optional[str] = None):
+                   num_steps: Optional[int] = None, sampler: Optional[str] = None,
+                   window: Optional[int] = None, overlap: Optional[int] = None):
     """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
     settings come from the run's config. Returns (generator, config)."""
     from stunet import train_lib  # pylint: disable=g-import-not-at-top
@@ -133,25 +174,61 @@ class Generator:
     frames = d.num_frames if config.model.temporal else 1
     gen = cls(build_model(config.model), {'params': params}, Tokenizer.from_config(d),
               (frames, d.size, d.size, 3), num_steps=num_steps or sc.num_steps,
-              sampler=sampler or sc.sampler, threshold=sc.threshold)
+              sampler=sampler or sc.sampler, threshold=sc.threshold,
+              window=sc.get('window', 0) if window is None else window,
+              overlap=sc.get('overlap', 2) if overlap is None else overlap,
+              weighting=sc.get('weighting', 'uniform'),
+              window_batch=sc.get('window_batch', 1), lowres_aug=sc.get('lowres_aug', 0.1))
     return gen, config
 
-  def __call__(self, prompts, *, guidance: float, seed: int = 0):
-    """prompts: list of b str -> (videos float32 [b, t, h, w, 3] in [-1, 1])."""
+  def windows(self, num_frames: int) -> Optional[multidiffusion.Windows]:
+    """None (one pass over the clip) when it fits one window, else the windows."""
+    if num_frames <= self.window:
+      return None
+    return multidiffusion.Windows(num_frames, self.window, **self.window_kw)
+
+  def __call__(self, prompts, *, guidance: float, seed: int = 0,
+               num_frames: Optional[int] = None, lowres=None):
+    """prompts: list of b str -> videos float32 [b, t, h, w, 3] in [-1, 1].
+
+    num_frames: clip length (default: the trained one). lowres: an SSR model's input,
+    [b, t, h', w', 3] in [-1, 1] (t is then the clip length).
+    """
     if not prompts or any(not p.strip() for p in prompts):
       raise ValueError('every prompt must be non-empty text (the empty prompt is the '
                        'unconditional one used for guidance).')
     b = len(prompts)
+    if self.ssr != (lowres is not None):
+      raise ValueError('an SSR model needs the low-res videos (lowres=...)' if self.ssr else
+                       'lowres videos were given to a model that is not an SSR model.')
+    if lowres is not None:
+      lowres = jnp.asarray(lowres, jnp.float32)
+      if lowres.ndim != 5 or lowres.shape[0] != b:
+        raise ValueError(f'lowres videos of shape {lowres.shape}: need [{b}, t, h, w, 3], '
+                         f'one per prompt.')
+      num_frames = lowres.shape[1]
+    num_frames = num_frames or self.video_shape[0]
+    windows = self.windows(num_frames)
+    factor = self.model.unet.temporal_factor
+    if (windows.length if windows else num_frames) % factor:
+      raise ValueError(f'this model halves time {factor.bit_length() - 1} times, so it '
+                       f'denoises multiples of {factor} frames: a '
+                       f'{"window" if windows else "clip"} of '
+                       f'{windows.length if windows else num_frames} frames does not work; '
+                       f'change --frames or --window.')
     tokens, mask = self.tokenizer.encode(prompts)
     null_tokens, null_mask = self.tokenizer.null(b)
     args = (self.params, tokens, mask, null_tokens, null_mask, jax.random.key(seed),
-            jnp.float32(guidance))
+            jnp.float32(guidance), None, lowres, jnp.float32(self.lowres_aug))
     t0 = time.time()
-    if b not in self._compiled:
-      fn = make_sampler(self.model, (b,) + self.video_shape, **self.kw)
-      self._compiled[b] = fn.lower(*args).compile()
+    key = (b, num_frames)
+    if key not in self._compiled:
+      fn = make_sampler(self.model, (b, num_frames) + self.video_shape[1:], windows=windows,
+                        **self.kw)
+      self._compiled[key] = fn.lower(*args).compile()
     t1 = time.time()
-    videos = np.asarray(jax.block_until_ready(self._compiled[b](*args)))
+    videos = np.asarray(jax.block_until_ready(self._compiled[key](*args)))
     self.last_times = {'compile_s': t1 - t0, 'sample_s': time.time() - t1,
-                       'per_step_s': (time.time() - t1) / self.kw['num_steps']}
+                       'per_step_s': (time.time() - t1) / self.kw['num_steps'],
+                       'windows': len(windows.starts) if windows else 1}
     return videos
