@@ -1,8 +1,13 @@
-"""Samples videos from a trained model.
+"""Samples videos from a trained model, or from the base -> SSR cascade.
 
   python sample.py --workdir=workdir/stunet --prompt="a red square moves left" \
       --output=samples/red_square.mp4
-Several --prompt flags give several videos (output name gets _0, _1, ...).
+  python sample.py --workdir=workdir/stunet --ssr_workdir=workdir/ssr \
+      --prompt="a red square moves left" --output=samples/red_square.mp4
+Several --prompt flags give several videos (output name gets _0, _1, ...). With an
+SSR model the base model's clip is written next to the high-res one (name_lowres.mp4).
+Clips longer than a model's window (--frames, or the low-res clip for the SSR) are
+made of overlapping windows fused at every step (MultiDiffusion).
 """
 
 import os
@@ -19,6 +24,17 @@ from stunet import video_io
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'A checkpoint folder, workdir/checkpoints/<step>.')
+_SSR_WORKDIR = flags.DEFINE_string('ssr_workdir', None,
+                                   'An SSR model\'s train.py workdir: upsample the base '
+                                   'model\'s videos with it (the cascade).')
+_SSR_CHECKPOINT = flags.DEFINE_string('ssr_checkpoint', None,
+                                      'An SSR checkpoint folder, ssr_workdir/checkpoints/<step>.')
+_FRAMES = flags.DEFINE_integer('frames', None, 'Frames of the base clip (default: the trained '
+                               'length; longer clips use MultiDiffusion windows).')
+_WINDOW = flags.DEFINE_integer('window', None, 'SSR window length in frames (default: its '
+                               'config.sample.window); without an SSR, the base model\'s.')
+_OVERLAP = flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring windows '
+                                '(default: config.sample.overlap, 2).')
 _PROMPT = flags.DEFINE_multi_string('prompt', None, 'Text prompt; repeat for several.')
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight w (default: config).')
@@ -31,38 +47,76 @@ _SCALE = flags.DEFINE_integer('scale', 4, 'Nearest-neighbour enlargement for vie
 flags.mark_flags_as_required(['prompt'])
 
 
-def _locate() -> tuple[str, int | None]:
-  if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
-    raise app.UsageError('pass exactly one of --workdir or --checkpoint.')
-  if _WORKDIR.value:
-    return _WORKDIR.value, None
-  path = os.path.abspath(_CHECKPOINT.value.rstrip('/'))
+def _locate(workdir, checkpoint, prefix='') -> tuple[str, int | None]:
+  if bool(workdir.value) == bool(checkpoint.value):
+    raise app.UsageError(f'pass exactly one of --{prefix}workdir or --{prefix}checkpoint.')
+  if workdir.value:
+    return workdir.value, None
+  path = os.path.abspath(checkpoint.value.rstrip('/'))
   step = os.path.basename(path)
   if not step.isdigit():
-    raise app.UsageError(f'--checkpoint={_CHECKPOINT.value} should end in a step number '
-                         f'(workdir/checkpoints/<step>); use --workdir for the latest.')
+    raise app.UsageError(f'--{prefix}checkpoint={checkpoint.value} should end in a step '
+                         f'number (workdir/checkpoints/<step>); use --{prefix}workdir for '
+                         f'the latest.')
   return os.path.dirname(os.path.dirname(path)), int(step)
 
 
+def _report(stage: str, gen, videos) -> None:
+  t = gen.last_times
+  print(f'{stage}: compile {t["compile_s"]:.1f}s, sampling {t["sample_s"]:.1f}s '
+        f'({t["per_step_s"] * 1000:.0f} ms/step, {t["windows"]} window(s)) for '
+        f'{len(videos)} video(s) of {"x".join(map(str, videos.shape[1:4]))}')
+
+
 def main(argv):
+  try:
+    _main(argv)
+  except ValueError as e:  # bad flags for this model (frames, windows, ...)
+    raise app.UsageError(str(e)) from e
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   trainer.quiet_library_logs()
-  workdir, step = _locate()
+  cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
+  workdir, step = _locate(_WORKDIR, _CHECKPOINT)
+  if cascade:
+    ssr_dir, ssr_step = _locate(_SSR_WORKDIR, _SSR_CHECKPOINT, 'ssr_')
+  base_windows = {} if cascade else dict(window=_WINDOW.value, overlap=_OVERLAP.value)
   gen, config = sampling.Generator.from_workdir(
-      workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value)
-  sc = config.sample
-  guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
-  videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value)
-  times = gen.last_times
-  print(f'compile {times["compile_s"]:.1f}s, sampling {times["sample_s"]:.1f}s '
-        f'({times["per_step_s"] * 1000:.0f} ms/step) for {len(videos)} video(s)')
+      workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, **base_windows)
+  if gen.ssr:
+    raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
+                         f'the base model as --workdir.')
+  guidance = config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
+  videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
+  _report('base', gen, videos)
+  outputs = {'': (videos, _SCALE.value)}
+  if cascade:
+    ssr_gen, ssr_config = sampling.Generator.from_workdir(
+        ssr_dir, ssr_step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value,
+        window=_WINDOW.value, overlap=_OVERLAP.value)
+    if not ssr_gen.ssr:
+      raise app.UsageError(f'{ssr_dir} is not an SSR model (config.model.lowres_size is 0).')
+    low = ssr_config.model.lowres_size
+    if videos.shape[2] != low:
+      raise app.UsageError(f'the base model makes {videos.shape[2]}px frames but the SSR '
+                           f'model upsamples {low}px ones: train the SSR with '
+                           f'--config.model.lowres_size={videos.shape[2]}.')
+    ssr_guidance = ssr_config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
+    high = ssr_gen(_PROMPT.value, guidance=ssr_guidance, seed=_SEED.value, lowres=videos)
+    _report('ssr', ssr_gen, high)
+    # Both written at the same display size.
+    outputs = {'': (high, max(1, round(_SCALE.value * low / high.shape[2]))),
+               '_lowres': (videos, _SCALE.value)}
   for output in _OUTPUT.value:
     root, ext = os.path.splitext(output)
-    for i, (prompt, video) in enumerate(zip(_PROMPT.value, videos)):
-      path = output if len(videos) == 1 else f'{root}_{i}{ext}'
-      video_io.write_video(path, video, fps=_FPS.value, scale=_SCALE.value)
-      print(f'wrote {path}: "{prompt}"')
+    for suffix, (clips, scale) in outputs.items():
+      for i, (prompt, video) in enumerate(zip(_PROMPT.value, clips)):
+        path = (root if len(clips) == 1 else f'{root}_{i}') + suffix + ext
+        video_io.write_video(path, video, fps=_FPS.value, scale=scale)
+        print(f'wrote {path}: "{prompt}"')
 
 
 if __name__ == '__main__':

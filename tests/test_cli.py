@@ -16,6 +16,14 @@ SMALL = ['--config.data.num_frames=8', '--config.data.size=16', '--config.data.n
          '--config.model.cross_attn_levels=(1,)', '--config.train.num_steps=2',
          '--config.train.log_every=1', '--config.train.warmup_steps=1',
          '--config.sample.num_steps=2']
+# configs/ssr.py at the same scale: 16 -> 32 px (the small base model's 16 px output).
+SSR_SMALL = ['--config.data.num_frames=4', '--config.data.size=32',
+             '--config.model.lowres_size=16', '--config.data.num_train=16',
+             '--config.data.num_test=8', '--config.model.channels=8',
+             '--config.model.channel_mult=(1,2)', '--config.model.cross_attn_levels=(1,)',
+             '--config.train.num_steps=2', '--config.train.log_every=1',
+             '--config.train.warmup_steps=1', '--config.sample.num_steps=2',
+             '--config.sample.window=4']
 
 
 def _run(args, tmp_path):
@@ -46,6 +54,19 @@ def test_train_sample_evaluate(tmp_path):
         '--prompt', 'a blue circle grows', '--output', 'again/v.gif', '--scale', '2'], tmp_path)
   np.testing.assert_array_equal(video_io.read_video(str(tmp_path / 'again' / 'v_0.gif')),
                                 video_io.read_video(str(tmp_path / 'out' / 'v_0.gif')))
+  # The cascade, on a clip longer than either model's window: base windows (0, 4) of 8,
+  # SSR windows (0, 2, 4, 6, 8) of 4, fused with MultiDiffusion.
+  log = _run([f'{ROOT}/train.py', '--config', f'{ROOT}/configs/ssr.py', '--workdir', 'ssr',
+              data] + SSR_SMALL, tmp_path)
+  assert 'step 2/2 loss' in log
+  log = _run([f'{ROOT}/sample.py', '--workdir', 'stunet', '--ssr_workdir', 'ssr', '--frames',
+              '12', '--prompt', 'a red square moves left', '--output', 'cascade/v.mp4',
+              '--scale', '2'], tmp_path)
+  assert 'base: compile' in log and '2 window(s)' in log, log
+  assert 'ssr: compile' in log and '5 window(s)' in log, log
+  low = video_io.read_video(str(tmp_path / 'cascade' / 'v_lowres.mp4'))
+  high = video_io.read_video(str(tmp_path / 'cascade' / 'v.mp4'))
+  assert low.shape == high.shape == (12, 32, 32, 3)  # 16 px x 2 and 32 px x 1
   log = _run([f'{ROOT}/evaluate.py', '--workdir', 'stunet', '--num_samples', '2',
               '--batch_size', '2'], tmp_path)
   assert 'color  accuracy' in log
@@ -69,3 +90,6 @@ def test_bad_input_gives_clear_errors(tmp_path):
   err = fails([f'{ROOT}/train.py', '--config', f'{ROOT}/configs/tiny.py:stage=stunet',
                '--workdir', 'w'])
   assert 'init_from' in err
+  err = fails([f'{ROOT}/sample.py', '--workdir', 'w', '--ssr_checkpoint', 'ssr/checkpoints/x',
+               '--prompt', 'a red square'])
+  assert 'should end in a step number' in err
