@@ -9,6 +9,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # multi-device subprocesses: the same small programs are compiled by many tests and
 # processes, and a cache hit skips the compile (XLA keys it by program and options).
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='stunet-xla-'))
+# The tests are compile-bound (tiny models, a few steps each): XLA:CPU's backend
+# optimisation level 0 compiles the small train step ~1.6x and the init ~2.6x faster
+# for slower execution (10 steps: 1.0 s vs 0.6 s), and the same losses to 1e-7.
+# Subprocesses inherit it; fake-device tests add their flag with xla_flags().
+FAST_COMPILE = '--xla_backend_optimization_level=0'
+if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a subprocess with ``devices`` fake CPU devices."""
+  return f'{FAST_COMPILE} --xla_force_host_platform_device_count={devices}'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # pylint: disable=g-import-not-at-top

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
+from conftest import xla_flags
 from data import pipeline
 from stunet import trainer
 
@@ -45,7 +46,7 @@ def _command(workdir, data_dir, *extra):
 
 def _env(devices):
   return dict(os.environ, PYTHONPATH=f'{ROOT}:{ROOT}/tests', PYTHONUNBUFFERED='1',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+              XLA_FLAGS=xla_flags(devices))
 
 
 def _run(cmd, devices, signal_at=None, sig=None):

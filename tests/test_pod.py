@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
+from conftest import xla_flags
 from stunet import checkpoints
 from stunet import sharding
 from stunet import train_lib
@@ -27,7 +28,7 @@ NULL = np.array([1] + [0] * 7, np.int32)
 def run_with_devices(fn_name: str, devices: int = 8) -> None:
   """Runs ``fn_name`` of this module in a fresh process with fake CPU devices."""
   env = dict(os.environ, PYTHONPATH=ROOT,
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=xla_flags(devices))
   code = (f'import sys; sys.path.insert(0, {os.path.join(ROOT, "tests")!r}); '
           f'import test_pod; test_pod.{fn_name}()')
   r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
