@@ -2,7 +2,6 @@
 nothing allocated)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
@@ -10,15 +9,14 @@ from flax import traverse_util
 
 from configs import common
 from configs import paper
+from stunet import train_lib
 from stunet.unet import build_model
 
 
 def _abstract_params(config):
   """Parameter ShapeDtypeStructs of the config's model, via jax.eval_shape."""
   model = build_model(config.model)
-  d = config.data
-  inputs = (jnp.zeros((1, d.num_frames, d.size, d.size, 3)), jnp.zeros((1,)),
-            jnp.zeros((1, d.max_text_len), jnp.int32), jnp.ones((1, d.max_text_len), bool))
+  inputs = train_lib.example_inputs(config)  # the SSR's low-res clip and level included
   params = jax.eval_shape(lambda r: model.init(r, *inputs)['params'], jax.random.key(0))
   return nn.meta.unbox(params)
 
