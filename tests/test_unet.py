@@ -18,7 +18,8 @@ def _init(config, frames, rng=0):
   s, n = config.data.size, config.data.max_text_len
   args = (jnp.zeros((1, frames, s, s, 3)), jnp.zeros((1,)), jnp.ones((1, n), jnp.int32),
           jnp.ones((1, n), bool))
-  return model, nn.meta.unbox(model.init(jax.random.key(rng), *args))['params']
+  init = jax.jit(lambda r: model.init(r, *args))  # one compile, not op by op
+  return model, nn.meta.unbox(init(jax.random.key(rng)))['params']
 
 
 def _inputs(config, b, frames, rng=1):
@@ -55,8 +56,8 @@ def test_stunet_equals_t2i_per_frame_on_static_video():
 
   x, t, tokens, mask = _inputs(cfg, 2, 1)
   x = jnp.repeat(x, frames, axis=1)  # every frame identical
-  out = stunet.apply({'params': params}, x, t, tokens, mask)
-  per_frame = t2i.apply({'params': t2i_params}, x.reshape((-1, 1) + x.shape[2:]),
+  out = jax.jit(stunet.apply)({'params': params}, x, t, tokens, mask)
+  per_frame = jax.jit(t2i.apply)({'params': t2i_params}, x.reshape((-1, 1) + x.shape[2:]),
                         jnp.repeat(t, frames), jnp.repeat(tokens, frames, 0),
                         jnp.repeat(mask, frames, 0))
   assert float(jnp.abs(out).max()) > 0.1
