@@ -89,21 +89,22 @@ def _main(argv):
   if gen.ssr:
     raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
                          f'the base model as --workdir.')
-  guidance = config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
-  videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
-  _report('base', gen, videos)
-  outputs = {'': (videos, _SCALE.value)}
-  if cascade:
+  if cascade:  # load and check the SSR before spending time on the base stage
     ssr_gen, ssr_config = sampling.Generator.from_workdir(
         ssr_dir, ssr_step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value,
         window=_WINDOW.value, overlap=_OVERLAP.value)
     if not ssr_gen.ssr:
       raise app.UsageError(f'{ssr_dir} is not an SSR model (config.model.lowres_size is 0).')
     low = ssr_config.model.lowres_size
-    if videos.shape[2] != low:
-      raise app.UsageError(f'the base model makes {videos.shape[2]}px frames but the SSR '
+    if config.data.size != low:
+      raise app.UsageError(f'the base model makes {config.data.size}px frames but the SSR '
                            f'model upsamples {low}px ones: train the SSR with '
-                           f'--config.model.lowres_size={videos.shape[2]}.')
+                           f'--config.model.lowres_size={config.data.size}.')
+  guidance = config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
+  videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
+  _report('base', gen, videos)
+  outputs = {'': (videos, _SCALE.value)}
+  if cascade:
     ssr_guidance = ssr_config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
     high = ssr_gen(_PROMPT.value, guidance=ssr_guidance, seed=_SEED.value, lowres=videos)
     _report('ssr', ssr_gen, high)
