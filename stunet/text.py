@@ -1,11 +1,11 @@
-"""Text: a sentencepiece tokenizer and a small T5-style encoder.
+"""Text: a sentencepiece tokenizer and the T5 v1.1 encoder.
 
-The paper conditions on a frozen T5-XXL. We cannot download one, so the project
-trains a sentencepiece model on its dataset's captions (shipped under ``data/``) and
-a small T5-style encoder (pre-RMSNorm, relative position buckets, gated-GELU MLP,
-no biases) jointly with the T2I stage; it is frozen with the spatial weights when
-the STUNet is trained. Existing T5 encoder weights in the same layout can be read
-from a local ``.npz`` file with ``load_encoder_params``.
+The paper conditions on a frozen T5-XXL. ``config.model.text.pretrained`` names a
+local HuggingFace T5 v1.1 checkpoint (read by ``stunet.t5``; nothing is downloaded),
+whose weights are then loaded and frozen. Without one, the project trains a small
+encoder of the same architecture jointly with the T2I stage, on captions tokenized
+by the sentencepiece model shipped under ``data/``; it is frozen with the spatial
+weights when the STUNet is trained.
 """
 
 import os
@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from flax import traverse_util
 
 from stunet import layers as L
 
@@ -73,11 +72,14 @@ def train_tokenizer(captions: Sequence[str], model_prefix: str, vocab_size: int 
 
 
 class RMSNorm(nn.Module):
+  """T5's layer norm: x / rms(x) * scale, no mean subtraction and no bias (in float32)."""
+  eps: float = 1e-6
+
   @nn.compact
   def __call__(self, x):
     scale = self.param('scale', L._p(nn.initializers.ones, L.NORM), (x.shape[-1],))
     x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 ** 2, -1, keepdims=True) + 1e-6)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 ** 2, -1, keepdims=True) + self.eps)
     return (y * scale).astype(x.dtype)
 
 
@@ -94,62 +96,49 @@ def relative_position_bucket(rel, num_buckets=32, max_distance=128):
 
 
 class TextEncoder(nn.Module):
-  """T5-style encoder: tokens [b, L], mask [b, L] -> embeddings [b, L, width]."""
+  """The T5 v1.1 encoder: tokens [b, L], mask [b, L] -> embeddings [b, L, width].
+
+  Pre-RMSNorm blocks, self-attention with a learned relative-position bias (shared by
+  every layer, computed from the first layer's buckets), unscaled dot products (T5
+  folds the 1/sqrt(d) into its initialisation), a gated-GELU MLP, no biases, a final
+  RMSNorm. ``stunet.t5`` loads real checkpoints into it. Padding positions of the
+  output are zeroed.
+  """
   vocab_size: int
-  width: int = 64
+  width: int = 64          # d_model
   num_layers: int = 2
   num_heads: int = 4
-  mlp_dim: int = 128
+  mlp_dim: int = 128       # d_ff
+  head_dim: int = 0        # d_kv; 0 = width // num_heads
   num_buckets: int = 32
+  max_distance: int = 128
+  eps: float = 1e-6
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, tokens, mask):
     b, n = tokens.shape
-    heads, hd = self.num_heads, self.width // self.num_heads
+    heads, hd = self.num_heads, self.head_dim or self.width // self.num_heads
+    inner = heads * hd
     embed = self.param('token_embed', L._p(nn.initializers.normal(1.0), ('vocab', 'embed')),
                        (self.vocab_size, self.width))
     x = jnp.take(embed, tokens, axis=0).astype(self.dtype)
     pos = jnp.arange(n)
-    buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets)
+    buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets,
+                                       self.max_distance)
     rel = self.param('relpos_bias', L._p(nn.initializers.normal(0.1), (None, 'heads')),
                      (self.num_buckets, heads))
     bias = jnp.transpose(rel[buckets], (2, 0, 1))[None].astype(self.dtype)  # [1, H, L, L]
-    attn_mask = mask[:, None, None, :]
+    attn_mask = mask[:, None, None, :].astype(bool)
+    dense = lambda f, name, names=L.DENSE: L.dense(f, f'layer_{i}_{name}', self.dtype,
+                                                   use_bias=False, names=names)
     for i in range(self.num_layers):
-      y = RMSNorm(name=f'layer_{i}_attn_norm')(x)
-      qkv = L.dense(3 * self.width, f'layer_{i}_qkv', self.dtype, use_bias=False)(y)
-      q, k, v = jnp.split(qkv.reshape(b, n, 3 * heads, hd), 3, axis=2)
-      y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=attn_mask)
-      x = x + L.dense(self.width, f'layer_{i}_attn_out', self.dtype, use_bias=False,
-                      names=L.DENSE_OUT)(y.reshape(b, n, self.width))
-      y = RMSNorm(name=f'layer_{i}_mlp_norm')(x)
-      gate = L.dense(self.mlp_dim, f'layer_{i}_wi_0', self.dtype, use_bias=False)(y)
-      up = L.dense(self.mlp_dim, f'layer_{i}_wi_1', self.dtype, use_bias=False)(y)
-      x = x + L.dense(self.width, f'layer_{i}_wo', self.dtype, use_bias=False,
-                      names=L.DENSE_OUT)(nn.gelu(gate) * up)
-    x = RMSNorm(name='final_norm')(x)
+      y = RMSNorm(self.eps, name=f'layer_{i}_attn_norm')(x)
+      q, k, v = (dense(inner, c)(y).reshape(b, n, heads, hd) for c in 'qkv')
+      y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=attn_mask, scale=1.0)
+      x = x + dense(self.width, 'o', L.DENSE_OUT)(y.reshape(b, n, inner))
+      y = RMSNorm(self.eps, name=f'layer_{i}_mlp_norm')(x)
+      gated = nn.gelu(dense(self.mlp_dim, 'wi_0')(y), approximate=True)
+      x = x + dense(self.width, 'wo', L.DENSE_OUT)(gated * dense(self.mlp_dim, 'wi_1')(y))
+    x = RMSNorm(self.eps, name='final_norm')(x)
     return x * mask[..., None].astype(x.dtype)
-
-
-def load_encoder_params(path: str, like: Any) -> Any:
-  """Reads text-encoder weights from a local ``.npz`` with '/'-joined parameter names.
-
-  ``like`` is this encoder's (abstract or concrete) parameter tree; every name and
-  shape must match, and a mismatch names the offending parameter.
-  """
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'text encoder weights {path!r} not found.')
-  flat_like = traverse_util.flatten_dict(like, sep='/')
-  with np.load(path) as f:
-    stored = dict(f)
-  missing = sorted(set(flat_like) - set(stored))
-  extra = sorted(set(stored) - set(flat_like))
-  if missing or extra:
-    raise ValueError(f'{path}: parameter names differ from the encoder: missing '
-                     f'{missing[:5]}, unexpected {extra[:5]}.')
-  for k, v in flat_like.items():
-    if tuple(stored[k].shape) != tuple(v.shape):
-      raise ValueError(f'{path}: {k} has shape {stored[k].shape}, the encoder '
-                       f'expects {tuple(v.shape)}; check config.model.text.')
-  return traverse_util.unflatten_dict({k: jnp.asarray(stored[k]) for k in flat_like}, sep='/')

@@ -177,9 +177,12 @@ def build_model(model_config) -> TextToVideo:
               temporal_resample=m.get('temporal_resample', True),
               temporal_resample_init=m.temporal_resample_init,
               remat=remat_policy_name(m.remat), dtype=dtype)
-  text = TextEncoder(vocab_size=m.text.vocab_size, width=m.text.width,
-                     num_layers=m.text.num_layers, num_heads=m.text.num_heads,
-                     mlp_dim=m.text.mlp_dim, dtype=dtype)
+  t = m.text
+  text = TextEncoder(vocab_size=t.vocab_size, width=t.width, num_layers=t.num_layers,
+                     num_heads=t.num_heads, mlp_dim=t.mlp_dim, head_dim=t.get('head_dim', 0),
+                     num_buckets=t.get('num_buckets', 32),
+                     max_distance=t.get('max_distance', 128), eps=t.get('eps', 1e-6),
+                     dtype=dtype)
   if m.get('lowres_size', 0):
     from stunet.ssr import SuperResolution  # pylint: disable=g-import-not-at-top
     return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size)

@@ -70,17 +70,3 @@ def test_relative_position_buckets():
   assert int(b[20]) == 0  # rel = 0
   assert len(set(np.asarray(b[21:]).tolist()) & set(np.asarray(b[:20]).tolist())) == 0
   assert bool(jnp.all(jnp.diff(b[21:]) >= 0))
-
-
-def test_load_encoder_params_round_trip_and_mismatch(tmp_path):
-  enc, params, tokens = _encoder_and_params()
-  flat = text.traverse_util.flatten_dict(params['params'], sep='/')
-  np.savez(tmp_path / 'w.npz', **{k: np.asarray(v) * 2 for k, v in flat.items()})
-  loaded = text.load_encoder_params(str(tmp_path / 'w.npz'), params['params'])
-  for k, v in text.traverse_util.flatten_dict(loaded, sep='/').items():
-    np.testing.assert_allclose(v, np.asarray(flat[k]) * 2)
-  bad = dict(flat)
-  bad['token_embed'] = np.zeros((5, 16))
-  np.savez(tmp_path / 'bad.npz', **{k: np.asarray(v) for k, v in bad.items()})
-  with pytest.raises(ValueError, match='token_embed'):
-    text.load_encoder_params(str(tmp_path / 'bad.npz'), params['params'])
