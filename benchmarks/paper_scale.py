@@ -156,7 +156,7 @@ def measure(mesh_str: str, remat: str) -> dict:
   n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
   row['unet_params'] = n({k: v for k, v in params.items() if k.startswith('unet/')})
   row['text_params'] = n({k: v for k, v in params.items() if k.startswith('text_encoder/')})
-  row['trained_params'] = n(train_lib.split_params(state.params, setup.freeze)[0])
+  row['trained_params'] = n(setup.split(state.params)[0])
   for name in ('params', 'ema_params', 'opt_state'):
     row[f'{name}_bytes'], row[f'{name}_bytes_dev'] = sharding.shard_bytes(getattr(state, name))
   row['state_bytes'], row['state_bytes_dev'] = sharding.shard_bytes(state)

@@ -61,7 +61,8 @@ def main(argv):
   mesh = sharding.make_mesh(config.mesh)
   setup = train_lib.Setup(config, mesh)
   state = setup.init(jax.random.key(0))
-  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze)
+  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
+                                                setup.freeze_text)
   null = np.zeros(config.data.max_text_len, np.int32)
   null[0] = 1
   step = train_lib.make_train_step(setup, null, null > 0)

@@ -30,6 +30,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.dataset_seed = 0                # seed of the generated dataset (shapes only)
   c.data.tokenizer = ''                  # sentencepiece model; '' = data/captions_spm.model
   c.data.max_text_len = 16               # tokens per caption, EOS included
+  # Records written by data/ingest.py (a directory of *.tfrecord shards + info.json);
+  # when set they replace the tfds dataset `name`. Clips of num_frames frames start
+  # at a random frame and take every k-th frame, k drawn from frame_strides (those
+  # that fit the video).
+  c.data.records = ''
+  c.data.frame_strides = (1,)
+  # Read the text embeddings that data/embed_captions.py stored in the records
+  # instead of running the text encoder every step (the U-Net then has no encoder
+  # parameters; sampling loads config.model.text.pretrained).
+  c.data.precomputed_text = False
   # Logical data shards, each read by one process (a process reads num_shards /
   # process_count of them) and each filling its slice of every global batch. Fix it
   # (e.g. 8) to make the data order independent of the number of hosts; 0 = one per
@@ -59,6 +69,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text.num_layers = 2            # text encoder layers
   c.model.text.num_heads = 4             # text encoder heads
   c.model.text.mlp_dim = 128             # text encoder MLP width
+  c.model.text.head_dim = 0              # per-head width (0 = width // num_heads)
+  c.model.text.num_buckets = 32          # relative-position buckets
+  c.model.text.max_distance = 128        # relative distance of the last bucket
+  c.model.text.eps = 1e-6                # RMSNorm epsilon
+  # A local HuggingFace T5 v1.1 checkpoint (config.json + safetensors, stunet/t5.py):
+  # its weights replace the encoder's and stay frozen, and the fields above are
+  # read from its config.json. '' = train the small encoder with the T2I stage.
+  c.model.text.pretrained = ''
 
   c.train = ml_collections.ConfigDict()
   c.train.stage = 'stunet'               # 't2i' | 'stunet' | 'scratch'
@@ -177,8 +195,30 @@ def validate(config) -> None:
 
 
 def resolve(config) -> None:
-  """Fills fields derived from other files (the tokenizer's vocabulary size)."""
-  if not config.model.text.vocab_size:
-    from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
+  """Fills fields derived from other files: a pretrained T5's architecture (and its
+  spiece.model as the tokenizer, unless one is set), the tokenizer's vocabulary size."""
+  import os  # pylint: disable=g-import-not-at-top
+  text, d = config.model.text, config.data
+  if text.get('pretrained'):
+    from stunet import t5  # pylint: disable=g-import-not-at-top
+    spm = os.path.join(text.pretrained, 'spiece.model')
     with config.unlocked():
-      config.model.text.vocab_size = Tokenizer.from_config(config.data).vocab_size
+      text.update(t5.read_config(text.pretrained))
+      if not d.tokenizer and os.path.exists(spm):
+        d.tokenizer = spm
+    if not d.tokenizer:
+      raise ValueError(f'config.model.text.pretrained={text.pretrained!r} has no '
+                       f'spiece.model: set config.data.tokenizer to the T5 sentencepiece '
+                       f'model its weights were trained with.')
+  if d.get('precomputed_text') and not (d.get('records') and text.get('pretrained')):
+    raise ValueError('config.data.precomputed_text=True reads embeddings stored in records '
+                     'by data/embed_captions.py: set config.data.records to that directory '
+                     'and config.model.text.pretrained to the T5 that embedded them (sampling '
+                     'encodes prompts with it).')
+  from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
+  if not text.vocab_size:
+    with config.unlocked():
+      text.vocab_size = Tokenizer.from_config(d).vocab_size
+  elif text.get('pretrained') and Tokenizer.from_config(d).vocab_size > text.vocab_size:
+    raise ValueError(f'the tokenizer {d.tokenizer!r} has more pieces than the T5 '
+                     f'vocabulary ({text.vocab_size}): it is not this checkpoint\'s.')

@@ -1,4 +1,5 @@
-"""tf.data input pipeline: tfds builder -> host-local numpy batches.
+"""tf.data input pipeline: tfds builder (or data/records.py shards) -> host-local
+numpy batches.
 
 Each process (host) reads its own, disjoint slice of a split; `sharding.py` then turns
 the host-local batches into global arrays. Works with any tfds builder whose features
@@ -127,10 +128,16 @@ def numpy_batches(ds: tf.data.Dataset, tokenize: Tokenize) -> Iterator[dict]:
     tokenize: list of b str -> (tokens int [b, L], mask bool [b, L]).
   Yields:
     dict(video=float32 [b, t, h, w, 3], tokens=int32 [b, L], mask=bool [b, L],
-    caption=list of b str), plus color/shape/motion int32 [b] when present.
+    caption=list of b str), plus color/shape/motion int32 [b] when present. Batches
+    that already carry text embeddings (``text``, ``mask``: precomputed records) pass
+    them through instead of tokenizing.
   """
   for batch in ds.as_numpy_iterator():
     captions = [c.decode("utf-8") for c in batch["caption"]]
+    if "text" in batch:
+      yield dict(video=batch["video"], text=batch["text"], mask=batch["mask"],
+                 caption=captions)
+      continue
     tokens, mask = tokenize(captions)
     tokens = np.asarray(tokens, dtype=np.int32)
     mask = np.asarray(mask, dtype=bool)
@@ -191,13 +198,27 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
         f"process(es) and divide the {clips} clips of a batch; change "
         f"config.data.num_shards or config.train.batch_size."
     )
-  builder = dataset_builder(config.data)
   mine = range(index * shards // processes, (index + 1) * shards // processes)
-  parts = [
-      make_dataset(builder, "train", clips // shards, seed=config.seed + k,
-                   process_index=k, process_count=shards)
-      for k in mine
-  ]
+  d = config.data
+  if d.get("records"):  # data/ingest.py output: this host reads its shards' files
+    from data import records  # pylint: disable=g-import-not-at-top
+
+    if d.get("precomputed_text"):
+      records.check_text(records.read_info(d.records), config)
+    parts = [
+        records.clip_dataset(
+            d.records, clips // shards, d.num_frames, d.size, seed=config.seed + k,
+            strides=d.frame_strides, shard_index=k, num_shards=shards,
+            text=bool(d.get("precomputed_text")))
+        for k in mine
+    ]
+  else:
+    builder = dataset_builder(d)
+    parts = [
+        make_dataset(builder, "train", clips // shards, seed=config.seed + k,
+                     process_index=k, process_count=shards)
+        for k in mine
+    ]
   ds = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(
       lambda *b: {key: tf.concat([x[key] for x in b], 0) for key in b[0]})
   if start_step:

@@ -61,10 +61,12 @@ def loss_fn(v_pred, x, t, eps):
 def drop_text(rng, tokens, mask, null_tokens, null_mask, p: float):
   """Classifier-free guidance: replace each example's text by the null prompt w.p. p.
 
-  tokens, mask: [b, L]; null_tokens, null_mask: [L] or [b, L].
+  tokens, mask: [b, L] (or embeddings [b, L, d] for tokens); null_*: the same
+  without the batch dimension, or with it.
   """
-  drop = jax.random.bernoulli(rng, p, (tokens.shape[0], 1))
-  return (jnp.where(drop, null_tokens, tokens), jnp.where(drop, null_mask, mask))
+  drop = jax.random.bernoulli(rng, p, (tokens.shape[0],))
+  expand = lambda x: drop.reshape(drop.shape + (1,) * (x.ndim - 1))
+  return (jnp.where(expand(tokens), null_tokens, tokens), jnp.where(expand(mask), null_mask, mask))
 
 
 def sample_times(rng, batch: int):

@@ -170,6 +170,11 @@ class Generator:
     from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
     from stunet.unet import build_model  # pylint: disable=g-import-not-at-top
     config, params = train_lib.load_params(workdir, step=step)
+    if 'text_encoder' not in params:  # trained on precomputed embeddings
+      if not config.model.text.get('pretrained'):
+        raise ValueError(f'{workdir} was trained on precomputed text embeddings but its '
+                         f'config names no text encoder (config.model.text.pretrained).')
+      params = train_lib.with_pretrained_text(config.model, params)
     d, sc = config.data, config.sample
     frames = d.num_frames if config.model.temporal else 1
     gen = cls(build_model(config.model), {'params': params}, Tokenizer.from_config(d),

@@ -67,21 +67,46 @@ def _unflat(flat):
   return traverse_util.unflatten_dict(flat, sep='/')
 
 
-def split_params(params, freeze_spatial: bool):
-  """(trainable, frozen) flat dicts keyed by 'a/b/c' paths."""
+def split_params(params, freeze_spatial: bool, freeze_text: bool = False):
+  """(trainable, frozen) flat dicts keyed by 'a/b/c' paths.
+
+  freeze_spatial: only temporal layers train. freeze_text: the text encoder (a
+  pretrained T5) is frozen.
+  """
   flat = _flat(params)
   train = {k: v for k, v in flat.items()
-           if not freeze_spatial or inflate.is_temporal(tuple(k.split('/')))}
+           if (not freeze_spatial or inflate.is_temporal(tuple(k.split('/'))))
+           and not (freeze_text and k.startswith('text_encoder/'))}
   return train, {k: v for k, v in flat.items() if k not in train}
 
 
+def with_pretrained_text(model_config, params):
+  """params with the text encoder's weights read from ``model.text.pretrained``."""
+  from stunet import t5  # pylint: disable=g-import-not-at-top
+  path = model_config.text.pretrained
+  arch, enc = t5.load_t5(path)
+  ours = {k: model_config.text.get(k) for k in arch}
+  if ours != arch:
+    raise ValueError(f'config.model.text {ours} does not describe the checkpoint {path} '
+                     f'({arch}); run common.resolve(config) on it.')
+  return {**params, 'text_encoder': enc}
+
+
+def precomputed_text(config) -> bool:
+  """Whether batches carry text embeddings (the model is then only the denoiser)."""
+  return bool(config.data.get('precomputed_text', False))
+
+
 def example_inputs(config, batch: int = 1):
-  """Zero inputs of the model's shapes (for init and abstract evaluation)."""
+  """Zero inputs of the model's shapes (for init and abstract evaluation): tokens, or
+  text embeddings [batch, L, width] with ``data.precomputed_text``."""
   frames = config.data.num_frames if config.model.temporal else 1
   s, low = config.data.size, config.model.get('lowres_size', 0)
-  inputs = (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch,)),
-            jnp.zeros((batch, config.data.max_text_len), jnp.int32),
-            jnp.ones((batch, config.data.max_text_len), bool))
+  n = config.data.max_text_len
+  text = (jnp.zeros((batch, n, config.model.text.width)) if precomputed_text(config)
+          else jnp.zeros((batch, n), jnp.int32))
+  inputs = (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch,)), text,
+            jnp.ones((batch, n), bool))
   if low:  # SSR: the low-res video and its augmentation level
     inputs += (jnp.zeros((batch, frames, low, low, 3)), jnp.zeros((batch,)))
   return inputs
@@ -95,10 +120,17 @@ class Setup:
     self.model = build_model(config.model)
     self.tx = make_optimizer(config.train)
     self.freeze = bool(config.train.freeze_spatial)
+    self.freeze_text = bool(config.model.text.get('pretrained'))
+    self.precomputed_text = precomputed_text(config)
+
+  def split(self, params):
+    """(trainable, frozen) flat dicts of a parameter tree."""
+    return split_params(params, self.freeze, self.freeze_text)
 
   def init_boxed(self, rng) -> TrainState:
-    params = self.model.init(rng, *example_inputs(self.config))['params']
-    train, _ = split_params(params, self.freeze)
+    method = 'denoise' if self.precomputed_text else None  # no encoder weights at all
+    params = self.model.init(rng, *example_inputs(self.config), method=method)['params']
+    train, _ = self.split(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema_params=_unflat(train), opt_state=self.tx.init(train),
                       skipped=jnp.zeros((), jnp.int32))
@@ -135,8 +167,12 @@ def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool =
   return config, state.sampling_params() if ema else state.params
 
 
-def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray) -> Callable:
+def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) -> Callable:
   """The pure step ``(state, batch, rng) -> (state, metrics)``, jitted with shardings.
+
+  Batches hold ``video``, ``mask`` and either ``tokens`` or, with
+  ``data.precomputed_text``, the embeddings ``text``; ``null_text`` / ``null_mask``
+  are the same for the empty prompt (what CFG dropout substitutes).
 
   All randomness (CFG text dropout, times, noise, t2i frame choice) is drawn for the
   whole batch from ``fold_in(rng, step)`` before the batch is cut into
@@ -152,12 +188,14 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
   accum = tc.grad_accum
   logical_rules = sharding.rules(config.mesh)
   batch_axes = sharding.BATCH_AXES
+  text_key = 'text' if setup.precomputed_text else 'tokens'
+  method = 'denoise' if setup.precomputed_text else None
 
   def prepare(batch, rng):
     """Noised inputs and targets of the whole batch (image stage: random frames)."""
     r_drop, r_t, r_eps, r_frames = jax.random.split(rng, 4)
-    video, tokens, mask = batch['video'], batch['tokens'], batch['mask']
-    tokens, mask = D.drop_text(r_drop, tokens, mask, null_tokens, null_mask, tc.cfg_drop)
+    video, tokens, mask = batch['video'], batch[text_key], batch['mask']
+    tokens, mask = D.drop_text(r_drop, tokens, mask, null_text, null_mask, tc.cfg_drop)
     if t2i:  # Images: a few random frames of each clip, each its own example.
       b, f = video.shape[:2]
       k = tc.frames_per_clip
@@ -184,7 +222,7 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
 
   def step_fn(state: TrainState, batch, rng):
     ex = prepare(batch, jax.random.fold_in(rng, state.step))
-    train, frozen = split_params(state.params, setup.freeze)
+    train, frozen = setup.split(state.params)
 
     def loss(train, ex):
       params = _unflat({**train, **frozen})
@@ -192,7 +230,8 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
           nn.logical_axis_rules(logical_rules):
         z = D.q_sample(ex['video'], ex['t'], ex['eps'])
         cond = (ex['lowres'], ex['aug_t']) if lowres_size else ()
-        v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'], *cond)
+        v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'], *cond,
+                        method=method)
       return D.loss_fn(v, ex['video'], ex['t'], ex['eps'])
 
     grad_fn = jax.value_and_grad(loss)
@@ -232,8 +271,8 @@ def make_train_step(setup: Setup, null_tokens: np.ndarray, null_mask: np.ndarray
                  out_shardings=(setup.shardings, replicated), donate_argnums=0)
 
 
-def count_params(params, freeze_spatial: bool) -> tuple[int, int]:
-  train, frozen = split_params(params, freeze_spatial)
+def count_params(params, freeze_spatial: bool, freeze_text: bool = False) -> tuple[int, int]:
+  train, frozen = split_params(params, freeze_spatial, freeze_text)
   n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
   return n(train), n(frozen)
 

@@ -52,18 +52,23 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
     report('resuming from %s/%d', ckpt.directory, ckpt.latest_step())
     return ckpt.restore(setup.abstract_state)
   state = setup.init(rng)
-  if setup.config.train.init_from:
-    src = setup.config.train.init_from
+  params, config = state.params, setup.config
+  if config.train.init_from:
+    src = config.train.init_from
     t2i_config, t2i_params = train_lib.load_params(src, setup.mesh)
     if t2i_config.model.temporal:
       raise ValueError(f'config.train.init_from={src!r} is a STUNet run; point it at a '
                        f'T2I run (stage=t2i).')
-    params = jax.device_put(inflate.inflate(t2i_params, state.params),
-                            setup.shardings.params)
-    train, _ = train_lib.split_params(params, setup.freeze)
+    params = inflate.inflate(t2i_params, params)
+    report('initialised spatial weights from %s', src)
+  if setup.freeze_text and not setup.precomputed_text:
+    params = train_lib.with_pretrained_text(config.model, params)
+    report('loaded the frozen text encoder from %s', config.model.text.pretrained)
+  if params is not state.params:
+    params = jax.device_put(params, setup.shardings.params)
+    train, _ = setup.split(params)
     ema = jax.tree.map(jnp.copy, train_lib._unflat(train))  # pylint: disable=protected-access
     state = state.replace(params=params, ema_params=ema)  # separate buffers: donated
-    report('initialised spatial weights from %s', src)
   return state
 
 
@@ -189,6 +194,7 @@ class _Monitor:
   def __init__(self, config, summaries: Summaries):
     self.tc, self.summaries = config.train, summaries
     self.window, self.in_a_row, self.t0 = [], 0, time.time()
+    self.data_wait = 0.  # seconds spent waiting for the input pipeline since the last line
 
   def __call__(self, done: int, metrics: dict) -> None:
     tc = self.tc
@@ -214,15 +220,17 @@ class _Monitor:
       losses = [float(w['loss']) for w in self.window if bool(w['finite'])]
       loss = float(np.mean(losses)) if losses else float('nan')
       eta = (tc.num_steps - done) / max(rate, 1e-9)
-      report('step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s ETA %dm%02ds%s',
+      wait = min(1., self.data_wait / max(elapsed, 1e-9))
+      report('step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s %.1f examples/s '
+             '(%.0f%% waiting for data) ETA %dm%02ds%s',
              done, tc.num_steps, loss, float(m['grad_norm']), float(m['lr']), rate,
-             eta // 60, eta % 60,
+             rate * tc.batch_size, 100 * wait, eta // 60, eta % 60,
              f' skipped {int(m["skipped"])}' if int(m['skipped']) else '')
       self.summaries.write(done, {
           'loss': loss, 'learning_rate': float(m['lr']), 'grad_norm': float(m['grad_norm']),
           'steps_per_sec': rate, 'examples_per_sec': rate * tc.batch_size,
-          'skipped_steps': int(m['skipped'])})
-      self.window, self.t0 = [], time.time()
+          'skipped_steps': int(m['skipped']), 'data_wait_fraction': wait})
+      self.window, self.t0, self.data_wait = [], time.time(), 0.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -240,11 +248,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rng = jax.random.key(config.seed)
   state = initial_state(setup, ckpt, jax.random.fold_in(rng, 0))
   start = int(state.step)
-  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze)
+  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
+                                                setup.freeze_text)
   report('parameters: %.2fM trained, %.2fM frozen', n_train / 1e6, n_frozen / 1e6)
 
-  null_tokens, null_mask = tokenizer.null(1)
-  step_fn = train_lib.make_train_step(setup, null_tokens[0], null_mask[0])
+  if setup.precomputed_text:  # the stored embedding of the empty caption
+    from data import records  # pylint: disable=g-import-not-at-top
+    null_text, null_mask = records.null_text(config.data.records, config)
+  else:
+    null_text, null_mask = (x[0] for x in tokenizer.null(1))
+  step_fn = train_lib.make_train_step(setup, null_text, null_mask)
   batches = pipeline.train_batches(config, tokenizer.encode, start_step=start)
   inject = set(tc.inject_nan_steps)
   step_rng = jax.random.fold_in(rng, 1)
@@ -253,13 +266,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start, compiled, pending, metrics = time.time(), None, None, {}
   try:
     for step in range(start, tc.num_steps):
-      local = {k: v for k, v in next(batches).items() if k in ('video', 'tokens', 'mask')}
+      t_wait = time.time()
+      local = {k: v for k, v in next(batches).items()
+               if k in ('video', 'tokens', 'text', 'mask')}
+      monitor.data_wait += time.time() - t_wait
       if step in inject:
         local['video'] = np.full_like(local['video'], np.nan)
       batch = sharding.global_batch(local, mesh)
       if compiled is None:
         compiled = compile_step(step_fn, state, batch, step_rng)
-        monitor.t0 = time.time()
+        monitor.t0, monitor.data_wait = time.time(), 0.
       state, metrics = compiled(state, batch, step_rng)
       if pending is not None:  # one step late: the device already has the next step
         monitor(*pending)

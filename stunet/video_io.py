@@ -1,6 +1,10 @@
-"""Video files: mp4/gif writing and reading, frame grids and X-T slice images."""
+"""Video files: mp4/gif writing, decoding (with resampling and cropping), frame grids and
+X-T slice images. The same module writes samples (sample.py) and decodes the videos
+that data/ingest.py turns into training records, so a sample can be ingested."""
 
+import logging
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -50,26 +54,38 @@ def _write_mp4(path, frames, fps):
   writer.close()
 
 
-def read_video(path: str) -> np.ndarray:
-  """Reads an .mp4/.gif (or any ffmpeg-readable file) -> uint8 [t, h, w, 3]."""
+def read_video(path: str, fps: Optional[float] = None, size: Optional[int] = None,
+               max_frames: Optional[int] = None) -> np.ndarray:
+  """Decodes any ffmpeg-readable video (mp4, webm, avi, mkv, gif, ...) -> uint8 [t, h, w, 3].
+
+  fps: resample to this frame rate (frames dropped or repeated, as ffmpeg's fps
+  filter). size: resize so the shorter side is ``size``, then center-crop to
+  size x size. max_frames: stop after this many (output) frames. ffmpeg is the one
+  bundled with imageio-ffmpeg. Raises ValueError for a file ffmpeg cannot decode or
+  one without frames.
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f'video {path!r} not found.')
-  ext = os.path.splitext(path)[1].lower()
+  filters = []
+  if fps:
+    filters.append(f'fps={fps}')
+  if size:
+    filters.append(f'scale={size}:{size}:force_original_aspect_ratio=increase:flags=area,'
+                   f'crop={size}:{size}')
+  params = (['-vf', ','.join(filters)] if filters else [])
+  params += ['-frames:v', str(max_frames)] if max_frames else []
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
   try:
-    if ext == '.gif':
-      import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-      frames = np.asarray(iio.imread(path, index=None, extension='.gif'))[..., :3]
-    else:
-      import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-      reader = imageio_ffmpeg.read_frames(path)
-      meta = reader.__next__()
-      w, h = meta['size']
-      frames = np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
+    # read_frames warns whenever the filters change the frame size: keep that quiet.
+    logging.getLogger('imageio_ffmpeg').setLevel(logging.ERROR)
+    reader = imageio_ffmpeg.read_frames(path, output_params=params)
+    w, h = reader.__next__()['size']
+    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'cannot decode video {path!r}: {e}') from e
-  if frames.ndim != 4 or len(frames) == 0:
+    raise ValueError(f'cannot decode video {path!r}: {str(e).strip()[-300:]}') from e
+  if not frames:
     raise ValueError(f'{path!r} holds no frames.')
-  return frames
+  return np.stack(frames)
 
 
 def xt_slice(video, row: int = None) -> np.ndarray:

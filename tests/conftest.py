@@ -52,3 +52,20 @@ def small_config(stage: str = 'scratch'):
 @pytest.fixture
 def config_factory():
   return small_config
+
+
+@pytest.fixture(scope='session')
+def t5_checkpoint(tmp_path_factory):
+  """A small random T5 v1.1 encoder in the HuggingFace layout, with the shipped
+  sentencepiece model as its spiece.model."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      't5_equivalence', os.path.join(root, 'experiments', 't5_equivalence.py'))
+  eq = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(eq)
+  d = str(tmp_path_factory.mktemp('t5_small'))
+  eq.random_checkpoint(d)
+  shutil.copy(os.path.join(root, 'data', 'captions_spm.model'), os.path.join(d, 'spiece.model'))
+  return d

@@ -1,0 +1,234 @@
+"""Video folder / CSV -> TFRecords (data/ingest.py), the clip pipeline (data/records.py),
+precomputed T5 embeddings (data/embed_captions.py), and training on all of it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import imageio_ffmpeg
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import small_config
+from configs import common
+from data import embed_captions
+from data import ingest
+from data import records
+from stunet import video_io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FPS, SIZE, MIN_FRAMES, MAX_FRAMES = 8, 16, 8, 12
+
+
+def _frames(n, w, h):
+  """Frame i is grey level 20 + 7 i (a time code) with a green centre column."""
+  f = np.zeros((n, h, w, 3), np.uint8)
+  f[...] = (20 + 7 * np.arange(n))[:, None, None, None]
+  f[:, :, w // 2 - 2:w // 2 + 2] = (0, 200, 0)
+  return f
+
+
+def _write(path, frames, fps, codec, pix_fmt='yuv420p'):
+  h, w = frames.shape[1:3]
+  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec=codec,
+                                       pix_fmt_out=pix_fmt, macro_block_size=1,
+                                       ffmpeg_log_level='error')
+  writer.send(None)
+  for f in frames:
+    writer.send(np.ascontiguousarray(f))
+  writer.close()
+
+
+# name: (source frames, fps, width, height, codec) -- containers and codecs differ.
+GOOD = {'a.mp4': (30, 24, 48, 32, 'libx264'), 'b.webm': (20, 12, 40, 40, 'libvpx-vp9'),
+        'c.avi': (24, 15, 32, 48, 'mpeg4'), 'd.mkv': (12, 8, 64, 48, 'mjpeg')}
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  """Good videos (4 codecs/containers, a gif and an mp4 as sample.py writes them), a
+  corrupt, a zero-length, a too-short one and one with an unreadable caption."""
+  d = tmp_path_factory.mktemp('videos')
+  expect = {}
+  for name, (n, fps, w, h, codec) in GOOD.items():
+    _write(str(d / name), _frames(n, w, h), fps, codec,
+           'yuvj420p' if codec == 'mjpeg' else 'yuv420p')
+    expect[name] = n / fps * FPS
+  # What sample.py writes (video_io.write_video), in both formats it offers.
+  sample = _frames(16, 24, 24) / 127.5 - 1.
+  video_io.write_video(str(d / 'sub' / 'sample.mp4'), sample, fps=8)
+  video_io.write_video(str(d / 'sub' / 'sample2.gif'), sample, fps=8)
+  expect.update({'sample.mp4': 16, 'sample2.gif': 16})
+  _write(str(d / 'short.mp4'), _frames(6, 32, 32), 8, 'libx264')
+  _write(str(d / 'badcap.mp4'), _frames(16, 32, 32), 8, 'libx264')
+  (d / 'corrupt.mp4').write_bytes((d / 'a.mp4').read_bytes()[:300] + os.urandom(2000))
+  (d / 'empty.mp4').write_bytes(b'')
+  for p in d.rglob('*'):
+    if p.suffix in ('.mp4', '.webm', '.avi', '.mkv', '.gif'):
+      p.with_suffix('.txt').write_text(f'a video called {p.name}\n')
+  (d / 'badcap.txt').write_bytes(b'\xff\xfe caption \xc3\x28')
+  return d, expect
+
+
+@pytest.fixture(scope='module')
+def ingested(folder, tmp_path_factory):
+  d, _ = folder
+  out = str(tmp_path_factory.mktemp('records'))
+  info = ingest.ingest(ingest.sidecar_jobs(str(d)), out, fps=FPS, size=SIZE,
+                       min_frames=MIN_FRAMES, max_frames=MAX_FRAMES, num_shards=2,
+                       workers=2, progress=False)
+  return out, info
+
+
+def _read(out):
+  exs = []
+  for path in records.shard_files(out):
+    for r in tf.data.TFRecordDataset(path):
+      e = tf.train.Example.FromString(r.numpy()).features.feature
+      exs.append(dict(source=os.path.basename(e['source'].bytes_list.value[0].decode()),
+                      caption=e['caption'].bytes_list.value[0].decode(),
+                      frames=np.stack([tf.io.decode_jpeg(b).numpy()
+                                       for b in e['frames'].bytes_list.value]),
+                      num_frames=e['num_frames'].int64_list.value[0]))
+  return {e['source']: e for e in exs}
+
+
+def test_good_videos_are_stored_at_the_target_shape_and_rate(folder, ingested):
+  _, expect = folder
+  out, info = ingested
+  exs = _read(out)
+  assert sorted(exs) == sorted(expect)
+  assert info['num_examples'] == len(expect) and sum(info['shards'].values()) == len(expect)
+  for name, e in exs.items():
+    want = min(MAX_FRAMES, expect[name])
+    assert abs(e['num_frames'] - want) <= 1, (name, e['num_frames'], want)
+    assert e['frames'].shape == (e['num_frames'], SIZE, SIZE, 3)
+    assert e['caption'] == f'a video called {name}'
+    # Centre-cropped, not squashed: the green column stays in the middle.
+    mid = e['frames'][0, SIZE // 2]
+    assert mid[SIZE // 2, 1] > 120 and mid[0, 1] < 100, name
+  # Resampled 24 -> 8 fps: every third source frame, so the time code steps by ~21.
+  steps = np.diff(exs['a.mp4']['frames'][:, 0, 0, 0].astype(int))
+  assert np.all(np.abs(steps - 21) <= 6), steps
+
+
+def test_bad_files_are_counted_and_named(ingested):
+  _, info = ingested
+  names = {k: [os.path.basename(p) for p in v] for k, v in info['skipped'].items()}
+  assert names == {'missing_file': [], 'empty_file': ['empty.mp4'],
+                   'undecodable': ['corrupt.mp4'], 'too_short': ['short.mp4'],
+                   'bad_caption': ['badcap.mp4']}
+  assert info['num_skipped'] == 4
+  assert not [f for f in os.listdir(ingested[0]) if f.endswith('.tmp')]
+
+
+def test_csv_cli_writes_the_same_records(folder, ingested, tmp_path):
+  d, _ = folder
+  rows = ['path\tcaption'] + [
+      f'{os.path.relpath(p, d)}\ta video called {os.path.basename(p)}'
+      for p, _ in ingest.sidecar_jobs(str(d)) if 'badcap' not in p]
+  rows.append('missing.mp4\ta video that is not there')
+  (tmp_path / 'list.tsv').write_text('\n'.join(rows) + '\n')
+  out = tmp_path / 'rec'
+  cmd = [sys.executable, '-m', 'data.ingest', f'--csv={tmp_path / "list.tsv"}',
+         f'--video_root={d}', f'--output={out}', f'--fps={FPS}', f'--size={SIZE}',
+         f'--min_frames={MIN_FRAMES}', f'--max_frames={MAX_FRAMES}', '--num_shards=2',
+         '--workers=1']
+  run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert 'wrote 6 videos' in run.stdout and '1 missing_file' in run.stdout, run.stdout
+  # Same videos, same order: the same shard bytes (workers and input mode do not matter).
+  for a, b in zip(records.shard_files(str(out)), records.shard_files(ingested[0])):
+    assert open(a, 'rb').read() == open(b, 'rb').read()
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode != 0 and '--overwrite' in again.stderr
+
+
+def test_clip_pipeline_is_deterministic_and_shards_files(ingested):
+  out, _ = ingested
+  kw = dict(seed=3, strides=(1, 2), shuffle_buffer=8)
+  take = lambda ds: [b for _, b in zip(range(3), ds.as_numpy_iterator())]
+  a = take(records.clip_dataset(out, 2, MIN_FRAMES, SIZE, **kw))
+  b = take(records.clip_dataset(out, 2, MIN_FRAMES, SIZE, **kw))
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x['video'], y['video'])
+  assert a[0]['video'].shape == (2, MIN_FRAMES, SIZE, SIZE, 3)
+  assert a[0]['video'].min() >= -1 and a[0]['video'].max() <= 1
+  seen = lambda k: {c for batch in records.clip_dataset(
+      out, 1, MIN_FRAMES, SIZE, seed=0, shard_index=k, num_shards=2, shuffle=False,
+      repeat=False).as_numpy_iterator() for c in batch['caption']}
+  assert not seen(0) & seen(1) and len(seen(0) | seen(1)) == 6
+  with pytest.raises(ValueError, match='--num_shards >= 3'):
+    records.clip_dataset(out, 1, MIN_FRAMES, SIZE, seed=0, num_shards=3)
+  with pytest.raises(ValueError, match='lower config.data.num_frames'):
+    records.clip_dataset(out, 1, MIN_FRAMES + 1, SIZE, seed=0)
+
+
+def _records_config(out, steps=2):
+  c = small_config('scratch')  # the train step other tests compiled: a cache hit
+  c.data.records = out
+  c.data.frame_strides = (1, 2)
+  c.train.num_steps, c.train.log_every, c.train.ckpt_every = steps, 1, steps
+  return c
+
+
+def test_training_reads_the_records(ingested, tmp_path, capsys):
+  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  c = _records_config(ingested[0])
+  common.resolve(c)
+  metrics = trainer.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert np.isfinite(float(metrics['loss']))
+  assert 'examples/s' in capsys.readouterr().out
+
+
+def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp_path):
+  from stunet import sampling  # pylint: disable=g-import-not-at-top
+  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'rec')
+  shutil.copytree(ingested[0], out)
+  info = embed_captions.embed_records(out, t5_checkpoint, max_text_len=8, batch_size=4)
+  assert info['text']['num_captions'] == 6 and info['text']['width'] == 48
+  c = _records_config(out)
+  c.data.precomputed_text = True
+  c.model.text.pretrained = t5_checkpoint
+  common.resolve(c)
+  assert c.model.text.width == 48 and c.data.tokenizer.endswith('spiece.model')
+  workdir = str(tmp_path / 'run')
+  assert np.isfinite(float(trainer.train_and_evaluate(c, workdir)['loss']))
+  # The checkpoint holds no encoder; sampling reads the T5 from its path.
+  gen, _ = sampling.Generator.from_workdir(workdir, num_steps=2)
+  video = gen(['a video called a.mp4'], guidance=2.0)
+  assert video.shape == (1, 8, SIZE, SIZE, 3) and np.isfinite(video).all()
+  c.data.max_text_len = 16
+  with pytest.raises(ValueError, match='re-run data.embed_captions'):
+    records.check_text(records.read_info(out), c)
+  assert json.load(open(os.path.join(out, 'info.json')))['num_examples'] == 6
+
+
+def test_a_pretrained_t5_is_loaded_and_frozen(ingested, t5_checkpoint, tmp_path):
+  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
+  from stunet import sharding  # pylint: disable=g-import-not-at-top
+  from stunet import t5  # pylint: disable=g-import-not-at-top
+  from stunet import train_lib  # pylint: disable=g-import-not-at-top
+  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  c = _records_config(ingested[0])
+  c.model.text.vocab_size = 0
+  c.model.text.pretrained = t5_checkpoint
+  common.resolve(c)
+  setup = train_lib.Setup(c, sharding.make_mesh(c.mesh))
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'run'))
+  state = trainer.initial_state(setup, ckpt, jax.random.key(0))
+  ckpt.close()
+  _, want = t5.load_t5(t5_checkpoint)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params['text_encoder']),
+               want)
+  train, frozen = setup.split(state.params)
+  assert frozen and all(k.startswith('text_encoder/') for k in frozen)
+  assert not any(k.startswith('text_encoder/') for k in train_lib._flat(state.ema_params))  # pylint: disable=protected-access
+  c.model.text.width = 32
+  with pytest.raises(ValueError, match='does not describe the checkpoint'):
+    train_lib.with_pretrained_text(c.model, state.params)
