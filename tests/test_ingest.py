@@ -169,23 +169,15 @@ def test_clip_pipeline_is_deterministic_and_shards_files(ingested):
 
 
 def _records_config(out, steps=2):
-  c = small_config('scratch')  # the train step other tests compiled: a cache hit
+  c = small_config('scratch')
   c.data.records = out
   c.data.frame_strides = (1, 2)
   c.train.num_steps, c.train.log_every, c.train.ckpt_every = steps, 1, steps
   return c
 
 
-def test_training_reads_the_records(ingested, tmp_path, capsys):
-  from stunet import trainer  # pylint: disable=g-import-not-at-top
-  c = _records_config(ingested[0])
-  common.resolve(c)
-  metrics = trainer.train_and_evaluate(c, str(tmp_path / 'run'))
-  assert np.isfinite(float(metrics['loss']))
-  assert 'examples/s' in capsys.readouterr().out
-
-
-def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp_path):
+def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp_path, capsys):
+  """Training on the records (random clips, stored embeddings) and sampling after."""
   from stunet import sampling  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / 'rec')
@@ -199,6 +191,7 @@ def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp
   assert c.model.text.width == 48 and c.data.tokenizer.endswith('spiece.model')
   workdir = str(tmp_path / 'run')
   assert np.isfinite(float(trainer.train_and_evaluate(c, workdir)['loss']))
+  assert 'examples/s' in capsys.readouterr().out
   # The checkpoint holds no encoder; sampling reads the T5 from its path.
   gen, _ = sampling.Generator.from_workdir(workdir, num_steps=2)
   video = gen(['a video called a.mp4'], guidance=2.0)
