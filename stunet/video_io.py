@@ -8,6 +8,9 @@ from typing import Optional
 
 import numpy as np
 
+# imageio-ffmpeg warns whenever the filters change the frame size: keep that quiet.
+logging.getLogger('imageio_ffmpeg').setLevel(logging.ERROR)
+
 
 def to_uint8(video) -> np.ndarray:
   """[-1, 1] floats (or uint8) -> uint8, same shape."""
@@ -76,8 +79,6 @@ def read_video(path: str, fps: Optional[float] = None, size: Optional[int] = Non
   params += ['-frames:v', str(max_frames)] if max_frames else []
   import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
   try:
-    # read_frames warns whenever the filters change the frame size: keep that quiet.
-    logging.getLogger('imageio_ffmpeg').setLevel(logging.ERROR)
     reader = imageio_ffmpeg.read_frames(path, output_params=params)
     w, h = reader.__next__()['size']
     frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
