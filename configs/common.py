@@ -55,8 +55,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 4                  # attention heads
   c.model.temporal = True                # True: STUNet; False: T2I U-Net on frames
   c.model.num_temporal_attn = 1          # temporal attention blocks per spatial one
-  c.model.temporal_resample_init = 'identity'  # 'identity' (paper) or 'he' (ablation)
+  # Temporal down/upsampling at init: 'identity' (the paper's: striding, frame
+  # repetition), 'linear' (pair average, linear interpolation) or 'he' (ablation).
+  c.model.temporal_resample_init = 'identity'
   c.model.temporal_resample = True       # halve/double time with space (SSR: False)
+  # How the temporal layers are conditioned: 'film' scales/shifts their input by the
+  # timestep + text embedding (their own text projection); 'none': features only.
+  c.model.temporal_cond = 'film'
   # SSR (stunet/ssr.py): > 0 makes this a super-resolution model conditioned on the
   # clip downsampled to lowres_size x lowres_size (upsampled, concatenated to its input).
   c.model.lowres_size = 0
@@ -159,11 +164,20 @@ def validate(config) -> None:
     raise ValueError('config.train.stage=t2i trains the image U-Net: set model.temporal=False.')
   if t.stage != 't2i' and not m.temporal:
     raise ValueError(f'config.train.stage={t.stage} trains a STUNet: set model.temporal=True.')
+  if t.stage == 'stunet' and not t.init_from:
+    raise ValueError('config.train.stage=stunet inflates a T2I run: set '
+                     'config.train.init_from to its workdir or checkpoint (or use '
+                     'stage=scratch to train a STUNet from scratch).')
   if t.freeze_spatial and not t.init_from:
     raise ValueError('config.train.freeze_spatial=True needs config.train.init_from (the T2I '
                      'workdir or checkpoint whose spatial weights stay frozen).')
   if m.dtype not in ('float32', 'bfloat16', 'float16'):
     raise ValueError(f'config.model.dtype={m.dtype!r}: use float32, bfloat16 or float16.')
+  if m.temporal_resample_init not in ('identity', 'linear', 'he'):
+    raise ValueError(f'config.model.temporal_resample_init={m.temporal_resample_init!r}: use '
+                     f'identity, linear or he.')
+  if m.temporal_cond not in ('none', 'film'):
+    raise ValueError(f'config.model.temporal_cond={m.temporal_cond!r}: use none or film.')
   if m.remat not in ('none', 'full', 'dots', 'dots_no_batch'):
     raise ValueError(f'config.model.remat={m.remat!r}: use none, full, dots or dots_no_batch.')
   if t.nan_policy not in ('skip', 'stop'):

@@ -166,58 +166,107 @@ class SpatialAttention(nn.Module):
     return h.reshape(b, t, hh, ww, c)
 
 
+def temporal_kernel(taps):
+  """Initializer of a kernel [k, c, c] that applies the filter ``taps`` (k values) to
+  every channel alone: taps (0, 1, 0) is the identity."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    k, cin, cout = shape
+    if cin != cout or k != len(taps):
+      raise ValueError(f'a {len(taps)}-tap channelwise init needs cin == cout, got {shape}')
+    return jnp.asarray(np.asarray(taps, np.float32)[:, None, None] * np.eye(cin), dtype)
+  return init
+
+
+# Resampling inits: 'identity' (the paper's: striding / frame repetition), 'linear'
+# (average of each pair of frames / linear interpolation between the coarse frames,
+# both centred between the pair), 'he' (the paper's ablation).
+RESAMPLE_INITS = ('identity', 'linear', 'he')
+
+
 class TemporalConv(nn.Module):
-  """1-D convolution along time at every pixel: [b, t, h, w, c] -> [b, t, h, w, f]."""
+  """1-D convolution along time at every pixel: [b, t, h, w, c] -> [b, t, h, w, f].
+
+  pad: 'zeros' ('SAME' zero padding) or 'edge' (the first and last frames repeated,
+  so that a filter whose taps sum to one leaves a static video static at its ends).
+  """
   features: int
   kernel_size: int = 3
-  init_scheme: str = 'lecun'  # 'lecun' | 'zeros' | 'identity' | 'he'
+  init_scheme: str = 'lecun'  # 'lecun' | 'zeros' | 'identity' | 'he' | 'down' | 'up'
+  pad: str = 'zeros'
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     b, t, hh, ww, c = x.shape
     init = {'lecun': nn.initializers.lecun_normal(), 'zeros': nn.initializers.zeros,
-            'identity': identity_temporal_kernel,
-            'he': nn.initializers.he_normal()}[self.init_scheme]
+            'identity': identity_temporal_kernel, 'he': nn.initializers.he_normal(),
+            'down': temporal_kernel((0., .5, .5)),
+            'up': temporal_kernel((.25, .5, .25))}[self.init_scheme]
     h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
-    h = nn.Conv(self.features, (self.kernel_size,), padding='SAME', dtype=self.dtype,
+    padding = 'SAME'
+    if self.pad == 'edge':
+      p = self.kernel_size // 2
+      h = jnp.pad(h, ((0, 0), (p, self.kernel_size - 1 - p), (0, 0)), mode='edge')
+      padding = 'VALID'
+    h = nn.Conv(self.features, (self.kernel_size,), padding=padding, dtype=self.dtype,
                 name='conv', kernel_init=_p(init, TCONV),
                 bias_init=_p(nn.initializers.zeros, ('conv_out',)))(h)
     return jnp.moveaxis(h.reshape(b, hh, ww, t, self.features), 3, 1)
+
+
+def film(h, emb, name: str, dtype: Dtype):
+  """Feature-wise scale and shift of h [n, ..., c] from emb [b, d] (n = b x k),
+  zero-initialised so that it starts as the identity."""
+  c = h.shape[-1]
+  ss = dense(2 * c, name, dtype, zero=True)(nn.swish(emb))
+  ss = jnp.repeat(ss, h.shape[0] // emb.shape[0], axis=0)
+  scale, shift = jnp.split(ss.reshape((h.shape[0],) + (1,) * (h.ndim - 2) + (2 * c,)), 2, -1)
+  return h * (1 + scale) + shift
 
 
 class SpaceTimeConvBlock(nn.Module):
   """Factorized space-time block: 2-D spatial conv then 1-D temporal conv, residual.
 
   The temporal conv is the output projection and starts at zero, so at init the
-  block is the identity.
+  block is the identity. With ``emb`` ([b, d], the timestep and text embedding) the
+  features entering the temporal conv are scaled and shifted by it (FiLM, zero
+  init): without it the block cannot know the noise level or the prompted motion.
   """
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, emb=None):
     t, c = x.shape[1], x.shape[-1]
     h = nn.swish(group_norm('norm_0', c, self.dtype)(fold_time(x)))
     h = conv2d(c, 'spatial_conv', self.dtype)(h)
-    h = nn.swish(group_norm('norm_1', c, self.dtype)(h))
+    h = group_norm('norm_1', c, self.dtype)(h)
+    if emb is not None:
+      h = film(h, emb, 'emb_proj', self.dtype)
     h = TemporalConv(c, init_scheme='zeros', dtype=self.dtype, name='temporal_conv')(
-        unfold_time(h, t))
+        unfold_time(nn.swish(h), t))
     return x + h
 
 
 class TemporalAttention(nn.Module):
-  """Self-attention along time at every spatial position; zero-initialised output."""
+  """Self-attention along time at every spatial position; zero-initialised output.
+
+  With ``emb`` ([b, d]) its normalised input is scaled and shifted by the timestep
+  and text embedding (FiLM, zero init), as in the SpaceTimeConvBlock.
+  """
   num_heads: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, emb=None):
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
     h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
     y = nn.LayerNorm(name='norm', dtype=self.dtype,
                      scale_init=_p(nn.initializers.ones, NORM),
                      bias_init=_p(nn.initializers.zeros, NORM))(h)
+    if emb is not None:
+      y = film(y, emb, 'emb_proj', self.dtype)
     # Frame positions, so attention knows the order of frames.
     y = y + timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(y.dtype)
     qkv = dense(3 * c, 'qkv', self.dtype, use_bias=False)(y)
@@ -250,24 +299,32 @@ class Upsample(nn.Module):
 
 
 class TemporalDownsample(nn.Module):
-  """Temporal conv (identity at init) then stride 2 in time: t -> t // 2."""
+  """Temporal conv then stride 2 in time: t -> t // 2. At init the conv is the
+  identity (plain striding) or, with 'linear', the average of frames 2k and 2k+1."""
   init_scheme: str = 'identity'
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    return TemporalConv(x.shape[-1], init_scheme=self.init_scheme, dtype=self.dtype, name='conv')(x)[:, ::2]
+    linear = self.init_scheme == 'linear'
+    return TemporalConv(x.shape[-1], init_scheme='down' if linear else self.init_scheme,
+                        pad='edge' if linear else 'zeros', dtype=self.dtype,
+                        name='conv')(x)[:, ::2]
 
 
 class TemporalUpsample(nn.Module):
-  """Frame duplication then a temporal conv (identity at init): t -> 2t."""
+  """Frame duplication then a temporal conv: t -> 2t. At init the conv is the identity
+  (nearest neighbour) or, with 'linear', the filter (1/4, 1/2, 1/4), which makes the
+  pair linear interpolation between neighbouring coarse frames."""
   init_scheme: str = 'identity'
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     x = jnp.repeat(x, 2, axis=1)
-    return TemporalConv(x.shape[-1], init_scheme=self.init_scheme, dtype=self.dtype, name='conv')(x)
+    linear = self.init_scheme == 'linear'
+    return TemporalConv(x.shape[-1], init_scheme='up' if linear else self.init_scheme,
+                        pad='edge' if linear else 'zeros', dtype=self.dtype, name='conv')(x)
 
 
 def pooled(text: jax.Array, mask: jax.Array) -> jax.Array:

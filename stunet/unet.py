@@ -62,6 +62,9 @@ class UNet(nn.Module):
   num_temporal_attn: int = 1                 # temporal attention blocks per spatial one
   temporal_resample: bool = True             # STUNet: halve/double time with space (SSR: no)
   temporal_resample_init: str = 'identity'   # 'identity' (paper) or 'he' (ablation)
+  # 'film': the temporal blocks are scaled/shifted by the timestep + text embedding
+  # (with a text projection of their own); 'none': they see only the features.
+  temporal_cond: str = 'film'
   remat: str = 'none'                        # rematerialisation policy, see REMAT_POLICIES
   dtype: Any = jnp.float32
 
@@ -81,7 +84,8 @@ class UNet(nn.Module):
       cls = nn.remat(cls, policy=REMAT_POLICIES[self.remat])
     return cls(dtype=self.dtype, **kw)
 
-  def _level(self, h, emb, text, mask, level: int, prefix: str, features: int):
+  def _level(self, h, emb, text, mask, level: int, prefix: str, features: int,
+             temporal_emb=None):
     """One resolution step: ResBlock, attention, then the temporal layers."""
     coarsest = level == self.num_levels - 1
     h = self._block(L.ResBlock, features=features, name=f'{prefix}_res')(h, emb)
@@ -92,9 +96,9 @@ class UNet(nn.Module):
     if self.temporal and coarsest:
       for j in range(self.num_temporal_attn):
         h = self._block(L.TemporalAttention, num_heads=self.num_heads,
-                        name=f'{prefix}_temporal_attn_{j}')(h)
+                        name=f'{prefix}_temporal_attn_{j}')(h, temporal_emb)
     elif self.temporal:
-      h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h)
+      h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h, temporal_emb)
     return L.constrain(h, L.ACTIVATION)
 
   @nn.compact
@@ -114,12 +118,22 @@ class UNet(nn.Module):
     if cond_t is not None:
       c = L.dense(emb_dim, 'aug_mlp_0', self.dtype)(L.timestep_embedding(cond_t, self.channels))
       emb = emb + L.dense(emb_dim, 'aug_mlp_1', self.dtype)(nn.swish(c))
+    if self.temporal_cond not in ('none', 'film'):
+      raise ValueError(f'temporal_cond={self.temporal_cond!r}: use none or film.')
+    temporal_emb = None
+    if self.temporal and self.temporal_cond == 'film':
+      # The frozen T2I's text pooling learned single frames, where words of motion
+      # carry no information: the temporal layers get a text projection of their own.
+      temporal_emb = emb + L.dense(emb_dim, 'temporal_text_pool', self.dtype)(
+          L.pooled(text, text_mask))
+    lvl = lambda h, i, prefix, features: self._level(
+        h, emb, text, text_mask, i, prefix, features, temporal_emb)
 
     h = L.unfold_time(L.conv2d(self.channels, 'conv_in', self.dtype)(L.fold_time(x)), frames)
     skips = [h]
     for i, mult in enumerate(self.channel_mult):
       for r in range(self.num_res_blocks):
-        h = self._level(h, emb, text, text_mask, i, f'down_{i}_{r}', self.channels * mult)
+        h = lvl(h, i, f'down_{i}_{r}', self.channels * mult)
         skips.append(h)
       if i < self.num_levels - 1:
         h = L.Downsample(dtype=self.dtype, name=f'down_{i}_resize')(h)
@@ -129,14 +143,13 @@ class UNet(nn.Module):
         skips.append(h)
 
     top = self.num_levels - 1
-    h = self._level(h, emb, text, text_mask, top, 'mid_0', self.channels * self.channel_mult[-1])
-    h = self._level(h, emb, text, text_mask, top, 'mid_1', self.channels * self.channel_mult[-1])
+    h = lvl(h, top, 'mid_0', self.channels * self.channel_mult[-1])
+    h = lvl(h, top, 'mid_1', self.channels * self.channel_mult[-1])
 
     for i in reversed(range(self.num_levels)):
       for r in range(self.num_res_blocks + 1):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
-        h = self._level(h, emb, text, text_mask, i, f'up_{i}_{r}',
-                        self.channels * self.channel_mult[i])
+        h = lvl(h, i, f'up_{i}_{r}', self.channels * self.channel_mult[i])
       if i > 0:
         h = L.Upsample(dtype=self.dtype, name=f'up_{i}_resize')(h)
         if self.temporal and self.temporal_resample:
@@ -176,6 +189,7 @@ def build_model(model_config) -> TextToVideo:
               out_channels=3, temporal=m.temporal, num_temporal_attn=m.num_temporal_attn,
               temporal_resample=m.get('temporal_resample', True),
               temporal_resample_init=m.temporal_resample_init,
+              temporal_cond=m.get('temporal_cond', 'none'),
               remat=remat_policy_name(m.remat), dtype=dtype)
   t = m.text
   text = TextEncoder(vocab_size=t.vocab_size, width=t.width, num_layers=t.num_layers,

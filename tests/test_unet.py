@@ -95,6 +95,22 @@ def test_temporal_upsample_is_frame_repetition_at_init():
   np.testing.assert_allclose(mod.apply(p, x), jnp.repeat(x, 2, axis=1), atol=1e-6)
 
 
+def test_linear_resampling_is_pair_average_and_linear_interpolation_at_init():
+  ramp = lambda n: jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[None, :, None, None, None],
+                                    (2, n, 3, 3, 4))
+  down, up = L.TemporalDownsample(init_scheme='linear'), L.TemporalUpsample(init_scheme='linear')
+  pd, pu = down.init(jax.random.key(1), ramp(8)), up.init(jax.random.key(1), ramp(4))
+  np.testing.assert_allclose(down.apply(pd, ramp(8))[0, :, 0, 0, 0], [.5, 2.5, 4.5, 6.5])
+  # Fine frame i sits at coarse position (i - 1/2) / 2; the ends hold the edge frames.
+  np.testing.assert_allclose(up.apply(pu, ramp(4))[0, :, 0, 0, 0],
+                             [0., .25, .75, 1.25, 1.75, 2.25, 2.75, 3.])
+  static = jax.random.normal(jax.random.key(0), (2, 1, 3, 3, 4))
+  np.testing.assert_allclose(down.apply(pd, jnp.repeat(static, 8, 1)), jnp.repeat(static, 4, 1),
+                             atol=1e-6)
+  np.testing.assert_allclose(up.apply(pu, jnp.repeat(static, 4, 1)), jnp.repeat(static, 8, 1),
+                             atol=1e-6)
+
+
 def test_he_init_ablation_is_not_identity():
   x = jax.random.normal(jax.random.key(0), (2, 8, 4, 4, 6))
   mod = L.TemporalDownsample(init_scheme='he')
@@ -107,6 +123,40 @@ def test_space_time_block_and_temporal_attention_are_identity_at_init():
   for mod in (L.SpaceTimeConvBlock(), L.TemporalAttention(num_heads=2)):
     p = mod.init(jax.random.key(1), x)
     np.testing.assert_allclose(mod.apply(p, x), x, atol=1e-6)
+
+
+def test_temporal_blocks_with_emb_are_identity_at_init_and_then_follow_it():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 4, 8))
+  emb = jax.random.normal(jax.random.key(2), (2, 12))
+  for mod in (L.SpaceTimeConvBlock(), L.TemporalAttention(num_heads=2)):
+    p = mod.init(jax.random.key(1), x, emb)
+    np.testing.assert_allclose(mod.apply(p, x, emb), x, atol=1e-6)
+    # Trained-like weights: the output now depends on the embedding (time + text).
+    p = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(4), a.shape), p)
+    diff = mod.apply(p, x, emb) - mod.apply(p, x, emb[::-1])
+    assert float(jnp.abs(diff).max()) > 1e-2
+
+
+def test_temporal_layers_see_the_prompt_through_their_own_text_projection():
+  """With temporal_cond='film' the prompt reaches the temporal layers by a trainable
+  path: the loss has a gradient in temporal_text_pool (zero with 'none': absent)."""
+  cfg = small_config('scratch')
+  model, params = _init(cfg, cfg.data.num_frames)
+  assert 'temporal_text_pool' in params['unet']
+  x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
+  flat = inflate.traverse_util.flatten_dict(params)
+  flat = {k: (v + 0.1 * jax.random.normal(jax.random.key(i), v.shape)
+              if inflate.is_temporal(k) or k[-2] == 'conv_out' else v)
+          for i, (k, v) in enumerate(sorted(flat.items()))}
+  params = inflate.traverse_util.unflatten_dict(flat)
+  loss = lambda p: jnp.mean(model.apply({'params': p}, x, t, tokens, mask) ** 2)
+  grad = jax.jit(jax.grad(loss))(params)['unet']['temporal_text_pool']['kernel']
+  assert float(jnp.abs(grad).max()) > 1e-6
+  other = model.apply({'params': params}, x, t, (tokens + 1) % cfg.model.text.vocab_size, mask)
+  assert float(jnp.abs(other - model.apply({'params': params}, x, t, tokens, mask)).max()) > 1e-4
+  cfg.model.temporal_cond = 'none'
+  _, plain = _init(cfg, cfg.data.num_frames)
+  assert 'temporal_text_pool' not in plain['unet']
 
 
 def test_frame_count_not_divisible_is_refused_at_config_time():
