@@ -6,6 +6,9 @@ generates one video each and reports how often the analytic detector
 (stunet/metrics.py) reads back the prompted colour, shape and motion, next to chance.
 --source=data scores real dataset clips and --source=noise scores noise videos with
 the same prompts: the detector's own validation (near 100% and near chance).
+With --fvd (default) it also reports the Frechet Video Distance (stunet/fvd.py) of the
+videos against held-out real clips of the same prompts, beside the floor: the FVD of a
+second real set against the first, what a perfect model would score at this n.
 Writes <output_dir>/scores.json and a frame grid with X-T slices of the first videos.
 """
 
@@ -22,7 +25,9 @@ from data import shapes
 from stunet import metrics
 from stunet import video_io
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model); '
+                               'default: the shipped model, pretrained/stunet_tiny.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of --workdir (default: latest).')
 _SOURCE = flags.DEFINE_enum('source', 'model', ['model', 'data', 'noise'],
                             'Videos to score: generated, real dataset clips, or noise.')
 _NUM = flags.DEFINE_integer('num_samples', 32, 'Number of prompts/videos.')
@@ -30,10 +35,15 @@ _BATCH = flags.DEFINE_integer('batch_size', 8, 'Videos generated per sampler cal
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight (default: config).')
 _SAMPLER = flags.DEFINE_enum('sampler', None, ['ddim', 'ddpm'], 'Default: config.')
+_THRESHOLD = flags.DEFINE_float('threshold', None, 'Dynamic-thresholding percentile, 0 for a '
+                                'plain clip (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the prompts and of the sampler.')
 _OUT = flags.DEFINE_string('output_dir', None, 'Default: <workdir>/eval or eval_<source>.')
 _FRAMES = flags.DEFINE_integer('num_frames', 16, 'Frames (data/noise sources).')
 _SIZE = flags.DEFINE_integer('size', 32, 'Frame size (data/noise sources).')
+_FVD = flags.DEFINE_bool('fvd', True, 'Also report FVD (Kinetics-400 I3D features) against '
+                         'real clips of the same prompts, and the real-vs-real floor (two '
+                         'such sets): about 1 s per video on 2 CPU cores.')
 
 
 def prompts_and_labels(n: int, seed: int):
@@ -42,12 +52,22 @@ def prompts_and_labels(n: int, seed: int):
   return [shapes.caption(*c) for c in combos]
 
 
-def generated(prompts):
+def _default_workdir():
+  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpoints.default_workdir()
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from e
+
+
+def generated(prompts, workdir):
   from stunet import sampling  # pylint: disable=g-import-not-at-top
-  gen, config = sampling.Generator.from_workdir(_WORKDIR.value, num_steps=_NUM_STEPS.value,
-                                                sampler=_SAMPLER.value)
+  gen, config = sampling.Generator.from_workdir(workdir, _STEP.value,
+                                                num_steps=_NUM_STEPS.value,
+                                                sampler=_SAMPLER.value,
+                                                threshold=_THRESHOLD.value)
   if not config.model.temporal:
-    raise app.UsageError(f'{_WORKDIR.value} is a T2I run; motion needs a STUNet workdir.')
+    raise app.UsageError(f'{workdir} is a T2I run; motion needs a STUNet workdir.')
   sc = config.sample
   guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
   out = []
@@ -58,15 +78,40 @@ def generated(prompts):
   return np.concatenate(out)
 
 
+def real_clips(prompts, seed: int, frames: int, size: int) -> np.ndarray:
+  """Held-out real clips of the prompts (fresh random positions and phases), [-1, 1]."""
+  rng = np.random.default_rng(seed)
+  clips = [shapes.render(shapes.parse_caption(p), frames, size, rng) for p in prompts]
+  return np.stack(clips).astype(np.float32) / 127.5 - 1.
+
+
+def frechet_video_distance(videos, prompts) -> dict | None:
+  """FVD of the videos against real clips of the same prompts, and the floor: FVD of a
+  second real set against the first (what a perfect model would score at this n)."""
+  from stunet import fvd  # pylint: disable=g-import-not-at-top
+  _, frames, size = videos.shape[:3]
+  if frames < fvd.MIN_FRAMES:
+    print(f'FVD skipped: I3D needs at least {fvd.MIN_FRAMES} frames, these videos have '
+          f'{frames}.')
+    return None
+  featurizer = fvd.Featurizer(batch_size=8)
+  print(f'FVD: I3D features of {3 * len(videos)} videos (generated, 2 real sets)', flush=True)
+  real_a = featurizer(real_clips(prompts, _SEED.value + 10_001, frames, size))
+  real_b = featurizer(real_clips(prompts, _SEED.value + 10_002, frames, size))
+  if videos.dtype == np.uint8:  # real clips (--source=data)
+    videos = videos.astype(np.float32) / 127.5 - 1.
+  feats = featurizer(videos)
+  return {'fvd': fvd.fvd(feats, real_a), 'real_vs_real': fvd.fvd(real_b, real_a),
+          'n': len(videos)}
+
+
 def main(argv):
   del argv
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   trainer.quiet_library_logs()
   prompts = prompts_and_labels(_NUM.value, _SEED.value)
   if _SOURCE.value == 'model':
-    if not _WORKDIR.value:
-      raise app.UsageError('--source=model needs --workdir.')
-    videos = generated(prompts)
+    videos = generated(prompts, _WORKDIR.value or _default_workdir())
   elif _SOURCE.value == 'data':  # real clips rendered for exactly these captions
     rng = np.random.default_rng(_SEED.value + 1)
     videos = np.stack([shapes.render(shapes.parse_caption(p), _FRAMES.value, _SIZE.value, rng)
@@ -80,8 +125,13 @@ def main(argv):
                            else f'eval_{_SOURCE.value}')
   os.makedirs(out_dir, exist_ok=True)
   detected = [metrics.detect(v) for v in videos[:8]]
+  fvd_scores = frechet_video_distance(videos, prompts) if _FVD.value else None
+  change = metrics.frame_change(videos)
+  real_change = metrics.frame_change(real_clips(prompts, _SEED.value + 10_001,
+                                                *videos.shape[1:3]))
   with open(os.path.join(out_dir, 'scores.json'), 'w') as f:
-    json.dump({'source': _SOURCE.value, 'scores': scores, 'chance': chance,
+    json.dump({'source': _SOURCE.value, 'scores': scores, 'chance': chance, 'fvd': fvd_scores,
+               'frame_change': change, 'real_frame_change': real_change,
                'examples': [{'prompt': p, 'detected': d} for p, d in zip(prompts, detected)]},
               f, indent=2)
   n = min(8, len(videos))
@@ -92,6 +142,12 @@ def main(argv):
   print(f'{_SOURCE.value}: n={scores["n"]}')
   for k in ('color', 'shape', 'motion', 'all'):
     print(f'  {k:6s} accuracy {scores[k + "_acc"]:.3f}   (chance {chance[k + "_acc"]:.3f})')
+  print(f'  frame-to-frame change: mean {change["mean"]:.4f}, largest pair / median pair '
+        f'{change["max_over_median"]:.2f}   (real clips {real_change["mean"]:.4f}, '
+        f'{real_change["max_over_median"]:.2f})')
+  if fvd_scores:
+    print(f'  FVD {fvd_scores["fvd"]:.1f}   (real vs real {fvd_scores["real_vs_real"]:.1f}, '
+          f'n={fvd_scores["n"]} each)')
   for p, d in list(zip(prompts, detected))[:n]:
     print(f'  "{p}" -> {d["color"]} {d["shape"]} {d["motion"]}')
   print(f'wrote {out_dir}/scores.json, frames.png, xt_slices.png')

@@ -1,5 +1,6 @@
 """Samples videos from a trained model, or from the base -> SSR cascade.
 
+  python sample.py --prompt="a red square moves left" --output=samples/red_square.mp4
   python sample.py --workdir=workdir/stunet --prompt="a red square moves left" \
       --output=samples/red_square.mp4
   python sample.py --workdir=workdir/stunet --ssr_workdir=workdir/ssr \
@@ -17,11 +18,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from stunet import checkpoints
 from stunet import sampling
 from stunet import trainer
 from stunet import video_io
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint); '
+                               'default: the shipped model, pretrained/stunet_tiny.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'A checkpoint folder, workdir/checkpoints/<step>.')
 _SSR_WORKDIR = flags.DEFINE_string('ssr_workdir', None,
@@ -48,6 +51,8 @@ flags.mark_flags_as_required(['prompt'])
 
 
 def _locate(workdir, checkpoint, prefix='') -> tuple[str, int | None]:
+  if not prefix and not workdir.value and not checkpoint.value:
+    return checkpoints.default_workdir(), None  # the shipped model
   if bool(workdir.value) == bool(checkpoint.value):
     raise app.UsageError(f'pass exactly one of --{prefix}workdir or --{prefix}checkpoint.')
   if workdir.value:
@@ -71,7 +76,7 @@ def _report(stage: str, gen, videos) -> None:
 def main(argv):
   try:
     _main(argv)
-  except ValueError as e:  # bad flags for this model (frames, windows, ...)
+  except (ValueError, FileNotFoundError) as e:  # bad flags for this model, missing files
     raise app.UsageError(str(e)) from e
 
 

@@ -14,6 +14,21 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 
+# The trained base model that ships with the project (README, "The shipped model"):
+# sample.py and evaluate.py use it when no --workdir is given.
+PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'pretrained', 'stunet_tiny')
+
+
+def default_workdir() -> str:
+  """The shipped model's workdir, or a clear error when this checkout lacks it."""
+  if not os.path.exists(os.path.join(PRETRAINED, 'config.json')):
+    raise FileNotFoundError(
+        f'the shipped model is not at {PRETRAINED} (a partial checkout?): pass '
+        f'--workdir=<a train.py workdir>, or restore pretrained/ with git checkout.')
+  return PRETRAINED
+
+
 def checkpoint_dir(path: str) -> str:
   """Accepts a workdir or its checkpoints/ folder."""
   path = os.path.abspath(path)
@@ -26,8 +41,9 @@ class Checkpointer:
   def __init__(self, workdir: str, *, save_every: int = 1, keep: int = 3,
                async_save: bool = True, read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=save_every, create=not read_only,
+    options = ocp.CheckpointManagerOptions(  # (read-only: what orbax would set, silently)
+        max_to_keep=None if read_only else keep,
+        save_interval_steps=0 if read_only else save_every, create=not read_only,
         enable_async_checkpointing=async_save, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 

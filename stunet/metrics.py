@@ -247,6 +247,21 @@ def score(videos: Iterable, captions: Sequence[str]) -> dict:
   )
 
 
+def frame_change(videos) -> dict:
+  """How evenly a set of videos changes over time.
+
+  d[f] = mean |x[f+1] - x[f]| over videos, pixels and channels (values in [0, 1]) for
+  every pair of neighbouring frames. Smooth motion changes about equally at every
+  pair; a clip that holds still and then jumps (e.g. frames repeated in blocks)
+  concentrates its change on a few pairs; flicker raises every pair. Returns
+  dict(profile=d (list), mean=mean(d), max_over_median=max(d) / median(d)).
+  """
+  units = np.stack([_to_unit(v) for v in videos])  # [n, t, h, w, 3]
+  d = np.abs(np.diff(units, axis=1)).mean(axis=(0, 2, 3, 4))
+  return dict(profile=[float(x) for x in d], mean=float(d.mean()),
+              max_over_median=float(d.max() / max(np.median(d), 1e-8)))
+
+
 def chance_levels() -> dict:
   """Accuracy of the best constant guess under the generator's label distribution.
 

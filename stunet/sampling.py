@@ -163,7 +163,8 @@ class Generator:
   @classmethod
   def from_workdir(cls, workdir: str, step: Optional[int] = None, *,
                    num_steps: Optional[int] = None, sampler: Optional[str] = None,
-                   window: Optional[int] = None, overlap: Optional[int] = None):
+                   window: Optional[int] = None, overlap: Optional[int] = None,
+                   threshold: Optional[float] = None):
     """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
     settings come from the run's config. Returns (generator, config)."""
     from stunet import train_lib  # pylint: disable=g-import-not-at-top
@@ -179,7 +180,8 @@ class Generator:
     frames = d.num_frames if config.model.temporal else 1
     gen = cls(build_model(config.model), {'params': params}, Tokenizer.from_config(d),
               (frames, d.size, d.size, 3), num_steps=num_steps or sc.num_steps,
-              sampler=sampler or sc.sampler, threshold=sc.threshold,
+              sampler=sampler or sc.sampler,
+              threshold=sc.threshold if threshold is None else threshold,
               window=sc.get('window', 0) if window is None else window,
               overlap=sc.get('overlap', 2) if overlap is None else overlap,
               weighting=sc.get('weighting', 'uniform'),

@@ -14,6 +14,7 @@ What a pod run needs around the pure step of ``train_lib``:
 - TensorBoard summaries in ``workdir/tensorboard`` (process 0).
 """
 
+import logging as std_logging
 import os
 import signal
 import time
@@ -37,6 +38,17 @@ def quiet_library_logs() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+    # orbax and tfds also warn about routine things (a read-only checkpoint folder, a
+    # custom dataset config, their own deprecations): only errors from them.
+    logging.get_absl_handler().addFilter(_LibraryWarnings())
+
+
+class _LibraryWarnings(std_logging.Filter):
+
+  def filter(self, record) -> bool:
+    noisy = any(f'{os.sep}{lib}{os.sep}' in record.pathname
+                for lib in ('orbax', 'tensorflow_datasets'))
+    return not noisy or record.levelno >= std_logging.ERROR
 
 
 def report(fmt: str, *args) -> None:

@@ -70,6 +70,7 @@ def test_train_sample_evaluate(tmp_path):
   log = _run([f'{ROOT}/evaluate.py', '--workdir', 'stunet', '--num_samples', '2',
               '--batch_size', '2'], tmp_path)
   assert 'color  accuracy' in log
+  assert 'FVD skipped: I3D needs at least 9 frames' in log  # 8-frame clips
   assert (tmp_path / 'stunet' / 'eval' / 'scores.json').exists()
 
 
