@@ -125,7 +125,8 @@ def build_config(mesh_shape, remat):
     config.model.remat = remat
     if ARGS.batch:
       config.train.batch_size = ARGS.batch
-    if config.train.freeze_spatial and not config.train.init_from:
+    needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
+    if needs_t2i and not config.train.init_from:
       config.train.init_from = '(benchmark: abstract weights)'
   common.resolve(config)
   common.validate(config)

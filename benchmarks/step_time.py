@@ -54,7 +54,8 @@ def _timed(fn, n):
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config.train.freeze_spatial and not config.train.init_from:
+  needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
+  if needs_t2i and not config.train.init_from:
     config.train.init_from = '(benchmark: random spatial weights)'
   common.resolve(config)
   common.validate(config)

@@ -2,8 +2,10 @@
 
 Variants (big_vision style, after a colon):
   configs/tiny.py:stage=t2i       the text-to-image U-Net on single frames
-  configs/tiny.py:stage=stunet    the STUNet, spatial weights from --config.train.init_from
-                                  (frozen), only the temporal layers train
+  configs/tiny.py:stage=stunet    the STUNet, inflated from the T2I run given by
+                                  --config.train.init_from; every weight trains (the
+                                  paper's frozen spatial weights:
+                                  --config.train.freeze_spatial=True)
   configs/tiny.py:stage=scratch   the STUNet with every weight trained from scratch
 Fields not set here keep the defaults of configs/common.py.
 """
@@ -27,10 +29,16 @@ def get_config(arg: str = 'stage=stunet'):
   m.attn_levels = (2,)                   # attention only at 8x8 (cheap on a CPU)
   m.cross_attn_levels = (2,)
   m.temporal = stage != 't2i'
+  # Linear-interpolation init of the temporal resampling: with the paper's frame
+  # repetition the tiny model's clips stayed in blocks of 4 identical frames (its
+  # coarsest level's 4 frames, repeated) for thousands of steps (README, "Motion").
+  m.temporal_resample_init = 'linear'
 
   t = config.train
   t.stage = stage
-  t.freeze_spatial = stage == 'stunet'
+  # At this scale the whole network fine-tuned on clips learns motion sooner than the
+  # temporal layers alone on a frozen 600-step image model (README, "Motion").
+  t.freeze_spatial = False
   if stage == 't2i':
     t.batch_size, t.num_steps = 32, 600   # frames: 8 clips x 4 random frames
   else:
@@ -42,4 +50,7 @@ def get_config(arg: str = 'stage=stunet'):
   # runs (same checkpoint, 32 prompts: colour 0.88 vs 0.81, see the README).
   config.sample.sampler = 'ddpm'
   config.sample.num_steps = 24
+  # A plain clip of x_hat: dynamic thresholding divides the whole clip by s > 1 when
+  # a few pixels overshoot, which lifts the black background to grey.
+  config.sample.threshold = 0.
   return config
