@@ -31,7 +31,7 @@ def get_config(arg: str = 'stage=stunet'):
   m.temporal = stage != 't2i'
   # Linear-interpolation init of the temporal resampling: with the paper's frame
   # repetition the tiny model's clips stayed in blocks of 4 identical frames (its
-  # coarsest level's 4 frames, repeated) for thousands of steps (README, "Motion").
+  # coarsest level's 4 frames, repeated) for at least 1000 steps (README, "Motion").
   m.temporal_resample_init = 'linear'
 
   t = config.train

@@ -61,7 +61,7 @@ class UNet(nn.Module):
   temporal: bool = False                     # False: T2I U-Net; True: STUNet
   num_temporal_attn: int = 1                 # temporal attention blocks per spatial one
   temporal_resample: bool = True             # STUNet: halve/double time with space (SSR: no)
-  temporal_resample_init: str = 'identity'   # 'identity' (paper) or 'he' (ablation)
+  temporal_resample_init: str = 'identity'   # 'identity' (paper), 'linear' or 'he' (ablation)
   # 'film': the temporal blocks are scaled/shifted by the timestep + text embedding
   # (with a text projection of their own); 'none': they see only the features.
   temporal_cond: str = 'film'
