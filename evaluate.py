@@ -85,9 +85,9 @@ def real_clips(prompts, seed: int, frames: int, size: int) -> np.ndarray:
   return np.stack(clips).astype(np.float32) / 127.5 - 1.
 
 
-def frechet_video_distance(videos, prompts) -> dict | None:
-  """FVD of the videos against real clips of the same prompts, and the floor: FVD of a
-  second real set against the first (what a perfect model would score at this n)."""
+def frechet_video_distance(videos, real, prompts) -> dict | None:
+  """FVD of the videos against real clips of the same prompts (``real``), and the floor:
+  FVD of a second real set against the first (what a perfect model would score at this n)."""
   from stunet import fvd  # pylint: disable=g-import-not-at-top
   _, frames, size = videos.shape[:3]
   if frames < fvd.MIN_FRAMES:
@@ -96,7 +96,7 @@ def frechet_video_distance(videos, prompts) -> dict | None:
     return None
   featurizer = fvd.Featurizer(batch_size=8)
   print(f'FVD: I3D features of {3 * len(videos)} videos (generated, 2 real sets)', flush=True)
-  real_a = featurizer(real_clips(prompts, _SEED.value + 10_001, frames, size))
+  real_a = featurizer(real)
   real_b = featurizer(real_clips(prompts, _SEED.value + 10_002, frames, size))
   if videos.dtype == np.uint8:  # real clips (--source=data)
     videos = videos.astype(np.float32) / 127.5 - 1.
@@ -125,10 +125,10 @@ def main(argv):
                            else f'eval_{_SOURCE.value}')
   os.makedirs(out_dir, exist_ok=True)
   detected = [metrics.detect(v) for v in videos[:8]]
-  fvd_scores = frechet_video_distance(videos, prompts) if _FVD.value else None
+  real = real_clips(prompts, _SEED.value + 10_001, *videos.shape[1:3])  # held out
+  fvd_scores = frechet_video_distance(videos, real, prompts) if _FVD.value else None
   change = metrics.frame_change(videos)
-  real_change = metrics.frame_change(real_clips(prompts, _SEED.value + 10_001,
-                                                *videos.shape[1:3]))
+  real_change = metrics.frame_change(real)
   with open(os.path.join(out_dir, 'scores.json'), 'w') as f:
     json.dump({'source': _SOURCE.value, 'scores': scores, 'chance': chance, 'fvd': fvd_scores,
                'frame_change': change, 'real_frame_change': real_change,

@@ -178,12 +178,6 @@ def temporal_kernel(taps):
   return init
 
 
-# Resampling inits: 'identity' (the paper's: striding / frame repetition), 'linear'
-# (average of each pair of frames / linear interpolation between the coarse frames,
-# both centred between the pair), 'he' (the paper's ablation).
-RESAMPLE_INITS = ('identity', 'linear', 'he')
-
-
 class TemporalConv(nn.Module):
   """1-D convolution along time at every pixel: [b, t, h, w, c] -> [b, t, h, w, f].
 
