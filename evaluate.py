@@ -16,6 +16,8 @@ import json
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 from absl import app

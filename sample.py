@@ -14,6 +14,8 @@ made of overlapping windows fused at every step (MultiDiffusion).
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags

@@ -14,6 +14,8 @@ saves a checkpoint and exits. Several hosts: run the same command on each with
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -39,6 +41,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
+  try:
+    _main(argv)
+  except (ValueError, FileNotFoundError) as e:  # a bad config or init_from: no traceback
+    raise app.UsageError(str(e)) from e
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top

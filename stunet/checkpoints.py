@@ -47,6 +47,12 @@ class Checkpointer:
         enable_async_checkpointing=async_save, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
+  @staticmethod
+  def has_checkpoint(workdir: str) -> bool:
+    """Whether workdir/checkpoints holds a step folder (without starting orbax)."""
+    d = checkpoint_dir(workdir)
+    return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
+
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 

@@ -67,10 +67,8 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   params, config = state.params, setup.config
   if config.train.init_from:
     src = config.train.init_from
-    t2i_config, t2i_params = train_lib.load_params(src, setup.mesh)
-    if t2i_config.model.temporal:
-      raise ValueError(f'config.train.init_from={src!r} is a STUNet run; point it at a '
-                       f'T2I run (stage=t2i).')
+    check_init_from(config)
+    _, t2i_params = train_lib.load_params(src, setup.mesh)
     params = inflate.inflate(t2i_params, params)
     report('initialised spatial weights from %s', src)
   if setup.freeze_text and not setup.precomputed_text:
@@ -82,6 +80,15 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
     ema = jax.tree.map(jnp.copy, train_lib._unflat(train))  # pylint: disable=protected-access
     state = state.replace(params=params, ema_params=ema)  # separate buffers: donated
   return state
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config.train.init_from that is not a T2I run, from its config.json alone
+  (before anything is built or restored)."""
+  src = config.train.init_from
+  if src and checkpoints.load_config(src).model.temporal:
+    raise ValueError(f'config.train.init_from={src!r} is a STUNet run; point it at a '
+                     f'T2I run (stage=t2i).')
 
 
 def describe_sharding(setup: train_lib.Setup) -> None:
@@ -251,6 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
 
   tc = config.train
+  if not checkpoints.Checkpointer.has_checkpoint(workdir):  # a fresh run: check first
+    check_init_from(config)
   mesh = sharding.make_mesh(config.mesh)
   tokenizer = Tokenizer.from_config(config.data)
   setup = train_lib.Setup(config, mesh)

@@ -4,6 +4,7 @@ that data/ingest.py turns into training records, so a sample can be ingested."""
 
 import logging
 import os
+import subprocess
 from typing import Optional
 
 import numpy as np
@@ -45,16 +46,22 @@ def write_video(path: str, video, fps: int = 8, scale: int = 1) -> str:
 
 
 def _write_mp4(path, frames, fps):
-  # imageio-ffmpeg ships its own ffmpeg binary; libx264 + yuv420p plays everywhere.
+  """libx264 + yuv420p (plays everywhere) through the ffmpeg binary that imageio-ffmpeg
+  ships. Started with posix_spawn rather than fork: a fork of this multithreaded (JAX)
+  process can deadlock, which JAX warns about; subprocess spawns when the executable is
+  an absolute path, no cwd/preexec_fn is given and close_fds is off (Python's own fds
+  are created non-inheritable, so nothing leaks)."""
   import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-  h, w = frames.shape[1:3]
-  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec='libx264',
-                                       pix_fmt_out='yuv420p', macro_block_size=2,
-                                       ffmpeg_log_level='error')
-  writer.send(None)
-  for f in frames:
-    writer.send(np.ascontiguousarray(f))
-  writer.close()
+  t, h, w, _ = frames.shape
+  cmd = [os.path.abspath(imageio_ffmpeg.get_ffmpeg_exe()), '-y', '-loglevel', 'error',
+         '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', f'{w}x{h}', '-r', str(fps), '-i', '-',
+         '-an', '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2', '-c:v', 'libx264', '-crf', '17',
+         '-pix_fmt', 'yuv420p', '-frames:v', str(t), os.path.abspath(path)]
+  proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, close_fds=False)
+  _, err = proc.communicate(np.ascontiguousarray(frames).tobytes())
+  if proc.returncode:
+    raise ValueError(f'ffmpeg could not write {path}: {err.decode(errors="replace")[-500:]}')
 
 
 def read_video(path: str, fps: Optional[float] = None, size: Optional[int] = None,

@@ -5,6 +5,8 @@ import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 # One persistent XLA compilation cache per test session, inherited by the train.py and
 # multi-device subprocesses: the same small programs are compiled by many tests and
 # processes, and a cache hit skips the compile (XLA keys it by program and options).
@@ -52,6 +54,19 @@ def small_config(stage: str = 'scratch'):
 @pytest.fixture
 def config_factory():
   return small_config
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """small_config's dataset, generated once per session (per xdist worker) and shared by
+  every test that trains: tfds keys the folder by the dataset's settings, so runs with
+  other settings get their own sub-folder of it."""
+  from data import pipeline  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tfds'))
+  cfg = small_config()
+  cfg.data.data_dir = path
+  pipeline.dataset_builder(cfg.data)
+  return path
 
 
 @pytest.fixture(scope='session')

@@ -25,15 +25,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NULL = np.array([1] + [0] * 7, np.int32)
 
 
-def run_with_devices(fn_name: str, devices: int = 8) -> None:
-  """Runs ``fn_name`` of this module in a fresh process with fake CPU devices."""
+def run_with_devices(fn_names, devices: int = 8) -> None:
+  """Runs the functions ``fn_names`` of this module, in order, in one fresh process with
+  ``devices`` fake CPU devices (one start-up for all of them)."""
   env = dict(os.environ, PYTHONPATH=ROOT,
              XLA_FLAGS=xla_flags(devices))
+  calls = '; '.join(f'print({n!r}, flush=True); test_pod.{n}()' for n in fn_names)
   code = (f'import sys; sys.path.insert(0, {os.path.join(ROOT, "tests")!r}); '
-          f'import test_pod; test_pod.{fn_name}()')
+          f'import test_pod; {calls}')
   r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                      timeout=900, check=False)
-  assert r.returncode == 0, f'{fn_name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
+  assert r.returncode == 0, f'{fn_names} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
+  assert r.stdout.split() == list(fn_names), r.stdout  # every body ran
 
 
 def _setup(cfg, devices=None):
@@ -84,10 +87,6 @@ def sharded_step_equals_single_device():
     trainer.describe_sharding(train_lib.Setup(cfg8, m8))
 
 
-def test_sharded_step_equals_single_device():
-  run_with_devices('sharded_step_equals_single_device')
-
-
 def checkpoint_restores_on_another_mesh():
   import tempfile  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp()
@@ -108,8 +107,8 @@ def checkpoint_restores_on_another_mesh():
   assert np.isfinite(float(metrics['loss']))
 
 
-def test_checkpoint_restores_on_another_mesh():
-  run_with_devices('checkpoint_restores_on_another_mesh')
+def test_on_8_devices_sharded_step_equals_one_device_and_checkpoints_change_mesh():
+  run_with_devices(['sharded_step_equals_single_device', 'checkpoint_restores_on_another_mesh'])
 
 
 def test_gradient_accumulation_matches_the_full_batch():
@@ -120,15 +119,15 @@ def test_gradient_accumulation_matches_the_full_batch():
   cfg2.train.batch_size, cfg2.train.grad_accum = 4, 2
   _, _, step2 = _setup(cfg2)
   state = setup.init(jax.random.key(0))
-  state2 = jax.tree.map(np.copy, jax.device_get(state))
+  init = _flat(state.params)
+  state2 = jax.device_put(jax.device_get(state), setup.shardings)  # a copy: steps donate
   batch = sharding.global_batch(_batch(cfg), mesh)
   for _ in range(2):
     state, m = step(state, batch, jax.random.key(1))
     state2, m2 = step2(state2, batch, jax.random.key(1))
   np.testing.assert_allclose(float(m2['loss']), float(m['loss']), rtol=1e-5)
   p, p2 = _flat(state.params), _flat(state2.params)
-  assert any(not np.array_equal(p[k], _flat(setup.init(jax.random.key(0)).params)[k])
-             for k in p)
+  assert any(not np.array_equal(p[k], init[k]) for k in p)
   for k in p:
     np.testing.assert_allclose(p2[k], p[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
@@ -141,8 +140,9 @@ def test_remat_and_bfloat16_keep_the_step():
     setup, mesh, step = _setup(cfg)
     args = (setup.init(jax.random.key(0)), sharding.global_batch(_batch(cfg), mesh),
             jax.random.key(1))
-    hlo = step.lower(*args).as_text()
-    state, m = step(*args)
+    lowered = step.lower(*args)
+    hlo = lowered.as_text()
+    state, m = lowered.compile()(*args)  # compiled once: the call would compile again
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.params))
     return (float(m['loss']), float(m['grad_norm'])), hlo
 
@@ -174,9 +174,9 @@ def test_non_finite_step_is_skipped_and_counted():
 
 
 @pytest.mark.parametrize('policy', ['skip', 'stop'])
-def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, policy):
+def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, data_dir, policy):
   cfg = small_config('scratch')
-  cfg.data.data_dir = str(tmp_path / 'tfds')
+  cfg.data.data_dir = data_dir
   cfg.train.num_steps, cfg.train.ckpt_every, cfg.train.log_every = 4, 1, 1
   cfg.train.nan_policy, cfg.train.inject_nan_steps = policy, (2,)  # the 3rd step
   workdir = str(tmp_path / 'run')

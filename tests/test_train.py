@@ -95,21 +95,21 @@ def test_inflate_copies_every_spatial_weight_and_checks_configs():
     inflate.inflate(other, st)
 
 
-def _data_config(cfg, tmp_path):
-  cfg.data.data_dir = str(tmp_path / 'tfds')
+def _data_config(cfg, data_dir):
+  cfg.data.data_dir = data_dir
   return cfg
 
 
-def test_train_resume_and_inflate_end_to_end(tmp_path):
+def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   # Stage 1: T2I on frames, 4 steps with checkpoints every 2.
-  t2i_cfg = _data_config(small_config('t2i'), tmp_path)
+  t2i_cfg = _data_config(small_config('t2i'), data_dir)
   common.validate(t2i_cfg)
   t2i_dir = str(tmp_path / 't2i')
   trainer.train_and_evaluate(t2i_cfg, t2i_dir)
   assert checkpoints.Checkpointer(t2i_dir, read_only=True).latest_step() == 4
 
   # Stage 2: STUNet from the T2I run, spatial frozen; stop at 2, resume to 4.
-  st_cfg = _data_config(small_config('stunet'), tmp_path)
+  st_cfg = _data_config(small_config('stunet'), data_dir)
   st_cfg.train.freeze_spatial, st_cfg.train.init_from = True, t2i_dir
   common.validate(st_cfg)
   st_dir = str(tmp_path / 'stunet')
@@ -131,14 +131,18 @@ def test_train_resume_and_inflate_end_to_end(tmp_path):
   assert any(not np.array_equal(flat_s[k], flat_2[k]) for k in flat_s if inflate.is_temporal(k))
 
 
-def test_init_from_a_stunet_run_is_refused(tmp_path):
-  cfg = _data_config(small_config('scratch'), tmp_path)
-  cfg.train.num_steps = 1
-  trainer.train_and_evaluate(cfg, str(tmp_path / 'a'))
-  cfg2 = _data_config(small_config('stunet'), tmp_path)
-  cfg2.train.init_from, cfg2.train.freeze_spatial = str(tmp_path / 'a'), True
+def test_init_from_must_be_a_t2i_run_and_is_checked_first(tmp_path, data_dir, monkeypatch):
+  # Refused from config.json alone: nothing is built, restored or written.
+  monkeypatch.setattr(train_lib, 'Setup', None)
+  checkpoints.save_config(str(tmp_path / 'a'), small_config('scratch'))  # a STUNet run
+  cfg = _data_config(small_config('stunet'), data_dir)
+  cfg.train.init_from, cfg.train.freeze_spatial = str(tmp_path / 'a'), True
   with pytest.raises(ValueError, match='T2I run'):
-    trainer.train_and_evaluate(cfg2, str(tmp_path / 'b'))
+    trainer.train_and_evaluate(cfg, str(tmp_path / 'b'))
+  cfg.train.init_from = str(tmp_path / 'nowhere')
+  with pytest.raises(FileNotFoundError, match='not a train.py workdir'):
+    trainer.train_and_evaluate(cfg, str(tmp_path / 'b'))
+  assert not (tmp_path / 'b').exists()
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

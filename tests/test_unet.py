@@ -13,13 +13,16 @@ from stunet import layers as L
 from stunet.unet import build_model
 
 
-def _init(config, frames, rng=0):
+def _init(config, frames, rng=0, abstract=False):
+  """(model, params); abstract: their shapes only (jax.eval_shape, nothing compiled)."""
   model = build_model(config.model)
   s, n = config.data.size, config.data.max_text_len
   args = (jnp.zeros((1, frames, s, s, 3)), jnp.zeros((1,)), jnp.ones((1, n), jnp.int32),
           jnp.ones((1, n), bool))
-  init = jax.jit(lambda r: model.init(r, *args))  # one compile, not op by op
-  return model, nn.meta.unbox(init(jax.random.key(rng)))['params']
+  init = lambda r: model.init(r, *args)
+  init = jax.eval_shape(init, jax.random.key(rng)) if abstract else jax.jit(init)(
+      jax.random.key(rng))  # one compile, not op by op
+  return model, nn.meta.unbox(init)['params']
 
 
 def _inputs(config, b, frames, rng=1):
@@ -50,7 +53,7 @@ def test_stunet_equals_t2i_per_frame_on_static_video():
   t2i_cfg = small_config('t2i')
   t2i_cfg.model = cfg.model.copy_and_resolve_references()
   t2i_cfg.model.temporal = False
-  t2i, t2i_init = _init(t2i_cfg, 1, rng=5)
+  t2i, t2i_init = _init(t2i_cfg, 1, rng=5, abstract=True)
   t2i_params = _spatial_part(params)  # the same spatial weights
   assert jax.tree.structure(t2i_params) == jax.tree.structure(t2i_init)
 
@@ -75,9 +78,10 @@ def test_inflated_temporal_blocks_change_moving_video_after_training_like_pertur
               if inflate.is_temporal(k) or k[-2] == 'conv_out' else v)
           for i, (k, v) in enumerate(sorted(flat.items()))}
   params = inflate.traverse_util.unflatten_dict(flat)
-  out = model.apply({'params': params}, x, t, tokens, mask)
+  apply = jax.jit(model.apply)  # one compile for both calls, not op by op
+  out = apply({'params': params}, x, t, tokens, mask)
   x2 = x.at[:, 0].set(0.)  # changing frame 0 must affect other frames' outputs
-  out2 = model.apply({'params': params}, x2, t, tokens, mask)
+  out2 = apply({'params': params}, x2, t, tokens, mask)
   assert float(jnp.abs(out[:, -1] - out2[:, -1]).max()) > 1e-4
 
 
@@ -149,13 +153,14 @@ def test_temporal_layers_see_the_prompt_through_their_own_text_projection():
               if inflate.is_temporal(k) or k[-2] == 'conv_out' else v)
           for i, (k, v) in enumerate(sorted(flat.items()))}
   params = inflate.traverse_util.unflatten_dict(flat)
-  loss = lambda p: jnp.mean(model.apply({'params': p}, x, t, tokens, mask) ** 2)
+  apply = jax.jit(model.apply)
+  loss = lambda p: jnp.mean(apply({'params': p}, x, t, tokens, mask) ** 2)
   grad = jax.jit(jax.grad(loss))(params)['unet']['temporal_text_pool']['kernel']
   assert float(jnp.abs(grad).max()) > 1e-6
-  other = model.apply({'params': params}, x, t, (tokens + 1) % cfg.model.text.vocab_size, mask)
-  assert float(jnp.abs(other - model.apply({'params': params}, x, t, tokens, mask)).max()) > 1e-4
+  other = apply({'params': params}, x, t, (tokens + 1) % cfg.model.text.vocab_size, mask)
+  assert float(jnp.abs(other - apply({'params': params}, x, t, tokens, mask)).max()) > 1e-4
   cfg.model.temporal_cond = 'none'
-  _, plain = _init(cfg, cfg.data.num_frames)
+  _, plain = _init(cfg, cfg.data.num_frames, abstract=True)
   assert 'temporal_text_pool' not in plain['unet']
 
 
@@ -171,9 +176,9 @@ def test_frame_count_not_divisible_is_refused_at_config_time():
 
 def test_temporal_parameter_names_are_the_only_additions():
   cfg = small_config('scratch')
-  _, st = _init(cfg, cfg.data.num_frames)
+  _, st = _init(cfg, cfg.data.num_frames, abstract=True)
   t2i_cfg = small_config('t2i')
-  _, im = _init(t2i_cfg, 1)
+  _, im = _init(t2i_cfg, 1, abstract=True)
   st_flat = inflate.traverse_util.flatten_dict(st)
   im_flat = inflate.traverse_util.flatten_dict(im)
   assert {k for k in st_flat if not inflate.is_temporal(k)} == set(im_flat)

@@ -36,3 +36,18 @@ def test_grid_and_xt_slice():
   np.testing.assert_array_equal(grid[9:17, 9:17], videos[1, 1])
   xt = video_io.xt_slice(videos[0], row=3)
   np.testing.assert_array_equal(xt, videos[0][:, 3])
+
+
+def test_mp4_writer_does_not_fork_this_multithreaded_process(tmp_path):
+  """JAX warns (and a fork can deadlock) when a multithreaded process forks: the encoder
+  is started with posix_spawn, which runs no fork hooks."""
+  import os  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top,unused-import
+  forks = []
+  os.register_at_fork(before=lambda: forks.append(1))
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # JAX's fork RuntimeWarning would raise
+    video_io.write_video(str(tmp_path / 'a.mp4'), np.zeros((3, 8, 8, 3)))
+  assert not forks
+  assert video_io.read_video(str(tmp_path / 'a.mp4')).shape == (3, 8, 8, 3)
