@@ -3,7 +3,7 @@
   python evaluate.py --workdir=workdir/stunet --num_samples=32
 samples prompts (colour, shape, motion drawn uniformly from the valid combinations),
 generates one video each and reports how often the analytic detector
-(stunet/metrics.py) reads back the prompted colour, shape and motion, next to chance.
+(data/shapes_metrics.py) reads back the prompted colour, shape and motion, next to chance.
 --source=data scores real dataset clips and --source=noise scores noise videos with
 the same prompts: the detector's own validation (near 100% and near chance).
 With --fvd (default) it also reports the Frechet Video Distance (stunet/fvd.py) of the
@@ -24,7 +24,7 @@ from absl import app
 from absl import flags
 
 from data import shapes
-from stunet import metrics
+from data import shapes_metrics as metrics
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model); '

@@ -58,16 +58,18 @@ def _main(argv):
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   from configs import common  # pylint: disable=g-import-not-at-top
+  from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
+  from data import pipeline  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   trainer.quiet_library_logs()
   config = _CONFIG.value
-  common.resolve(config)
+  text_lib.resolve(config)
   common.validate(config)
   logging.info('config:\n%s', config)
   trainer.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
                  'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
                  jax.process_count())
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+  trainer.train_and_evaluate(config, _WORKDIR.value, pipeline.TrainInputs(config))
 
 
 if __name__ == '__main__':

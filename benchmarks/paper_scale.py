@@ -95,6 +95,7 @@ from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
 from configs import common  # pylint: disable=g-import-not-at-top
 from stunet import sharding  # pylint: disable=g-import-not-at-top
+from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
 from stunet import train_lib  # pylint: disable=g-import-not-at-top
 
 
@@ -128,7 +129,7 @@ def build_config(mesh_shape, remat):
     needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
     if needs_t2i and not config.train.init_from:
       config.train.init_from = '(benchmark: abstract weights)'
-  common.resolve(config)
+  text_lib.resolve(config)
   common.validate(config)
   return config
 

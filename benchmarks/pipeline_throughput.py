@@ -32,6 +32,7 @@ from stunet import sharding
 from stunet import train_lib
 from stunet import video_io
 from stunet.text import Tokenizer
+from stunet import text as text_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/tiny.py:stage=scratch',
                                           'Config file.')
@@ -61,7 +62,7 @@ def main(argv):
 
   with config.unlocked():
     d.records, d.frame_strides = out, (1, 2)
-  common.resolve(config)
+  text_lib.resolve(config)
   common.validate(config)
   clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
   batches = pipeline.train_batches(config, Tokenizer.from_config(d).encode)

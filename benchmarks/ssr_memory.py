@@ -19,7 +19,6 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 
 from configs import common
@@ -28,6 +27,7 @@ from stunet import sampling
 from stunet import sharding
 from stunet import train_lib
 from stunet.text import Tokenizer
+from stunet import text as text_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/ssr.py', 'An SSR config.')
 _FRAMES = flags.DEFINE_list('frames', ['16', '32', '64'], 'Clip lengths to measure.')
@@ -56,7 +56,7 @@ def measure(model, params, shape, windows, args):
 def main(argv):
   del argv
   config = _CONFIG.value
-  common.resolve(config)
+  text_lib.resolve(config)
   common.validate(config)
   if not config.model.lowres_size:
     raise app.UsageError('--config must be an SSR config (model.lowres_size > 0).')

@@ -27,6 +27,7 @@ from configs import common
 from stunet import sampling
 from stunet import sharding
 from stunet import train_lib
+from stunet import text as text_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/tiny.py:stage=scratch',
                                           'Config file.')
@@ -57,7 +58,7 @@ def main(argv):
   needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
   if needs_t2i and not config.train.init_from:
     config.train.init_from = '(benchmark: random spatial weights)'
-  common.resolve(config)
+  text_lib.resolve(config)
   common.validate(config)
   mesh = sharding.make_mesh(config.mesh)
   setup = train_lib.Setup(config, mesh)

@@ -206,33 +206,3 @@ def validate(config) -> None:
     raise ValueError(f'config.sample.weighting={sc.weighting!r}: use uniform or ramp.')
   if not 0. <= t.cfg_drop < 1.:
     raise ValueError(f'config.train.cfg_drop={t.cfg_drop} must be in [0, 1).')
-
-
-def resolve(config) -> None:
-  """Fills fields derived from other files: a pretrained T5's architecture (and its
-  spiece.model as the tokenizer, unless one is set), the tokenizer's vocabulary size."""
-  import os  # pylint: disable=g-import-not-at-top
-  text, d = config.model.text, config.data
-  if text.get('pretrained'):
-    from stunet import t5  # pylint: disable=g-import-not-at-top
-    spm = os.path.join(text.pretrained, 'spiece.model')
-    with config.unlocked():
-      text.update(t5.read_config(text.pretrained))
-      if not d.tokenizer and os.path.exists(spm):
-        d.tokenizer = spm
-    if not d.tokenizer:
-      raise ValueError(f'config.model.text.pretrained={text.pretrained!r} has no '
-                       f'spiece.model: set config.data.tokenizer to the T5 sentencepiece '
-                       f'model its weights were trained with.')
-  if d.get('precomputed_text') and not (d.get('records') and text.get('pretrained')):
-    raise ValueError('config.data.precomputed_text=True reads embeddings stored in records '
-                     'by data/embed_captions.py: set config.data.records to that directory '
-                     'and config.model.text.pretrained to the T5 that embedded them (sampling '
-                     'encodes prompts with it).')
-  from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
-  if not text.vocab_size:
-    with config.unlocked():
-      text.vocab_size = Tokenizer.from_config(d).vocab_size
-  elif text.get('pretrained') and Tokenizer.from_config(d).vocab_size > text.vocab_size:
-    raise ValueError(f'the tokenizer {d.tokenizer!r} has more pieces than the T5 '
-                     f'vocabulary ({text.vocab_size}): it is not this checkpoint\'s.')

@@ -224,3 +224,29 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
   if start_step:
     ds = ds.skip(start_step)
   return numpy_batches(ds, tokenize)
+
+
+class TrainInputs:
+  """What the training loop (stunet/trainer.py) reads, for ``config``: this host's
+  batches from a step on, and the text of the empty caption (classifier-free
+  guidance's null). The loop gets it from train.py, so the library never imports data/.
+  """
+
+  def __init__(self, config):
+    from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
+
+    self.config = config
+    self.tokenizer = Tokenizer.from_config(config.data)
+
+  def batches(self, start_step: int = 0) -> Iterator[dict]:
+    return train_batches(self.config, self.tokenizer.encode, start_step=start_step)
+
+  def null_text(self) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens [L], mask [L]), or the stored embedding [L, d] and its mask."""
+    d = self.config.data
+    if d.get("precomputed_text"):
+      from data import records  # pylint: disable=g-import-not-at-top
+
+      return records.null_text(d.records, self.config)
+    tokens, mask = self.tokenizer.null(1)
+    return tokens[0], mask[0]

@@ -2,7 +2,7 @@
 
 This is the project's embedded benchmark (see DESIGN.md, "Embedded default data"):
 small enough to train a tiny model on a CPU, and with ground truth that an analytic
-detector (`stunet.metrics.detect`) can read back from a generated video, so samples
+detector (`data.shapes_metrics.detect`) can read back from a generated video, so samples
 can be *scored* for colour, shape and motion. Periodic motion ('bounces up and down')
 is included because that is where keyframe + temporal-super-resolution cascades fail,
 which is the paper's core claim.

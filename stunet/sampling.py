@@ -169,7 +169,7 @@ class Generator:
     settings come from the run's config. Returns (generator, config)."""
     from stunet import train_lib  # pylint: disable=g-import-not-at-top
     from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
-    from stunet.unet import build_model  # pylint: disable=g-import-not-at-top
+    from stunet.models import build_model  # pylint: disable=g-import-not-at-top
     config, params = train_lib.load_params(workdir, step=step)
     if 'text_encoder' not in params:  # trained on precomputed embeddings
       if not config.model.text.get('pretrained'):

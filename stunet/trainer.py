@@ -252,16 +252,17 @@ class _Monitor:
       self.window, self.t0, self.data_wait = [], time.time(), 0.
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains to ``config.train.num_steps`` (or a SIGTERM); returns the last metrics."""
-  from data import pipeline  # pylint: disable=g-import-not-at-top
-  from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs) -> dict:
+  """Trains to ``config.train.num_steps`` (or a SIGTERM); returns the last metrics.
 
+  inputs: where the data come from (``data.pipeline.TrainInputs(config)``, or anything
+  with ``batches(start_step)`` -> an iterator of this host's batches as numpy dicts,
+  and ``null_text()`` -> the empty caption's (tokens or embedding, mask)).
+  """
   tc = config.train
   if not checkpoints.Checkpointer.has_checkpoint(workdir):  # a fresh run: check first
     check_init_from(config)
   mesh = sharding.make_mesh(config.mesh)
-  tokenizer = Tokenizer.from_config(config.data)
   setup = train_lib.Setup(config, mesh)
   describe_sharding(setup)
   checkpoints.save_config(workdir, config)
@@ -273,13 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                 setup.freeze_text)
   report('parameters: %.2fM trained, %.2fM frozen', n_train / 1e6, n_frozen / 1e6)
 
-  if setup.precomputed_text:  # the stored embedding of the empty caption
-    from data import records  # pylint: disable=g-import-not-at-top
-    null_text, null_mask = records.null_text(config.data.records, config)
-  else:
-    null_text, null_mask = (x[0] for x in tokenizer.null(1))
+  null_text, null_mask = inputs.null_text()
   step_fn = train_lib.make_train_step(setup, null_text, null_mask)
-  batches = pipeline.train_batches(config, tokenizer.encode, start_step=start)
+  batches = inputs.batches(start)
   inject = set(tc.inject_nan_steps)
   step_rng = jax.random.fold_in(rng, 1)
   summaries, preemption = Summaries(workdir), Preemption()

@@ -177,27 +177,3 @@ class TextToVideo(nn.Module):
 
   def __call__(self, z, t, tokens, mask):
     return self.denoise(z, t, self.encode_text(tokens, mask), mask)
-
-
-def build_model(model_config) -> TextToVideo:
-  """TextToVideo, or its SSR subclass when ``model.lowres_size`` > 0, from ``config.model``."""
-  m = model_config
-  dtype = jnp.dtype(m.dtype)
-  unet = UNet(channels=m.channels, channel_mult=tuple(m.channel_mult),
-              num_res_blocks=m.num_res_blocks, attn_levels=tuple(m.attn_levels),
-              cross_attn_levels=tuple(m.cross_attn_levels), num_heads=m.num_heads,
-              out_channels=3, temporal=m.temporal, num_temporal_attn=m.num_temporal_attn,
-              temporal_resample=m.get('temporal_resample', True),
-              temporal_resample_init=m.temporal_resample_init,
-              temporal_cond=m.get('temporal_cond', 'none'),
-              remat=remat_policy_name(m.remat), dtype=dtype)
-  t = m.text
-  text = TextEncoder(vocab_size=t.vocab_size, width=t.width, num_layers=t.num_layers,
-                     num_heads=t.num_heads, mlp_dim=t.mlp_dim, head_dim=t.get('head_dim', 0),
-                     num_buckets=t.get('num_buckets', 32),
-                     max_distance=t.get('max_distance', 128), eps=t.get('eps', 1e-6),
-                     dtype=dtype)
-  if m.get('lowres_size', 0):
-    from stunet.ssr import SuperResolution  # pylint: disable=g-import-not-at-top
-    return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size)
-  return TextToVideo(unet=unet, text_encoder=text)

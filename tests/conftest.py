@@ -11,11 +11,14 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 # multi-device subprocesses: the same small programs are compiled by many tests and
 # processes, and a cache hit skips the compile (XLA keys it by program and options).
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='stunet-xla-'))
-# The tests are compile-bound (tiny models, a few steps each): XLA:CPU's backend
-# optimisation level 0 compiles the small train step ~1.6x and the init ~2.6x faster
-# for slower execution (10 steps: 1.0 s vs 0.6 s), and the same losses to 1e-7.
-# Subprocesses inherit it; fake-device tests add their flag with xla_flags().
-FAST_COMPILE = '--xla_backend_optimization_level=0'
+# The tests are compile-bound (tiny models, a few steps each). XLA:CPU options that
+# compile faster for slower execution: backend optimisation level 0, the FAST_COMPILE
+# preset and the classic (non-MLIR) fusion emitters. Measured on the small config's
+# train step (2 cores): compile 16.3 s -> 10.3 s; the step runs as fast (0.74 vs 0.83 s)
+# and the same losses to 1e-7. Subprocesses inherit them; fake-device tests add their
+# flag with xla_flags().
+FAST_COMPILE = ('--xla_backend_optimization_level=0 --xla_cpu_opt_preset=FAST_COMPILE '
+                '--xla_cpu_use_fusion_emitters=false')
 if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 

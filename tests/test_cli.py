@@ -14,8 +14,10 @@ from absl.testing import flagsaver
 from configs import common
 from configs import ssr as ssr_config
 from configs import tiny
+from data import pipeline
 from stunet import trainer
 from stunet import video_io
+from stunet import text as text_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Shrinks configs/tiny.py to seconds: 8 frames of 16x16, two levels (the dataset of
@@ -38,7 +40,7 @@ def _apply(cfg, overrides):
   for k, v in overrides.items():
     section, name = k.split('.')
     setattr(cfg[section], name, v)
-  common.resolve(cfg)
+  text_lib.resolve(cfg)
   common.validate(cfg)
   return cfg
 
@@ -55,9 +57,9 @@ def test_train_sample_evaluate(tmp_path, data_dir):
   # The T2I and SSR runs in-process; train.py, sample.py and evaluate.py as processes.
   t2i = _apply(tiny.get_config('stage=t2i'), dict(SMALL, **{'data.data_dir': data_dir,
                                                             'train.batch_size': 8}))
-  trainer.train_and_evaluate(t2i, str(tmp_path / 't2i'))
+  trainer.train_and_evaluate(t2i, str(tmp_path / 't2i'), pipeline.TrainInputs(t2i))
   ssr = _apply(ssr_config.get_config(), dict(SSR_SMALL, **{'data.data_dir': data_dir}))
-  trainer.train_and_evaluate(ssr, str(tmp_path / 'ssr'))
+  trainer.train_and_evaluate(ssr, str(tmp_path / 'ssr'), pipeline.TrainInputs(ssr))
   log = _run([f'{ROOT}/train.py', '--config', f'{ROOT}/configs/tiny.py:stage=stunet',
               '--workdir', 'stunet', f'--config.data.data_dir={data_dir}',
               '--config.train.init_from=t2i'] + _args(SMALL), tmp_path)

@@ -4,6 +4,7 @@ import pytest
 
 from configs import common
 from configs import tiny
+from stunet import text as text_lib
 
 
 @pytest.mark.parametrize('stage', ['t2i', 'stunet', 'scratch'])
@@ -11,7 +12,7 @@ def test_tiny_variants_validate(stage):
   cfg = tiny.get_config(f'stage={stage}')
   if stage == 'stunet':
     cfg.train.init_from = '/some/t2i/workdir'
-  common.resolve(cfg)
+  text_lib.resolve(cfg)
   common.validate(cfg)
   assert cfg.model.temporal == (stage != 't2i')
   assert cfg.model.text.vocab_size > 20  # from the shipped tokenizer

@@ -14,11 +14,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import small_config
-from configs import common
 from data import embed_captions
 from data import ingest
 from data import records
 from stunet import video_io
+from stunet import text as text_lib
 
 # Module-scoped fixtures: under pytest-xdist the module's tests share one worker.
 pytestmark = pytest.mark.xdist_group('test_ingest')
@@ -182,6 +182,7 @@ def _records_config(out, steps=2):
 def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp_path, capsys):
   """Training on the records (random clips, stored embeddings) and sampling after."""
   from stunet import sampling  # pylint: disable=g-import-not-at-top
+  from data import pipeline  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / 'rec')
   shutil.copytree(ingested[0], out)
@@ -190,10 +191,11 @@ def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp
   c = _records_config(out)
   c.data.precomputed_text = True
   c.model.text.pretrained = t5_checkpoint
-  common.resolve(c)
+  text_lib.resolve(c)
   assert c.model.text.width == 48 and c.data.tokenizer.endswith('spiece.model')
   workdir = str(tmp_path / 'run')
-  assert np.isfinite(float(trainer.train_and_evaluate(c, workdir)['loss']))
+  metrics = trainer.train_and_evaluate(c, workdir, pipeline.TrainInputs(c))
+  assert np.isfinite(float(metrics['loss']))
   assert 'examples/s' in capsys.readouterr().out
   # The checkpoint holds no encoder; sampling reads the T5 from its path.
   gen, _ = sampling.Generator.from_workdir(workdir, num_steps=2)
@@ -214,7 +216,7 @@ def test_a_pretrained_t5_is_loaded_and_frozen(ingested, t5_checkpoint, tmp_path)
   c = _records_config(ingested[0])
   c.model.text.vocab_size = 0
   c.model.text.pretrained = t5_checkpoint
-  common.resolve(c)
+  text_lib.resolve(c)
   setup = train_lib.Setup(c, sharding.make_mesh(c.mesh))
   ckpt = checkpoints.Checkpointer(str(tmp_path / 'run'))
   state = trainer.initial_state(setup, ckpt, jax.random.key(0))

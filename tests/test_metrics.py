@@ -1,4 +1,4 @@
-"""The analytic colour/shape/motion detector (stunet/metrics.py)."""
+"""The analytic colour/shape/motion detector (data/shapes_metrics.py)."""
 
 import collections
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data import shapes
-from stunet import metrics
+from data import shapes_metrics as metrics
 
 
 def _real(n, frames=16, size=32, seed=11):

@@ -9,7 +9,7 @@ from flax import linen as nn
 from conftest import small_config
 from stunet import multidiffusion as md
 from stunet import sampling
-from stunet.unet import build_model
+from stunet.models import build_model
 
 
 def test_window_starts_cover_the_clip():

@@ -10,7 +10,8 @@ from flax import traverse_util
 from configs import common
 from configs import paper
 from stunet import train_lib
-from stunet.unet import build_model
+from stunet.models import build_model
+from stunet import text as text_lib
 
 
 def _abstract_params(config):
@@ -29,7 +30,7 @@ def _count(tree) -> int:
                                  'model=ssr,window=8'])
 def test_paper_configs_validate(arg):
   config = paper.get_config(arg)
-  common.resolve(config)  # a no-op: the T5 vocabulary size is set
+  text_lib.resolve(config)  # a no-op: the T5 vocabulary size is set
   common.validate(config)
   assert config.model.temporal
   assert config.model.text.vocab_size == 32128

@@ -18,6 +18,7 @@ from conftest import xla_flags
 from stunet import checkpoints
 from stunet import sharding
 from stunet import train_lib
+from data import pipeline
 from stunet import trainer
 from test_train import _batch
 
@@ -182,9 +183,9 @@ def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, data_dir,
   workdir = str(tmp_path / 'run')
   if policy == 'stop':
     with pytest.raises(FloatingPointError, match='step 3'):
-      trainer.train_and_evaluate(cfg, workdir)
+      trainer.train_and_evaluate(cfg, workdir, pipeline.TrainInputs(cfg))
   else:
-    trainer.train_and_evaluate(cfg, workdir)
+    trainer.train_and_evaluate(cfg, workdir, pipeline.TrainInputs(cfg))
     summaries = trainer.read_summaries(workdir)
     assert summaries['skipped_steps'] == {1: 0., 2: 0., 3: 1., 4: 1.}
     assert set(summaries) >= {'loss', 'learning_rate', 'grad_norm', 'examples_per_sec',

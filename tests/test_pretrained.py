@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stunet import checkpoints
-from stunet import metrics
+from data import shapes_metrics as metrics
 from stunet import sampling
 
 

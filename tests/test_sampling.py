@@ -9,7 +9,7 @@ from flax import linen as nn
 from conftest import small_config
 from stunet import diffusion as D
 from stunet import sampling
-from stunet.unet import build_model
+from stunet.models import build_model
 
 
 class PointDenoiser:

@@ -11,7 +11,7 @@ from conftest import small_config
 from stunet import sharding
 from stunet import ssr
 from stunet import train_lib
-from stunet.unet import build_model
+from stunet.models import build_model
 from test_multidiffusion import _perturbed_params
 from test_train import _batch
 

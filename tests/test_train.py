@@ -11,6 +11,7 @@ from stunet import checkpoints
 from stunet import inflate
 from stunet import sharding
 from stunet import train_lib
+from data import pipeline
 from stunet import trainer
 
 
@@ -105,7 +106,7 @@ def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   t2i_cfg = _data_config(small_config('t2i'), data_dir)
   common.validate(t2i_cfg)
   t2i_dir = str(tmp_path / 't2i')
-  trainer.train_and_evaluate(t2i_cfg, t2i_dir)
+  trainer.train_and_evaluate(t2i_cfg, t2i_dir, pipeline.TrainInputs(t2i_cfg))
   assert checkpoints.Checkpointer(t2i_dir, read_only=True).latest_step() == 4
 
   # Stage 2: STUNet from the T2I run, spatial frozen; stop at 2, resume to 4.
@@ -114,9 +115,10 @@ def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   common.validate(st_cfg)
   st_dir = str(tmp_path / 'stunet')
   st_cfg.train.num_steps = 2
-  trainer.train_and_evaluate(st_cfg, st_dir)
+  trainer.train_and_evaluate(st_cfg, st_dir, pipeline.TrainInputs(st_cfg))
   st_cfg.train.num_steps = 4
-  trainer.train_and_evaluate(st_cfg, st_dir)  # resumes from step 2
+  # Resumes from step 2.
+  trainer.train_and_evaluate(st_cfg, st_dir, pipeline.TrainInputs(st_cfg))
   saved = checkpoints.load_config(st_dir)
   assert saved.train.num_steps == 4 and saved.model.temporal
 
@@ -138,10 +140,10 @@ def test_init_from_must_be_a_t2i_run_and_is_checked_first(tmp_path, data_dir, mo
   cfg = _data_config(small_config('stunet'), data_dir)
   cfg.train.init_from, cfg.train.freeze_spatial = str(tmp_path / 'a'), True
   with pytest.raises(ValueError, match='T2I run'):
-    trainer.train_and_evaluate(cfg, str(tmp_path / 'b'))
+    trainer.train_and_evaluate(cfg, str(tmp_path / 'b'), pipeline.TrainInputs(cfg))
   cfg.train.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='not a train.py workdir'):
-    trainer.train_and_evaluate(cfg, str(tmp_path / 'b'))
+    trainer.train_and_evaluate(cfg, str(tmp_path / 'b'), pipeline.TrainInputs(cfg))
   assert not (tmp_path / 'b').exists()
 
 

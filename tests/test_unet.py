@@ -10,7 +10,7 @@ from configs import common
 from conftest import small_config
 from stunet import inflate
 from stunet import layers as L
-from stunet.unet import build_model
+from stunet.models import build_model
 
 
 def _init(config, frames, rng=0, abstract=False):

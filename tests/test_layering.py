@@ -1,0 +1,73 @@
+"""The import graph: data flows one way (README, "Architecture").
+
+  configs/  -> (nothing of ours)
+  stunet/   -> stunet/ only: the library (models, diffusion, sampling, training step and
+               loop, checkpoints, sharding); it never imports data/ or configs/
+  data/     -> stunet/, data/: datasets, pipelines and tools built on the library
+  *.py at the top (train.py, sample.py, evaluate.py) -> anything
+
+and no package module imports itself back through another (no cycles). Run it alone:
+  python -m pytest -q tests/test_layering.py
+"""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALLOWED = {'configs': {'configs'}, 'stunet': {'stunet'}, 'data': {'data', 'stunet'}}
+
+
+def _graph():
+  """{module: {imported project modules}} for every module of the three packages,
+  counting imports inside functions too (a lazy import is still a dependency)."""
+  graph = {}
+  for pkg in ALLOWED:
+    for name in sorted(os.listdir(os.path.join(ROOT, pkg))):
+      if not name.endswith('.py') or name == '__init__.py':
+        continue
+      mod = f'{pkg}.{name[:-3]}'
+      tree = ast.parse(open(os.path.join(ROOT, pkg, name)).read())
+      deps = set()
+      for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+          deps |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+          deps |= {node.module} | {f'{node.module}.{a.name}' for a in node.names}
+      graph[mod] = {d for d in deps if d.split('.')[0] in ALLOWED and d.count('.') == 1
+                    and os.path.exists(os.path.join(ROOT, *d.split('.')) + '.py')}
+  return graph
+
+
+GRAPH = _graph()
+
+
+@pytest.mark.parametrize('mod', sorted(GRAPH))
+def test_imports_follow_the_layers(mod):
+  pkg = mod.split('.')[0]
+  bad = sorted(d for d in GRAPH[mod] if d.split('.')[0] not in ALLOWED[pkg])
+  assert not bad, f'{mod} imports {bad}: {pkg}/ may import only {sorted(ALLOWED[pkg])}'
+
+
+def test_no_import_cycles():
+  state = {}
+
+  def visit(mod, path):
+    state[mod] = 'open'
+    for dep in sorted(GRAPH.get(mod, ())):
+      if state.get(dep) == 'open':
+        raise AssertionError('import cycle: ' + ' -> '.join(path[path.index(dep):] + [dep]))
+      if dep not in state:
+        visit(dep, path + [dep])
+    state[mod] = 'done'
+
+  for mod in sorted(GRAPH):
+    if mod not in state:
+      visit(mod, [mod])
+
+
+def test_the_graph_is_read():
+  """The checks above are not vacuous: known edges are seen."""
+  assert 'stunet.unet' in GRAPH['stunet.models'] and 'stunet.ssr' in GRAPH['stunet.models']
+  assert 'data.shapes' in GRAPH['data.shapes_tfds']
