@@ -82,9 +82,34 @@ def main(argv):
     raise app.UsageError(str(e)) from e
 
 
+def _check_flags() -> None:
+  """Refuses bad values before anything is loaded or compiled."""
+  for flag, low in ((_NUM_STEPS, 1), (_FRAMES, 1), (_WINDOW, 1), (_OVERLAP, 0), (_FPS, 1),
+                    (_SCALE, 1)):
+    if flag.value is not None and flag.value < low:
+      raise app.UsageError(f'--{flag.name}={flag.value}: must be at least {low}.')
+  if _GUIDANCE.value is not None and _GUIDANCE.value < 0:
+    raise app.UsageError(f'--guidance={_GUIDANCE.value}: must be >= 0 (0 is plain '
+                         f'conditional sampling; a negative weight steers away from the '
+                         f'prompt).')
+  for output in _OUTPUT.value:
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in ('.mp4', '.gif'):
+      raise app.UsageError(f'--output={output}: unknown video extension {ext!r}; use .mp4 '
+                           f'or .gif.')
+    folder = os.path.dirname(os.path.abspath(output))
+    existing = folder
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+      raise app.UsageError(f'--output={output}: cannot write in {existing}; choose another '
+                           f'folder.')
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  _check_flags()
   trainer.quiet_library_logs()
   cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
   workdir, step = _locate(_WORKDIR, _CHECKPOINT)
@@ -96,6 +121,10 @@ def _main(argv):
   if gen.ssr:
     raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
                          f'the base model as --workdir.')
+  if not config.model.temporal:
+    raise app.UsageError(f'{workdir} holds a text-to-image model (stage=t2i), which makes '
+                         f'single frames: sample from a STUNet workdir (stage=stunet or '
+                         f'scratch).')
   if cascade:  # load and check the SSR before spending time on the base stage
     ssr_gen, ssr_config = sampling.Generator.from_workdir(
         ssr_dir, ssr_step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value,

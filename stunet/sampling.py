@@ -179,7 +179,8 @@ class Generator:
     d, sc = config.data, config.sample
     frames = d.num_frames if config.model.temporal else 1
     gen = cls(build_model(config.model), {'params': params}, Tokenizer.from_config(d),
-              (frames, d.size, d.size, 3), num_steps=num_steps or sc.num_steps,
+              (frames, d.size, d.size, 3),
+              num_steps=sc.num_steps if num_steps is None else num_steps,
               sampler=sampler or sc.sampler,
               threshold=sc.threshold if threshold is None else threshold,
               window=sc.get('window', 0) if window is None else window,

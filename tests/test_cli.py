@@ -53,7 +53,7 @@ def _run(args, cwd, ok=True):
   return out.stdout + out.stderr
 
 
-def test_train_sample_evaluate(tmp_path, data_dir):
+def test_train_sample_evaluate(tmp_path, data_dir, sample_main, monkeypatch):
   # The T2I and SSR runs in-process; train.py, sample.py and evaluate.py as processes.
   t2i = _apply(tiny.get_config('stage=t2i'), dict(SMALL, **{'data.data_dir': data_dir,
                                                             'train.batch_size': 8}))
@@ -86,6 +86,11 @@ def test_train_sample_evaluate(tmp_path, data_dir):
   assert 'color  accuracy' in log
   assert 'FVD skipped: I3D needs at least 9 frames' in log  # 8-frame clips
   assert (tmp_path / 'stunet' / 'eval' / 'scores.json').exists()
+  # An image model is refused (it would write 1-frame videos).
+  monkeypatch.chdir(tmp_path)
+  with flagsaver.flagsaver(prompt=['a red square'], workdir='t2i'):
+    with pytest.raises(app.UsageError, match='text-to-image model'):
+      sample_main(['sample.py'])
 
 
 def test_train_py_refuses_a_bad_config_without_a_traceback(tmp_path):
@@ -107,9 +112,15 @@ def sample_main():
     ({'workdir': 'nowhere'}, 'not a train.py workdir'),
     ({'ssr_checkpoint': 'ssr/checkpoints/x'}, 'should end in a step number'),
     ({'workdir': 'w', 'checkpoint': 'w/checkpoints/1'}, 'exactly one of --workdir'),
+    ({'num_steps': 0}, '--num_steps=0: must be at least 1'),
+    ({'frames': 0}, '--frames=0: must be at least 1'),
+    ({'guidance': -1.}, '--guidance=-1.0: must be >= 0'),
+    ({'output': ['v.avi']}, "unknown video extension '.avi'"),
+    ({'output': ['a_file/v.mp4']}, 'cannot write in'),
 ])
 def test_sample_py_bad_input(sample_main, tmp_path, monkeypatch, flag_values, match):
   monkeypatch.chdir(tmp_path)
+  (tmp_path / 'a_file').write_text('not a folder')
   with flagsaver.flagsaver(prompt=['a red square'], **flag_values):
     with pytest.raises(app.UsageError, match=match):
       sample_main(['sample.py'])
