@@ -41,13 +41,6 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  try:
-    _main(argv)
-  except (ValueError, FileNotFoundError) as e:  # a bad config or init_from: no traceback
-    raise app.UsageError(str(e)) from e
-
-
-def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top
@@ -58,13 +51,19 @@ def _main(argv):
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   from configs import common  # pylint: disable=g-import-not-at-top
-  from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
   from data import pipeline  # pylint: disable=g-import-not-at-top
+  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
+  from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   trainer.quiet_library_logs()
   config = _CONFIG.value
-  text_lib.resolve(config)
-  common.validate(config)
+  try:  # a bad config or init_from is the user's to fix: a message, no traceback
+    text_lib.resolve(config)
+    common.validate(config)
+    if not checkpoints.Checkpointer.has_checkpoint(_WORKDIR.value):
+      trainer.check_init_from(config)
+  except (ValueError, FileNotFoundError) as e:
+    raise app.UsageError(str(e)) from e
   logging.info('config:\n%s', config)
   trainer.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
                  'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
