@@ -12,6 +12,7 @@ made of overlapping windows fused at every step (MultiDiffusion).
 """
 
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
@@ -121,6 +122,11 @@ def _main(argv):
   if gen.ssr:
     raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
                          f'the base model as --workdir.')
+  text_warnings, text_errors = gen.tokenizer.check(_PROMPT.value)
+  if text_errors:
+    raise app.UsageError(' '.join(text_errors) + ' Use words of the training captions.')
+  for line in text_warnings:
+    print(f'warning: {line}', file=sys.stderr)
   if not config.model.temporal:
     raise app.UsageError(f'{workdir} holds a text-to-image model (stage=t2i), which makes '
                          f'single frames: sample from a STUNet workdir (stage=stunet or '

@@ -55,6 +55,7 @@ def main(argv):
   from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
+  from stunet import workdir_lock  # pylint: disable=g-import-not-at-top
   trainer.quiet_library_logs()
   config = _CONFIG.value
   try:  # a bad config or init_from is the user's to fix: a message, no traceback
@@ -68,7 +69,10 @@ def main(argv):
   trainer.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
                  'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
                  jax.process_count())
-  trainer.train_and_evaluate(config, _WORKDIR.value, pipeline.TrainInputs(config))
+  try:
+    trainer.train_and_evaluate(config, _WORKDIR.value, pipeline.TrainInputs(config))
+  except (workdir_lock.WorkdirLocked, NotADirectoryError) as e:  # raised before training
+    raise app.UsageError(str(e)) from e
 
 
 if __name__ == '__main__':

@@ -46,6 +46,8 @@ class Checkpointer:
         save_interval_steps=0 if read_only else save_every, create=not read_only,
         enable_async_checkpointing=async_save, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.read_only = read_only
+    self.unreadable = []  # (step, reason) of the steps the last restore() skipped
 
   @staticmethod
   def has_checkpoint(workdir: str) -> bool:
@@ -60,16 +62,48 @@ class Checkpointer:
     return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
-    """Restores into the shardings/dtypes of ``abstract_state`` (ShapeDtypeStructs)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+    """Restores into the shardings/dtypes of ``abstract_state`` (ShapeDtypeStructs).
+
+    step=None: the newest step that can be read. A step that cannot (a truncated or
+    missing file, e.g. from a crash during a copy) is reported with its path and the
+    reason, and the next older one is tried; ``self.unreadable`` lists them. Damaged
+    steps are never deleted: a writable Checkpointer moves them aside to
+    ``<step>.unreadable`` so that training can write that step again.
+    """
+    if step is not None:
+      return self._restore(abstract_state, step)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f'no checkpoint in {self.directory}; train first or pass '
                               f'the workdir of a finished run.')
+    self.unreadable = []
+    for s in steps:
+      try:
+        state = self._restore(abstract_state, s)
+      except ValueError as e:
+        self.unreadable.append((s, str(e)))
+        continue
+      if self.unreadable:  # the caller reports them
+        if not self.read_only:
+          for u, _ in self.unreadable:
+            os.rename(os.path.join(self.directory, str(u)),
+                      os.path.join(self.directory, f'{u}.unreadable'))
+          self.manager.reload()
+      return state
+    raise ValueError(
+        f'no step in {self.directory} can be restored into this model ({len(steps)} '
+        f'tried). When every step fails the same way the checkpoints were written with a '
+        f'different config; the newest failed with: {self.unreadable[0][1]}')
+
+  def _restore(self, abstract_state: Any, step: int) -> Any:
+    path = os.path.join(self.directory, str(step))
     try:
       return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f'checkpoint {self.directory}/{step} does not match this model '
-                       f'(was it written with a different config?): {e}') from e
+    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+      reason = ' '.join(str(e).split())[:400]
+      raise ValueError(f'cannot restore checkpoint {path}: {type(e).__name__}: {reason}. '
+                       f'If the files are intact, it was written with a different config '
+                       f'than this model\'s.') from e
 
   def wait(self):
     self.manager.wait_until_finished()

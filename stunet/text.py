@@ -60,6 +60,30 @@ class Tokenizer:
   def null(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
     return self.encode([''] * batch)
 
+  def check(self, texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """What encode() would lose, as (warnings, errors), one line per prompt.
+
+    Warnings: words past max_length - 1 tokens (encode cuts them); words the vocabulary
+    does not know (they become <unk>). Errors: a non-empty prompt with no known word at
+    all, whose video could not follow it.
+    """
+    warnings, errors = [], []
+    unk = self.sp.unk_id()
+    for text, ids in zip(texts, self.sp.encode(list(texts))):
+      if ids and all(i == unk for i in ids):
+        errors.append(f'"{text}": no word of it is in the tokenizer\'s vocabulary '
+                      f'({self.vocab_size} pieces), so the model would ignore it.')
+        continue
+      if unk in ids:
+        words = [w for w in text.split() if unk in self.sp.encode(w)]
+        warnings.append(f'"{text}": {len(words)} word(s) the tokenizer does not know '
+                        f'become <unk>: {" ".join(words)}')
+      if len(ids) > self.max_length - 1:
+        kept = self.sp.decode(ids[:self.max_length - 1])
+        warnings.append(f'"{text}": {len(ids)} tokens, the model reads '
+                        f'{self.max_length - 1}: only "{kept}" is used.')
+    return warnings, errors
+
 
 def train_tokenizer(captions: Sequence[str], model_prefix: str, vocab_size: int = 64):
   """Train the shipped sentencepiece model on captions (one-off, deterministic)."""

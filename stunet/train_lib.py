@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from flax import linen as nn
 from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -164,6 +165,9 @@ def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool =
   ckpt = checkpoints.Checkpointer(workdir, read_only=True)
   state = ckpt.restore(setup.abstract_state, step)
   ckpt.close()
+  for bad, reason in ckpt.unreadable:  # fell back to an older step: say so
+    logging.warning('skipped unreadable checkpoint step %d; using step %d. %s', bad,
+                    int(state.step), reason)
   return config, state.sampling_params() if ema else state.params
 
 

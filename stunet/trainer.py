@@ -30,6 +30,7 @@ from stunet import checkpoints
 from stunet import inflate
 from stunet import sharding
 from stunet import train_lib
+from stunet import workdir_lock
 
 
 def quiet_library_logs() -> None:
@@ -61,8 +62,12 @@ def report(fmt: str, *args) -> None:
 def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   """Resume from the latest checkpoint, else init (inflating from a T2I run if asked)."""
   if ckpt.latest_step() is not None:
-    report('resuming from %s/%d', ckpt.directory, ckpt.latest_step())
-    return ckpt.restore(setup.abstract_state)
+    state = ckpt.restore(setup.abstract_state)  # the newest readable step
+    for step, reason in ckpt.unreadable:
+      report('skipped unreadable checkpoint step %d (moved to %s/%d.unreadable): %s', step,
+             ckpt.directory, step, reason)
+    report('resuming from %s/%d', ckpt.directory, int(state.step))
+    return state
   state = setup.init(rng)
   params, config = state.params, setup.config
   if config.train.init_from:
@@ -259,9 +264,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs) 
   with ``batches(start_step)`` -> an iterator of this host's batches as numpy dicts,
   and ``null_text()`` -> the empty caption's (tokens or embedding, mask)).
   """
-  tc = config.train
   if not checkpoints.Checkpointer.has_checkpoint(workdir):  # a fresh run: check first
     check_init_from(config)
+  # Process 0 owns the workdir for the whole run: nothing is written before the lock.
+  lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
+  if lock is not None:
+    lock.acquire()
+    if lock.took_over:
+      report('took over the stale lock of process %s on %s (no longer running)',
+             lock.took_over.get('pid'), lock.took_over.get('host'))
+  try:
+    return _train(config, workdir, inputs)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config, workdir, inputs) -> dict:
+  tc = config.train
   mesh = sharding.make_mesh(config.mesh)
   setup = train_lib.Setup(config, mesh)
   describe_sharding(setup)

@@ -117,11 +117,12 @@ def sample_main():
     ({'guidance': -1.}, '--guidance=-1.0: must be >= 0'),
     ({'output': ['v.avi']}, "unknown video extension '.avi'"),
     ({'output': ['a_file/v.mp4']}, 'cannot write in'),
+    ({'prompt': ['ein roter Hund']}, 'no word of it is in the tokenizer'),  # shipped model
 ])
 def test_sample_py_bad_input(sample_main, tmp_path, monkeypatch, flag_values, match):
   monkeypatch.chdir(tmp_path)
   (tmp_path / 'a_file').write_text('not a folder')
-  with flagsaver.flagsaver(prompt=['a red square'], **flag_values):
+  with flagsaver.flagsaver(**{'prompt': ['a red square'], **flag_values}):
     with pytest.raises(app.UsageError, match=match):
       sample_main(['sample.py'])
 

@@ -71,3 +71,13 @@ def test_relative_position_buckets():
   assert int(b[20]) == 0  # rel = 0
   assert len(set(np.asarray(b[21:]).tolist()) & set(np.asarray(b[:20]).tolist())) == 0
   assert bool(jnp.all(jnp.diff(b[21:]) >= 0))
+
+
+def test_check_names_what_encode_would_lose(tok):
+  warnings, errors = tok.check(['a red square moves left', 'a purple dog moves left',
+                                'a red square ' * 4, 'ein roter Hund'])
+  assert len(warnings) == 2 and len(errors) == 1, (warnings, errors)
+  assert 'a purple dog moves left": 2 word(s)' in warnings[0] and 'purple dog' in warnings[0]
+  assert '12 tokens, the model reads 7' in warnings[1]
+  assert 'ein roter Hund": no word of it' in errors[0]
+  assert tok.check(['', 'a blue circle grows']) == ([], [])  # the null prompt is fine
