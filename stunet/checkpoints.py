@@ -70,13 +70,13 @@ class Checkpointer:
     steps are never deleted: a writable Checkpointer moves them aside to
     ``<step>.unreadable`` so that training can write that step again.
     """
+    self.unreadable = []
     if step is not None:
       return self._restore(abstract_state, step)
     steps = sorted(self.manager.all_steps(), reverse=True)
     if not steps:
       raise FileNotFoundError(f'no checkpoint in {self.directory}; train first or pass '
                               f'the workdir of a finished run.')
-    self.unreadable = []
     for s in steps:
       try:
         state = self._restore(abstract_state, s)

@@ -71,8 +71,7 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   state = setup.init(rng)
   params, config = state.params, setup.config
   if config.train.init_from:
-    src = config.train.init_from
-    check_init_from(config)
+    src = config.train.init_from  # a T2I run: checked by train_and_evaluate
     _, t2i_params = train_lib.load_params(src, setup.mesh)
     params = inflate.inflate(t2i_params, params)
     report('initialised spatial weights from %s', src)

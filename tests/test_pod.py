@@ -15,10 +15,10 @@ import pytest
 
 from conftest import small_config
 from conftest import xla_flags
+from data import pipeline
 from stunet import checkpoints
 from stunet import sharding
 from stunet import train_lib
-from data import pipeline
 from stunet import trainer
 from test_train import _batch
 

@@ -7,11 +7,11 @@ import pytest
 from configs import common
 from data import shapes
 from conftest import small_config
+from data import pipeline
 from stunet import checkpoints
 from stunet import inflate
 from stunet import sharding
 from stunet import train_lib
-from data import pipeline
 from stunet import trainer
 
 
