@@ -25,6 +25,7 @@ from absl import flags
 
 from data import shapes
 from data import shapes_metrics as metrics
+from stunet import cli
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model); '
@@ -156,4 +157,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -22,6 +22,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from stunet import checkpoints
+from stunet import cli
 from stunet import sampling
 from stunet import trainer
 from stunet import video_io
@@ -163,4 +164,4 @@ def _main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

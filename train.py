@@ -22,6 +22,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from stunet import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and config.json go.')
@@ -52,15 +54,19 @@ def main(argv):
                                process_id=_PROCESS_ID.value)
   from configs import common  # pylint: disable=g-import-not-at-top
   from data import pipeline  # pylint: disable=g-import-not-at-top
+  from data import records  # pylint: disable=g-import-not-at-top
   from stunet import checkpoints  # pylint: disable=g-import-not-at-top
+  from stunet import sharding  # pylint: disable=g-import-not-at-top
   from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   from stunet import workdir_lock  # pylint: disable=g-import-not-at-top
   trainer.quiet_library_logs()
   config = _CONFIG.value
   try:  # a bad config or init_from is the user's to fix: a message, no traceback
+    ingested_tokenizer = records.resolve_tokenizer(config)
     text_lib.resolve(config)
     common.validate(config)
+    sharding.check_batch(config, jax.device_count())
     if not checkpoints.Checkpointer.has_checkpoint(_WORKDIR.value):
       trainer.check_init_from(config)
   except (ValueError, FileNotFoundError) as e:
@@ -69,11 +75,17 @@ def main(argv):
   trainer.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
                  'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
                  jax.process_count())
+  if ingested_tokenizer:
+    trainer.report('tokenizer: %s (trained by data/ingest.py on these captions)',
+                   ingested_tokenizer)
+  inputs = pipeline.TrainInputs(config)
+  for line in inputs.text_warnings():
+    trainer.report('warning: %s', line)
   try:
-    trainer.train_and_evaluate(config, _WORKDIR.value, pipeline.TrainInputs(config))
+    trainer.train_and_evaluate(config, _WORKDIR.value, inputs)
   except (workdir_lock.WorkdirLocked, NotADirectoryError) as e:  # raised before training
     raise app.UsageError(str(e)) from e
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, config_flags=[_CONFIG])

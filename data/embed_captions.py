@@ -20,6 +20,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from stunet import cli
+
 
 def embed_records(directory: str, t5_path: str, max_text_len: int, tokenizer_path: str = '',
                   batch_size: int = 32) -> dict:
@@ -93,4 +95,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('tokenizer', '', "sentencepiece model ('' = spiece.model in --t5)")
   flags.DEFINE_integer('max_text_len', 64, 'tokens per caption, EOS included')
   flags.DEFINE_integer('batch_size', 32, 'captions per encoder call')
-  app.run(main)
+  cli.run(main)

@@ -30,6 +30,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from stunet import cli
+
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi', '.gif', '.mpg',
                     '.mpeg', '.ts', '.flv', '.wmv')
 REASONS = ('missing_file', 'empty_file', 'undecodable', 'too_short', 'bad_caption')
@@ -120,8 +122,14 @@ def process(job) -> dict:
 
 def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
            max_frames: int, num_shards: int, workers: int = 1, quality: int = 95,
-           overwrite: bool = False, progress: bool = True) -> dict:
-  """Writes the records directory; returns its info (also in output/info.json)."""
+           overwrite: bool = False, progress: bool = True, tokenizer_vocab: int = 8000
+           ) -> dict:
+  """Writes the records directory; returns its info (also in output/info.json).
+
+  tokenizer_vocab > 0 also trains a sentencepiece model of the captions
+  (``records.TOKENIZER``, see ``caption_tokenizer``), which training on these records
+  uses unless config.data.tokenizer or a T5 names another.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
   if not jobs:
@@ -135,7 +143,7 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
     os.remove(stale)
   names = [records.shard_name(k, num_shards) for k in range(num_shards)]
   writers = [tf.io.TFRecordWriter(os.path.join(output, n + '.tmp')) for n in names]
-  counts, lengths = [0] * num_shards, []
+  counts, lengths, captions = [0] * num_shards, [], []
   skipped = {r: [] for r in REASONS}
   opts = dict(fps=fps, size=size, min_frames=min_frames, max_frames=max_frames,
               quality=quality)
@@ -159,6 +167,7 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
       writers[k].write(ex.SerializeToString(deterministic=True))
       counts[k] += 1
       lengths.append(len(res['frames']))
+      captions.append(res['caption'])
       bar.update()
   finally:
     if pool is not None:
@@ -175,9 +184,26 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
               frames=dict(min=min(lengths), max=max(lengths),
                           mean=round(float(np.mean(lengths)), 2)),
               shards=dict(zip(names, counts)), num_skipped=sum(map(len, skipped.values())),
-              skipped=skipped, seconds=round(time.time() - t0, 1), text=None)
+              skipped=skipped, seconds=round(time.time() - t0, 1), text=None,
+              tokenizer=caption_tokenizer(captions, output) if tokenizer_vocab > 0 else None)
   records.write_info(output, info)
   return info
+
+
+def caption_tokenizer(captions: list, output: str, vocab_size: int = 8000) -> dict:
+  """Trains ``output/tokenizer.model`` on the captions: a word model when every
+  distinct word fits in vocab_size, else a unigram (subword) model, so that rare words
+  split into pieces instead of becoming <unk>. Returns its info.json entry."""
+  from data import records  # pylint: disable=g-import-not-at-top
+  from stunet import text  # pylint: disable=g-import-not-at-top
+  words = {w for c in captions for w in c.split()}
+  kind = 'word' if len(words) + 3 <= vocab_size else 'unigram'
+  prefix = os.path.join(output, os.path.splitext(records.TOKENIZER)[0])
+  text.train_tokenizer(captions, prefix, vocab_size=vocab_size, model_type=kind)
+  os.remove(prefix + '.vocab')
+  tok = text.Tokenizer(prefix + '.model', max_length=1 << 16)
+  return dict(file=records.TOKENIZER, model_type=kind, vocab_size=tok.vocab_size,
+              distinct_words=len(words))
 
 
 def _summary(skipped: dict) -> str:
@@ -218,7 +244,8 @@ def main(argv):
     info = ingest(jobs, FLAGS.output, fps=FLAGS.fps, size=FLAGS.size,
                   min_frames=FLAGS.min_frames, max_frames=FLAGS.max_frames,
                   num_shards=FLAGS.num_shards, workers=FLAGS.workers,
-                  quality=FLAGS.quality, overwrite=FLAGS.overwrite)
+                  quality=FLAGS.quality, overwrite=FLAGS.overwrite,
+                  tokenizer_vocab=FLAGS.tokenizer_vocab)
   except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
     raise app.UsageError(str(e)) from e
   print(f'wrote {info["num_examples"]} videos ({info["frames"]["min"]}-'
@@ -226,6 +253,11 @@ def main(argv):
         f'{info["size"]}) to {len(info["shards"])} shard(s) in {FLAGS.output} in '
         f'{info["seconds"]}s; skipped {info["num_skipped"]}: {_summary(info["skipped"])}'
         f' (names in info.json)')
+  if info['tokenizer']:
+    t = info['tokenizer']
+    print(f'trained a {t["model_type"]} sentencepiece model of the captions '
+          f'({t["vocab_size"]} pieces, {t["distinct_words"]} distinct words): '
+          f'{os.path.join(FLAGS.output, t["file"])}, used when training on these records')
 
 
 if __name__ == '__main__':
@@ -244,4 +276,6 @@ if __name__ == '__main__':
   flags.DEFINE_integer('workers', max(1, (os.cpu_count() or 2) - 1), 'decoding processes')
   flags.DEFINE_integer('quality', 95, 'JPEG quality of the stored frames')
   flags.DEFINE_bool('overwrite', False, 'replace an existing ingest in --output')
-  app.run(main)
+  flags.DEFINE_integer('tokenizer_vocab', 8000, 'pieces of the sentencepiece model trained '
+                       'on the captions (0: none; train with a T5 or config.data.tokenizer)')
+  cli.run(main)

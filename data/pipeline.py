@@ -241,6 +241,31 @@ class TrainInputs:
   def batches(self, start_step: int = 0) -> Iterator[dict]:
     return train_batches(self.config, self.tokenizer.encode, start_step=start_step)
 
+  def text_warnings(self) -> list:
+    """One line per way the tokenizer fails the training captions (records only: the
+    shapes captions are the shipped tokenizer's own): many <unk> tokens, captions cut
+    at config.data.max_text_len."""
+    d = self.config.data
+    if not d.get("records") or d.get("precomputed_text"):
+      return []
+    from data import records  # pylint: disable=g-import-not-at-top
+
+    cov = self.tokenizer.coverage(records.captions(d.records))
+    name = d.tokenizer or "the shipped shapes tokenizer"
+    out = []
+    if cov["unk_fraction"] > 0.02:
+      out.append(
+          f"{100 * cov['unk_fraction']:.0f}% of the tokens of {cov['n']} training captions "
+          f"are <unk> for {name}, so the model gets little of their text. Use a tokenizer "
+          f"of these captions (data/ingest.py trains one unless --tokenizer_vocab=0), a "
+          f"T5 (config.model.text.pretrained) or config.data.tokenizer.")
+    if cov["cut_fraction"] > 0.05:
+      out.append(
+          f"{100 * cov['cut_fraction']:.0f}% of {cov['n']} training captions are longer "
+          f"than config.data.max_text_len - 1 = {self.tokenizer.max_length - 1} tokens "
+          f"and are cut; raise config.data.max_text_len.")
+    return out
+
   def null_text(self) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [L], mask [L]), or the stored embedding [L, d] and its mask."""
     d = self.config.data

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 INFO = 'info.json'
 NULL_TEXT = 'text_null.npz'
+TOKENIZER = 'tokenizer.model'  # sentencepiece model of the captions (data/ingest.py)
 FORMAT = 'stunet-video-records/1'
 
 
@@ -98,6 +99,30 @@ def check_text(info: dict, config) -> None:
                      f'(from {text["encoder"]}); the config wants {want[0]} x {want[1]} '
                      f'(data.max_text_len, model.text.width). Set them to match, or '
                      f're-run data.embed_captions.')
+
+
+def resolve_tokenizer(config) -> str | None:
+  """Training on records with no tokenizer named and no T5: use the sentencepiece
+  model that ingest trained on their captions (set in config.data.tokenizer, so it is
+  saved with the run's config). Returns its path, or None when nothing changed."""
+  d = config.data
+  if not d.get('records') or d.tokenizer or config.model.text.get('pretrained'):
+    return None
+  entry = read_info(d.records).get('tokenizer')
+  if not entry:
+    return None
+  path = os.path.abspath(os.path.join(d.records, entry['file']))
+  with config.unlocked():
+    d.tokenizer = path
+  return path
+
+
+def captions(directory: str, limit: int = 2000) -> list:
+  """Up to ``limit`` captions of the records, in file order (for coverage checks)."""
+  ds = tf.data.TFRecordDataset(shard_files(directory)).take(limit).map(
+      lambda r: tf.io.parse_single_example(
+          r, {'caption': tf.io.FixedLenFeature([], tf.string)})['caption'])
+  return [c.decode('utf-8') for c in ds.as_numpy_iterator()]
 
 
 def null_text(directory: str, config) -> tuple[np.ndarray, np.ndarray]:

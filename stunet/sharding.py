@@ -37,6 +37,24 @@ def mesh_shape(shape, num_devices: int) -> tuple:
   return tuple(shape)
 
 
+def check_batch(config, num_devices: int) -> None:
+  """Refuses, before anything is built, a batch that the data-parallel devices
+  (data x fsdp) cannot split evenly, naming the config fields to change."""
+  t = config.train
+  shape = dict(zip(config.mesh.axes, mesh_shape(config.mesh.shape, num_devices)))
+  split = int(np.prod([shape.get(a, 1) for a in BATCH_AXES]))
+  clips = t.batch_size // t.frames_per_clip if t.stage == 't2i' else t.batch_size
+  for n, what in ((clips, 'clips per step'),
+                  (t.batch_size // t.grad_accum, 'examples per micro-batch')):
+    if n % split:
+      raise ValueError(
+          f'config.train.batch_size={t.batch_size} gives {n} {what}, which the {split} '
+          f'data-parallel devices (data x fsdp of config.mesh.shape={tuple(shape.values())}'
+          f' on {num_devices} devices) cannot split evenly. Use a batch_size (and '
+          f'grad_accum) giving a multiple of {split}, or put devices on the tensor axis '
+          f'(e.g. config.mesh.shape=(1, 1, {num_devices})).')
+
+
 def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(mesh_config.shape, len(devices))

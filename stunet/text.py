@@ -84,15 +84,28 @@ class Tokenizer:
                         f'{self.max_length - 1}: only "{kept}" is used.')
     return warnings, errors
 
+  def coverage(self, texts: Sequence[str]) -> dict:
+    """How well this tokenizer covers a sample of captions: the fraction of their
+    tokens that are <unk> and of captions that encode() cuts."""
+    ids = self.sp.encode(list(texts))
+    tokens = sum(map(len, ids))
+    unk = sum(i == self.sp.unk_id() for x in ids for i in x)
+    cut = sum(len(x) > self.max_length - 1 for x in ids)
+    return dict(unk_fraction=unk / max(tokens, 1), cut_fraction=cut / max(len(ids), 1),
+                n=len(ids))
 
-def train_tokenizer(captions: Sequence[str], model_prefix: str, vocab_size: int = 64):
-  """Train the shipped sentencepiece model on captions (one-off, deterministic)."""
+
+def train_tokenizer(captions: Sequence[str], model_prefix: str, vocab_size: int = 64,
+                    model_type: str = 'word'):
+  """Trains a sentencepiece model with T5's special ids on captions (deterministic):
+  the shipped word model of the shapes captions, or a unigram model of ingested real
+  captions (``data/ingest.py``). vocab_size is an upper bound for small corpora."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(captions), model_prefix=model_prefix, vocab_size=vocab_size,
-      model_type='word', pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1,
-      character_coverage=1.0, hard_vocab_limit=False, num_threads=1,
-      minloglevel=2)
+      model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1,
+      character_coverage=1.0 if model_type == 'word' else 0.9995, hard_vocab_limit=False,
+      num_threads=1, minloglevel=2)
 
 
 class RMSNorm(nn.Module):

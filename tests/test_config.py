@@ -4,6 +4,7 @@ import pytest
 
 from configs import common
 from configs import tiny
+from conftest import small_config
 from stunet import text as text_lib
 
 
@@ -47,3 +48,21 @@ def test_pod_fields_are_validated(field, value, match):
   setattr(cfg[section], name, value)
   with pytest.raises(ValueError, match=match):
     common.validate(cfg)
+
+
+def test_a_batch_the_data_parallel_devices_cannot_split_is_refused_up_front():
+  from stunet import sharding  # pylint: disable=g-import-not-at-top
+  c = small_config('scratch')
+  c.train.batch_size = 4
+  sharding.check_batch(c, 4)  # 4 clips over data=4
+  with pytest.raises(ValueError, match=r'batch_size=4 gives 4 clips per step, which the 8 '
+                     r'data-parallel devices .*mesh\.shape=\(1, 1, 8\)'):
+    sharding.check_batch(c, 8)
+  c.train.grad_accum = 2  # 2 clips per micro-batch over 4 devices
+  with pytest.raises(ValueError, match='2 examples per micro-batch'):
+    sharding.check_batch(c, 4)
+  c.mesh.shape = (2, 1, -1)  # data=2, tensor=2: 2 per micro-batch divide
+  sharding.check_batch(c, 4)
+  t2i = small_config('t2i')  # 2 frames per clip: a batch of 2 frames is 1 clip
+  with pytest.raises(ValueError, match='gives 1 clips per step'):
+    sharding.check_batch(t2i, 2)

@@ -230,3 +230,25 @@ def test_a_pretrained_t5_is_loaded_and_frozen(ingested, t5_checkpoint, tmp_path)
   c.model.text.width = 32
   with pytest.raises(ValueError, match='does not describe the checkpoint'):
     train_lib.with_pretrained_text(c.model, state.params)
+
+
+def test_ingest_trains_a_tokenizer_of_the_captions_and_training_warns_without_one(ingested):
+  """Real captions need a real tokenizer: ingest writes one, train.py picks it up, and a
+  tokenizer that maps the captions to <unk> (or cuts them) is reported at start-up."""
+  from data import pipeline  # pylint: disable=g-import-not-at-top
+  out, info = ingested
+  assert info['tokenizer']['file'] == records.TOKENIZER
+  assert info['tokenizer']['model_type'] == 'word'  # 9 distinct words fit the vocabulary
+  c = _records_config(out)
+  assert records.resolve_tokenizer(c) == os.path.join(out, records.TOKENIZER)
+  tok = text_lib.Tokenizer.from_config(c.data)
+  assert tok.coverage(records.captions(out)) == dict(unk_fraction=0., cut_fraction=0., n=6)
+  assert pipeline.TrainInputs(c).text_warnings() == []
+  c.data.max_text_len = 4  # 'a video called x.mp4' is more than 3 tokens
+  (cut,) = pipeline.TrainInputs(c).text_warnings()
+  assert cut.startswith('100% of 6 training captions are longer than') and 'raise' in cut
+  shipped = _records_config(out)
+  shipped.data.tokenizer = text_lib.DEFAULT_SPM  # named: the ingested one is not used
+  assert records.resolve_tokenizer(shipped) is None
+  warnings = pipeline.TrainInputs(shipped).text_warnings()
+  assert any('% of the tokens of 6 training captions are <unk> for' in w for w in warnings)
