@@ -95,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.0             # AdamW weight decay
   c.train.grad_clip = 1.0                # global-norm gradient clipping (0 = off)
   c.train.ema_decay = 0.999              # EMA of weights, used for sampling (0 = raw)
+  # Noise levels of training: t = 1 - (1 - u)^t_power, u uniform; > 1 trains more at
+  # high noise, where the motion of a clip is decided (README, "Motion").
+  c.train.t_power = 1.0
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
   c.train.lowres_aug_max = 0.4           # SSR: low-res input noised to t ~ U[0, this]
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
@@ -204,5 +207,7 @@ def validate(config) -> None:
                      f'dynamic thresholding, or 0 for a plain clip to [-1, 1].')
   if sc.weighting not in ('uniform', 'ramp'):
     raise ValueError(f'config.sample.weighting={sc.weighting!r}: use uniform or ramp.')
+  if t.get('t_power', 1.) <= 0:
+    raise ValueError(f'config.train.t_power={t.t_power} must be > 0 (1 = uniform noise levels).')
   if not 0. <= t.cfg_drop < 1.:
     raise ValueError(f'config.train.cfg_drop={t.cfg_drop} must be in [0, 1).')

@@ -207,7 +207,7 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
       video = jnp.take_along_axis(video, idx[:, :, None, None, None], axis=1)
       video = video.reshape((b * k, 1) + video.shape[2:])
       tokens, mask = jnp.repeat(tokens, k, axis=0), jnp.repeat(mask, k, axis=0)
-    t = D.sample_times(r_t, video.shape[0])
+    t = D.sample_times(r_t, video.shape[0], tc.get('t_power', 1.))
     eps = jax.random.normal(r_eps, video.shape, jnp.float32)
     ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
     if lowres_size:  # SSR: the downsampled clip, noise-augmented to a random level

@@ -62,3 +62,10 @@ def test_sample_times_are_stratified_uniform():
   t = np.sort(np.asarray(D.sample_times(jax.random.key(3), 64)))
   assert t.min() >= 0 and t.max() < 1
   np.testing.assert_allclose(np.diff(t), 1 / 64, atol=1e-5)
+
+
+def test_sample_times_power_moves_the_batch_to_high_noise():
+  u = np.asarray(D.sample_times(jax.random.key(3), 1000))
+  t = np.asarray(D.sample_times(jax.random.key(3), 1000, power=2.))
+  np.testing.assert_allclose(t, 1. - (1. - u) ** 2, atol=1e-6)  # same strata, mapped
+  assert abs((u > 0.85).mean() - 0.15) < 0.01 and abs((t > 0.85).mean() - 0.387) < 0.01
