@@ -15,7 +15,10 @@ data/shapes.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import time
 
 from etils import epath
 import tensorflow_datasets as tfds
@@ -138,11 +141,24 @@ def build(
     # tfds refuses a second config object with a registered name: use the registered one.
     config = ShapesVideos.builder_configs[config.name]
   builder = ShapesVideos(config=config, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          try_download_gcs=False,
-          compute_stats=tfds.download.ComputeStatsMode.SKIP,
+  if builder.is_prepared():
+    return builder
+  # The first use generates it: one line of ours instead of tfds' progress bars and
+  # "downloaded and prepared" notice (which nothing was).
+  t0 = time.time()
+  print(f"generating the shapes dataset once: {num_train} + {num_test} clips of "
+        f"{num_frames}x{size}x{size} under {data_dir}", flush=True)
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              try_download_gcs=False,
+              compute_stats=tfds.download.ComputeStatsMode.SKIP,
+          )
       )
-  )
+  finally:
+    tfds.display_progress_bar(True)
+  print(f"generated the shapes dataset in {time.time() - t0:.0f}s", flush=True)
   return builder
 
