@@ -114,7 +114,10 @@ def main(argv):
   trainer.quiet_library_logs()
   prompts = prompts_and_labels(_NUM.value, _SEED.value)
   if _SOURCE.value == 'model':
-    videos = generated(prompts, _WORKDIR.value or _default_workdir())
+    try:
+      videos = generated(prompts, _WORKDIR.value or _default_workdir())
+    except (ValueError, FileNotFoundError) as e:  # not a workdir, no such step, ...
+      raise app.UsageError(str(e)) from e
   elif _SOURCE.value == 'data':  # real clips rendered for exactly these captions
     rng = np.random.default_rng(_SEED.value + 1)
     videos = np.stack([shapes.render(shapes.parse_caption(p), _FRAMES.value, _SIZE.value, rng)

@@ -72,6 +72,9 @@ class Checkpointer:
     """
     self.unreadable = []
     if step is not None:
+      if step not in self.manager.all_steps():
+        raise FileNotFoundError(f'{self.directory} has no step {step}; it has '
+                                f'{sorted(self.manager.all_steps()) or "none"}.')
       return self._restore(abstract_state, step)
     steps = sorted(self.manager.all_steps(), reverse=True)
     if not steps:

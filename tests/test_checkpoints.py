@@ -57,6 +57,8 @@ def test_read_only_restore_falls_back_and_leaves_the_damage(workdir):
   assert (ckpts / '3').exists() and (ckpts / '2').exists()  # nothing deleted or moved
   with pytest.raises(ValueError, match=f'{ckpts}/3'):  # an explicit step: no fallback
     ckpt.restore(_abstract(), 3)
+  with pytest.raises(FileNotFoundError, match=r'has no step 7; it has \[1, 2, 3\]'):
+    ckpt.restore(_abstract(), 7)
 
 
 def test_training_restore_moves_the_damaged_step_aside_and_can_save_it_again(workdir):
