@@ -85,15 +85,49 @@ def read_video(path: str, fps: Optional[float] = None, size: Optional[int] = Non
   params = (['-vf', ','.join(filters)] if filters else [])
   params += ['-frames:v', str(max_frames)] if max_frames else []
   import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  # Spawned, not forked (see _write_mp4); PPM frames carry their own size.
+  cmd = [os.path.abspath(imageio_ffmpeg.get_ffmpeg_exe()), '-nostdin', '-loglevel', 'error',
+         '-i', os.path.abspath(path)] + params + ['-an', '-f', 'image2pipe', '-c:v', 'ppm',
+                                                  '-pix_fmt', 'rgb24', '-']
+  proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, close_fds=False,
+                        check=False)
+  err = proc.stderr.decode(errors='replace').strip()[-300:]
+  if proc.returncode:
+    raise ValueError(f'cannot decode video {path!r}: {err}')
   try:
-    reader = imageio_ffmpeg.read_frames(path, output_params=params)
-    w, h = reader.__next__()['size']
-    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'cannot decode video {path!r}: {str(e).strip()[-300:]}') from e
+    frames = _ppm_frames(proc.stdout)
+  except ValueError as e:
+    raise ValueError(f'cannot decode video {path!r}: {err or e}') from e
   if not frames:
     raise ValueError(f'{path!r} holds no frames.')
   return np.stack(frames)
+
+
+def _ppm_frames(data: bytes) -> list:
+  """Concatenated binary PPMs (P6, maxval 255) -> uint8 [h, w, 3] frames."""
+  frames, i = [], 0
+  while i < len(data):
+    fields = []
+    while len(fields) < 4:  # magic, width, height, maxval; whitespace-separated
+      while i < len(data) and data[i:i + 1].isspace():
+        i += 1
+      j = i
+      while j < len(data) and not data[j:j + 1].isspace():
+        j += 1
+      if j == i:
+        raise ValueError('truncated PPM header from ffmpeg')
+      fields.append(data[i:j])
+      i = j
+    if fields[0] != b'P6' or fields[3] != b'255':
+      raise ValueError(f'unexpected PPM header {fields} from ffmpeg')
+    w, h = int(fields[1]), int(fields[2])
+    i += 1  # the one whitespace byte before the pixels
+    n = w * h * 3
+    if i + n > len(data):
+      raise ValueError('truncated PPM frame from ffmpeg')
+    frames.append(np.frombuffer(data, np.uint8, n, i).reshape(h, w, 3))
+    i += n
+  return frames
 
 
 def xt_slice(video, row: int = None) -> np.ndarray:

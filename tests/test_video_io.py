@@ -38,9 +38,9 @@ def test_grid_and_xt_slice():
   np.testing.assert_array_equal(xt, videos[0][:, 3])
 
 
-def test_mp4_writer_does_not_fork_this_multithreaded_process(tmp_path):
-  """JAX warns (and a fork can deadlock) when a multithreaded process forks: the encoder
-  is started with posix_spawn, which runs no fork hooks."""
+def test_mp4_writer_and_reader_do_not_fork_this_multithreaded_process(tmp_path):
+  """JAX warns (and a fork can deadlock) when a multithreaded process forks: ffmpeg is
+  started with posix_spawn, which runs no fork hooks, to encode and to decode."""
   import os  # pylint: disable=g-import-not-at-top
   import warnings  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top,unused-import
@@ -49,5 +49,7 @@ def test_mp4_writer_does_not_fork_this_multithreaded_process(tmp_path):
   with warnings.catch_warnings():
     warnings.simplefilter('error')  # JAX's fork RuntimeWarning would raise
     video_io.write_video(str(tmp_path / 'a.mp4'), np.zeros((3, 8, 8, 3)))
+    assert video_io.read_video(str(tmp_path / 'a.mp4')).shape == (3, 8, 8, 3)
+    assert video_io.read_video(str(tmp_path / 'a.mp4'), size=4, max_frames=2).shape == (
+        2, 4, 4, 3)
   assert not forks
-  assert video_io.read_video(str(tmp_path / 'a.mp4')).shape == (3, 8, 8, 3)
