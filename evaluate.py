@@ -14,12 +14,15 @@ Writes <output_dir>/scores.json and a frame grid with X-T slices of the first vi
 
 import json
 import os
+import sys
+import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 import numpy as np  # pylint: disable=g-import-not-at-top
+import tqdm
 from absl import app
 from absl import flags
 
@@ -73,11 +76,13 @@ def generated(prompts, workdir):
     raise app.UsageError(f'{workdir} is a T2I run; motion needs a STUNet workdir.')
   sc = config.sample
   guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
-  out = []
-  for i in range(0, len(prompts), _BATCH.value):
-    out.append(gen(prompts[i:i + _BATCH.value], guidance=guidance, seed=_SEED.value + i))
-    print(f'generated {i + len(out[-1])}/{len(prompts)} ({gen.last_times["sample_s"]:.1f}s)',
-          flush=True)
+  out, t0 = [], time.time()
+  with tqdm.tqdm(total=len(prompts), desc='sampling', unit='video', file=sys.stderr,
+                 dynamic_ncols=True) as bar:
+    for i in range(0, len(prompts), _BATCH.value):
+      out.append(gen(prompts[i:i + _BATCH.value], guidance=guidance, seed=_SEED.value + i))
+      bar.update(len(out[-1]))
+  print(f'generated {len(prompts)} videos in {time.time() - t0:.0f}s', flush=True)
   return np.concatenate(out)
 
 
