@@ -141,6 +141,15 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Enumerated fields and their values. configs/ imports nothing of ours, so these copy
+# the constants of the modules that own them; tests/test_config.py pins them equal.
+CHOICES = {
+    'model.remat': ('none', 'full', 'dots', 'dots_no_batch'),  # stunet.unet.REMAT_POLICIES
+    'train.schedule': ('constant', 'cosine'),                   # stunet.train_lib.SCHEDULES
+    'sample.sampler': ('ddim', 'ddpm'),                         # stunet.sampling.SAMPLERS
+}
+
+
 def validate(config) -> None:
   """Refuses an inconsistent config with a message that says what to change."""
   m, d, t = config.model, config.data, config.train
@@ -181,8 +190,19 @@ def validate(config) -> None:
                      f'identity, linear or he.')
   if m.temporal_cond not in ('none', 'film'):
     raise ValueError(f'config.model.temporal_cond={m.temporal_cond!r}: use none or film.')
-  if m.remat not in ('none', 'full', 'dots', 'dots_no_batch'):
-    raise ValueError(f'config.model.remat={m.remat!r}: use none, full, dots or dots_no_batch.')
+  for field, allowed in CHOICES.items():
+    section, name = field.split('.')
+    if config[section][name] not in allowed:
+      raise ValueError(f'config.{field}={config[section][name]!r}: use one of '
+                       f'{", ".join(allowed)}.')
+  if t.stage == 't2i' and (t.frames_per_clip < 1 or t.batch_size % t.frames_per_clip):
+    raise ValueError(f'config.train.batch_size={t.batch_size} frames must be whole clips of '
+                     f'config.train.frames_per_clip={t.frames_per_clip} frames (t2i stage).')
+  if d.get('num_shards', 0) < 0:
+    raise ValueError(f'config.data.num_shards={d.num_shards}: use 0 (one per process) or more.')
+  if config.sample.num_steps < 1 or config.sample.guidance < 0:
+    raise ValueError(f'config.sample.num_steps={config.sample.num_steps} must be >= 1 and '
+                     f'config.sample.guidance={config.sample.guidance} >= 0.')
   if t.nan_policy not in ('skip', 'stop'):
     raise ValueError(f'config.train.nan_policy={t.nan_policy!r}: use skip or stop.')
   examples = t.batch_size

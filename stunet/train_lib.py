@@ -42,6 +42,9 @@ class TrainState:
     """The full tree with the EMA in place of the trainable weights."""
     return _unflat({**_flat(self.params), **_flat(self.ema_params)})
 
+SCHEDULES = ('constant', 'cosine')  # config.train.schedule: after the linear warmup
+
+
 def lr_schedule(tc) -> optax.Schedule:
   warmup = optax.linear_schedule(0., tc.lr, max(tc.warmup_steps, 1))
   if tc.schedule == 'constant':
@@ -49,7 +52,7 @@ def lr_schedule(tc) -> optax.Schedule:
   elif tc.schedule == 'cosine':
     after = optax.cosine_decay_schedule(tc.lr, max(tc.num_steps - tc.warmup_steps, 1))
   else:
-    raise ValueError(f'config.train.schedule={tc.schedule!r}: use constant or cosine.')
+    raise ValueError(f'config.train.schedule={tc.schedule!r}: use one of {SCHEDULES}.')
   return optax.join_schedules([warmup, after], [tc.warmup_steps])
 
 

@@ -66,3 +66,27 @@ def test_a_batch_the_data_parallel_devices_cannot_split_is_refused_up_front():
   t2i = small_config('t2i')  # 2 frames per clip: a batch of 2 frames is 1 clip
   with pytest.raises(ValueError, match='gives 1 clips per step'):
     sharding.check_batch(t2i, 2)
+
+
+def test_enumerated_fields_match_the_modules_that_own_them():
+  from stunet import sampling, train_lib, unet  # pylint: disable=g-import-not-at-top
+  assert common.CHOICES == {'model.remat': tuple(unet.REMAT_POLICIES),
+                            'train.schedule': train_lib.SCHEDULES,
+                            'sample.sampler': sampling.SAMPLERS}
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('train.schedule', 'linear', "train.schedule='linear': use one of constant, cosine"),
+    ('sample.sampler', 'euler', "sample.sampler='euler': use one of ddim, ddpm"),
+    ('data.num_shards', -1, 'num_shards=-1'), ('sample.num_steps', 0, 'num_steps=0'),
+    ('sample.guidance', -1., 'guidance=-1.0')])
+def test_fields_caught_late_before_are_validated(field, value, match):
+  cfg = tiny.get_config('stage=scratch')
+  section, name = field.split('.')
+  setattr(cfg[section], name, value)
+  with pytest.raises(ValueError, match=match):
+    common.validate(cfg)
+  t2i = tiny.get_config('stage=t2i')
+  t2i.train.batch_size = 30  # not whole clips of 4 frames
+  with pytest.raises(ValueError, match='whole clips'):
+    common.validate(t2i)
