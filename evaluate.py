@@ -115,8 +115,7 @@ def frechet_video_distance(videos, real, prompts) -> dict | None:
 
 def main(argv):
   del argv
-  from stunet import trainer  # pylint: disable=g-import-not-at-top
-  trainer.quiet_library_logs()
+  cli.quiet_library_logs()
   prompts = prompts_and_labels(_NUM.value, _SEED.value)
   if _SOURCE.value == 'model':
     try:

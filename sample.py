@@ -24,7 +24,6 @@ from absl import flags
 from stunet import checkpoints
 from stunet import cli
 from stunet import sampling
-from stunet import trainer
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint); '
@@ -112,7 +111,7 @@ def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   _check_flags()
-  trainer.quiet_library_logs()
+  cli.quiet_library_logs()
   cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
   workdir, step = _locate(_WORKDIR, _CHECKPOINT)
   if cascade:

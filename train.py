@@ -60,7 +60,7 @@ def main(argv):
   from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   from stunet import workdir_lock  # pylint: disable=g-import-not-at-top
-  trainer.quiet_library_logs()
+  cli.quiet_library_logs()
   config = _CONFIG.value
   try:  # a bad config or init_from is the user's to fix: a message, no traceback
     ingested_tokenizer = records.resolve_tokenizer(config)

@@ -32,8 +32,7 @@ def main(argv):
   from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
   from stunet.models import build_model  # pylint: disable=g-import-not-at-top
   from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
-  from stunet import trainer  # pylint: disable=g-import-not-at-top
-  trainer.quiet_library_logs()
+  cli.quiet_library_logs()
   workdir = _WORKDIR.value or checkpoints.default_workdir()
   config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value)
   model, tok = build_model(config.model), Tokenizer.from_config(config.data)

@@ -34,9 +34,9 @@ from absl import flags
 import numpy as np
 
 from data import shapes
+from stunet import cli
 from stunet import sampling
 from stunet import ssr
-from stunet import trainer
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A trained SSR or base model\'s workdir.')
@@ -84,7 +84,7 @@ def seam_stats(videos: np.ndarray, boundaries, factor: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  trainer.quiet_library_logs()
+  cli.quiet_library_logs()
   workdir = _WORKDIR.value
   window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value)
   gen, config = sampling.Generator.from_workdir(workdir, overlap=_OVERLAP.value, **window_kw)
@@ -149,4 +149,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -7,6 +7,7 @@ both become ``<program>: error: <what is wrong and what to do>`` on stderr, exit
 status 1. ``--verbosity=1`` (or more) shows the traceback as well.
 """
 
+import logging as std_logging
 import os
 import re
 import sys
@@ -14,6 +15,7 @@ import traceback
 
 from absl import app
 from absl import flags
+from absl import logging
 
 _DID_YOU_MEAN = re.compile(r'Did you mean \\*"(\w+)\\*" instead of')
 
@@ -50,6 +52,24 @@ def flag_error(e: BaseException, argv) -> str:
   if 'Failed loading config file' in text:  # the file is missing or does not import
     return f'--config: cannot load the config file: {text.splitlines()[-1].strip()}'
   return text.split('\n')[0]
+
+
+def quiet_library_logs() -> None:
+  """Entry points: library INFO logs (orbax, tfds) drown the progress lines, so show
+  warnings only unless the user passed --verbosity (e.g. --verbosity=0 for INFO)."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+    # orbax and tfds also warn about routine things (a read-only checkpoint folder, a
+    # custom dataset config, their own deprecations): only errors from them.
+    logging.get_absl_handler().addFilter(_LibraryWarnings())
+
+
+class _LibraryWarnings(std_logging.Filter):
+
+  def filter(self, record) -> bool:
+    noisy = any(f'{os.sep}{lib}{os.sep}' in record.pathname
+                for lib in ('orbax', 'tensorflow_datasets'))
+    return not noisy or record.levelno >= std_logging.ERROR
 
 
 def _verbose() -> bool:

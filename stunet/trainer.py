@@ -14,7 +14,6 @@ What a pod run needs around the pure step of ``train_lib``:
 - TensorBoard summaries in ``workdir/tensorboard`` (process 0).
 """
 
-import logging as std_logging
 import os
 import signal
 import time
@@ -31,25 +30,6 @@ from stunet import inflate
 from stunet import sharding
 from stunet import train_lib
 from stunet import workdir_lock
-
-
-def quiet_library_logs() -> None:
-  """Entry points: library INFO logs (orbax, tfds) drown the progress lines, so show
-  warnings only unless the user passed --verbosity (e.g. --verbosity=0 for INFO)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-    # orbax and tfds also warn about routine things (a read-only checkpoint folder, a
-    # custom dataset config, their own deprecations): only errors from them.
-    logging.get_absl_handler().addFilter(_LibraryWarnings())
-
-
-class _LibraryWarnings(std_logging.Filter):
-
-  def filter(self, record) -> bool:
-    noisy = any(f'{os.sep}{lib}{os.sep}' in record.pathname
-                for lib in ('orbax', 'tensorflow_datasets'))
-    return not noisy or record.levelno >= std_logging.ERROR
 
 
 def report(fmt: str, *args) -> None:
