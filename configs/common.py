@@ -105,6 +105,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.nan_policy = 'skip'            # non-finite loss/grads: 'skip' the update
                                          # (counted) or 'stop' the run; never saved
   c.train.inject_nan_steps = ()          # fault injection for tests: NaN batches here
+  # Several processes agree on a SIGTERM through a collective that the host waits on:
+  # every this many steps (one process checks its flag at every step).
+  c.train.preemption_check_every = 10
   c.train.log_every = 50                 # steps between progress lines and summaries
   c.train.ckpt_every = 500               # steps between checkpoints
   c.train.keep = 3                       # checkpoints kept
@@ -227,6 +230,9 @@ def validate(config) -> None:
                      f'dynamic thresholding, or 0 for a plain clip to [-1, 1].')
   if sc.weighting not in ('uniform', 'ramp'):
     raise ValueError(f'config.sample.weighting={sc.weighting!r}: use uniform or ramp.')
+  if t.get('preemption_check_every', 1) < 1:
+    raise ValueError(f'config.train.preemption_check_every={t.preemption_check_every} must '
+                     f'be >= 1.')
   if t.get('t_power', 1.) <= 0:
     raise ValueError(f'config.train.t_power={t.t_power} must be > 0 (1 = uniform noise levels).')
   if not 0. <= t.cfg_drop < 1.:

@@ -111,19 +111,28 @@ def compile_step(step_fn, state, batch, rng):
 
 
 class Preemption:
-  """SIGTERM -> stop at the next step boundary; every process agrees on the step."""
+  """SIGTERM -> stop at a step boundary that every process agrees on.
 
-  def __init__(self):
+  One process stops at the next step. Several agree through a collective (an
+  all-gather of the flags, which the host waits on), so they only ask every
+  ``check_every`` steps, at the same steps: a SIGTERM then stops the run within that
+  many steps.
+  """
+
+  def __init__(self, check_every: int = 1):
     self.requested = False
+    self.check_every = max(1, int(check_every))
     self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
-  def should_stop(self) -> bool:
+  def should_stop(self, step: int) -> bool:
     if jax.process_count() == 1:
       return self.requested
+    if step % self.check_every:
+      return False
     flags = multihost_utils.process_allgather(np.asarray(self.requested))
     return bool(np.any(flags))
 
@@ -278,7 +287,7 @@ def _train(config, workdir, inputs) -> dict:
   batches = inputs.batches(start)
   inject = set(tc.inject_nan_steps)
   step_rng = jax.random.fold_in(rng, 1)
-  summaries, preemption = Summaries(workdir), Preemption()
+  summaries, preemption = Summaries(workdir), Preemption(tc.get('preemption_check_every', 1))
   monitor = _Monitor(config, summaries)
   t_start, compiled, pending, metrics = time.time(), None, None, {}
   try:
@@ -297,7 +306,7 @@ def _train(config, workdir, inputs) -> dict:
       if pending is not None:  # one step late: the device already has the next step
         monitor(*pending)
       pending = (step + 1, metrics)
-      if preemption.should_stop():
+      if preemption.should_stop(step + 1):
         monitor(*pending)
         _save(ckpt, step + 1, state, force=True)
         ckpt.close()  # waits for the write to finish
