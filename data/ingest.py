@@ -185,7 +185,8 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
                           mean=round(float(np.mean(lengths)), 2)),
               shards=dict(zip(names, counts)), num_skipped=sum(map(len, skipped.values())),
               skipped=skipped, seconds=round(time.time() - t0, 1), text=None,
-              tokenizer=caption_tokenizer(captions, output) if tokenizer_vocab > 0 else None)
+              tokenizer=(caption_tokenizer(captions, output, tokenizer_vocab)
+                         if tokenizer_vocab > 0 else None))
   records.write_info(output, info)
   return info
 
