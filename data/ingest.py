@@ -200,7 +200,12 @@ def caption_tokenizer(captions: list, output: str, vocab_size: int = 8000) -> di
   words = {w for c in captions for w in c.split()}
   kind = 'word' if len(words) + 3 <= vocab_size else 'unigram'
   prefix = os.path.join(output, os.path.splitext(records.TOKENIZER)[0])
-  text.train_tokenizer(captions, prefix, vocab_size=vocab_size, model_type=kind)
+  try:
+    text.train_tokenizer(captions, prefix, vocab_size=vocab_size, model_type=kind)
+  except RuntimeError as e:  # e.g. fewer pieces than the captions' distinct characters
+    raise ValueError(f'--tokenizer_vocab={vocab_size} cannot tokenize these captions '
+                     f'({str(e).split("] ")[-1]}); raise it, or pass 0 for no '
+                     f'tokenizer.') from e
   os.remove(prefix + '.vocab')
   tok = text.Tokenizer(prefix + '.model', max_length=1 << 16)
   return dict(file=records.TOKENIZER, model_type=kind, vocab_size=tok.vocab_size,
