@@ -58,6 +58,7 @@ def main(argv):
   from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   from stunet import sharding  # pylint: disable=g-import-not-at-top
   from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
+  from stunet import monitoring  # pylint: disable=g-import-not-at-top
   from stunet import trainer  # pylint: disable=g-import-not-at-top
   from stunet import workdir_lock  # pylint: disable=g-import-not-at-top
   cli.quiet_library_logs()
@@ -72,15 +73,15 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from e
   logging.info('config:\n%s', config)
-  trainer.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
+  monitoring.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
                  'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
                  jax.process_count())
   if ingested_tokenizer:
-    trainer.report('tokenizer: %s (trained by data/ingest.py on these captions)',
+    monitoring.report('tokenizer: %s (trained by data/ingest.py on these captions)',
                    ingested_tokenizer)
   inputs = pipeline.TrainInputs(config)
   for line in inputs.text_warnings():
-    trainer.report('warning: %s', line)
+    monitoring.report('warning: %s', line)
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value, inputs)
   except (workdir_lock.WorkdirLocked, NotADirectoryError) as e:  # raised before training

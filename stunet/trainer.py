@@ -11,32 +11,26 @@ What a pod run needs around the pure step of ``train_lib``:
 - SIGTERM (the preemption signal) saves and exits at the next step boundary, agreed
   by every process; SIGKILL loses at most the steps since the last checkpoint, and a
   resumed run sees the same data and noise as an uninterrupted one;
-- TensorBoard summaries in ``workdir/tensorboard`` (process 0).
+- metrics in ``workdir/metrics.jsonl`` and ``workdir/tensorboard`` (process 0).
+
+Progress lines, the metric writer, the NaN policy and preemption live in
+``stunet.monitoring``.
 """
 
-import os
-import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
-from jax.experimental import multihost_utils
 
 from stunet import checkpoints
 from stunet import inflate
+from stunet import monitoring
+from stunet.monitoring import report
 from stunet import sharding
 from stunet import train_lib
 from stunet import workdir_lock
-
-
-def report(fmt: str, *args) -> None:
-  """A progress line: printed by process 0 (the user's view) and logged by all."""
-  logging.info(fmt, *args)
-  if jax.process_index() == 0:
-    print(fmt % args, flush=True)
 
 
 def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
@@ -110,80 +104,6 @@ def compile_step(step_fn, state, batch, rng):
   return compiled
 
 
-class Preemption:
-  """SIGTERM -> stop at a step boundary that every process agrees on.
-
-  One process stops at the next step. Several agree through a collective (an
-  all-gather of the flags, which the host waits on), so they only ask every
-  ``check_every`` steps, at the same steps: a SIGTERM then stops the run within that
-  many steps.
-  """
-
-  def __init__(self, check_every: int = 1):
-    self.requested = False
-    self.check_every = max(1, int(check_every))
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
-    if step % self.check_every:
-      return False
-    flags = multihost_utils.process_allgather(np.asarray(self.requested))
-    return bool(np.any(flags))
-
-  def close(self):
-    signal.signal(signal.SIGTERM, self._previous)
-
-
-class Summaries:
-  """TensorBoard scalars in workdir/tensorboard, written by process 0 only.
-
-  Written with TensorFlow's core summary op and the scalars plugin's metadata, so
-  TensorBoard shows them but this process does not need the tensorboard package.
-  """
-
-  def __init__(self, workdir: str):
-    self.writer = None
-    if jax.process_index() == 0:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-      self._tf = tf
-      self._meta = summary_pb2.SummaryMetadata(
-          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='scalars'))
-      self.writer = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
-
-  def write(self, step: int, scalars: dict) -> None:
-    if self.writer is None:
-      return
-    tf = self._tf
-    with self.writer.as_default():
-      for k, v in scalars.items():
-        tf.summary.write(k, tf.constant(float(v), tf.float32), step=step, metadata=self._meta)
-    self.writer.flush()
-
-  def close(self):
-    if self.writer is not None:
-      self.writer.close()
-
-
-def read_summaries(workdir: str) -> dict:
-  """{tag: {step: value}} from workdir/tensorboard (for tests and notebooks)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
-  out = {}
-  for path in sorted(tf.io.gfile.glob(os.path.join(workdir, 'tensorboard', 'events.*'))):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for v in event.summary.value:
-        out.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
-  return out
-
-
 @jax.jit
 def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
@@ -198,51 +118,6 @@ def _save(ckpt, step: int, state, force: bool = False) -> None:
         f'the parameters are not finite at step {step}; nothing was saved and the last '
         f'checkpoint ({ckpt.latest_step()}) is intact. Lower config.train.lr.')
   ckpt.save(step, state, force=force)
-
-
-class _Monitor:
-  """Host side of the metrics: progress lines, summaries, the NaN policy."""
-
-  def __init__(self, config, summaries: Summaries):
-    self.tc, self.summaries = config.train, summaries
-    self.window, self.in_a_row, self.t0 = [], 0, time.time()
-    self.data_wait = 0.  # seconds spent waiting for the input pipeline since the last line
-
-  def __call__(self, done: int, metrics: dict) -> None:
-    tc = self.tc
-    m = jax.device_get(metrics)
-    self.window.append(m)
-    if bool(m['finite']):
-      self.in_a_row = 0
-    else:
-      self.in_a_row += 1
-      msg = (f'non-finite loss or gradient at step {done} (loss {float(m["loss"])}, '
-             f'grad norm {float(m["grad_norm"])}); the update was not applied')
-      if tc.nan_policy == 'stop':
-        raise FloatingPointError(f'{msg}. Stopping (config.train.nan_policy=stop); the '
-                                 f'last checkpoint is intact.')
-      report('%s (skipped: %d so far).', msg, int(m['skipped']))
-      if self.in_a_row >= max(10, tc.log_every):
-        raise FloatingPointError(
-            f'{self.in_a_row} non-finite steps in a row up to step {done}: training has '
-            f'diverged. Lower config.train.lr or raise config.train.warmup_steps.')
-    if done % tc.log_every == 0 or done == tc.num_steps:
-      elapsed = time.time() - self.t0
-      rate = len(self.window) / max(elapsed, 1e-9)
-      losses = [float(w['loss']) for w in self.window if bool(w['finite'])]
-      loss = float(np.mean(losses)) if losses else float('nan')
-      eta = (tc.num_steps - done) / max(rate, 1e-9)
-      wait = min(1., self.data_wait / max(elapsed, 1e-9))
-      report('step %d/%d loss %.4f grad_norm %.3f lr %.2e %.2f steps/s %.1f examples/s '
-             '(%.0f%% waiting for data) ETA %dm%02ds%s',
-             done, tc.num_steps, loss, float(m['grad_norm']), float(m['lr']), rate,
-             rate * tc.batch_size, 100 * wait, eta // 60, eta % 60,
-             f' skipped {int(m["skipped"])}' if int(m['skipped']) else '')
-      self.summaries.write(done, {
-          'loss': loss, 'learning_rate': float(m['lr']), 'grad_norm': float(m['grad_norm']),
-          'steps_per_sec': rate, 'examples_per_sec': rate * tc.batch_size,
-          'skipped_steps': int(m['skipped']), 'data_wait_fraction': wait})
-      self.window, self.t0, self.data_wait = [], time.time(), 0.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs) -> dict:
@@ -287,8 +162,9 @@ def _train(config, workdir, inputs) -> dict:
   batches = inputs.batches(start)
   inject = set(tc.inject_nan_steps)
   step_rng = jax.random.fold_in(rng, 1)
-  summaries, preemption = Summaries(workdir), Preemption(tc.get('preemption_check_every', 1))
-  monitor = _Monitor(config, summaries)
+  writer, preemption = monitoring.MetricWriter(workdir), monitoring.Preemption(
+      tc.preemption_check_every)
+  monitor = monitoring.Monitor(config, writer)
   t_start, compiled, pending, metrics = time.time(), None, None, {}
   try:
     for step in range(start, tc.num_steps):
@@ -301,7 +177,7 @@ def _train(config, workdir, inputs) -> dict:
       batch = sharding.global_batch(local, mesh)
       if compiled is None:
         compiled = compile_step(step_fn, state, batch, step_rng)
-        monitor.t0, monitor.data_wait = time.time(), 0.
+        monitor.restart_clock()
       state, metrics = compiled(state, batch, step_rng)
       if pending is not None:  # one step late: the device already has the next step
         monitor(*pending)
@@ -321,7 +197,7 @@ def _train(config, workdir, inputs) -> dict:
   finally:
     ckpt.close()  # an error still lets a started (async) save finish
     preemption.close()
-    summaries.close()
+    writer.close()
   report('trained to step %d in %.1fs; checkpoints in %s', int(state.step),
          time.time() - t_start, ckpt.directory)
   return jax.device_get(metrics)

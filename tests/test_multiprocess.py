@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import xla_flags
-from stunet import trainer
+from stunet import monitoring
 
 # Module-scoped fixtures: under pytest-xdist the module's tests share one worker.
 pytestmark = pytest.mark.xdist_group('test_multiprocess')
@@ -58,7 +58,7 @@ def _run(cmd, devices, signal_at=None, sig=None):
 
 
 def _losses(workdir):
-  return trainer.read_summaries(workdir)['loss']
+  return monitoring.read_metrics(workdir)['loss']
 
 
 @pytest.fixture(scope='module')

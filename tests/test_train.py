@@ -150,24 +150,3 @@ def test_init_from_must_be_a_t2i_run_and_is_checked_first(tmp_path, data_dir, mo
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='not a train.py workdir'):
     train_lib.load_params(str(tmp_path))
-
-
-def test_several_processes_agree_on_a_sigterm_only_every_n_steps(monkeypatch):
-  """The all-gather that makes processes agree is a collective the host waits on: it
-  runs at multiples of train.preemption_check_every only (one process: every step)."""
-  import signal  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  gathers = []
-  monkeypatch.setattr(jax, 'process_count', lambda: 2)
-  monkeypatch.setattr(multihost_utils, 'process_allgather',
-                      lambda x: gathers.append(int(x)) or np.stack([x, x]))
-  p = trainer.Preemption(check_every=5)
-  try:
-    assert not any(p.should_stop(s) for s in range(1, 5)) and not gathers
-    assert not p.should_stop(5) and gathers == [0]
-    signal.raise_signal(signal.SIGTERM)  # the handler only sets the flag
-    assert not p.should_stop(6) and p.should_stop(10) and gathers == [0, 1]
-    monkeypatch.setattr(jax, 'process_count', lambda: 1)
-    assert p.should_stop(11) and gathers == [0, 1]  # one process: its own flag, no collective
-  finally:
-    p.close()
