@@ -226,6 +226,20 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
   return numpy_batches(ds, tokenize)
 
 
+def training_captions(data_config, limit: int = 2000) -> list:
+  """Up to `limit` captions of the training data (records or a tfds train split), in
+  file order, without decoding the videos."""
+  if data_config.get("records"):
+    from data import records  # pylint: disable=g-import-not-at-top
+
+    return records.captions(data_config.records, limit)
+  ds = dataset_builder(data_config).as_dataset(
+      split="train", shuffle_files=False,
+      decoders={"video": tfds.decode.SkipDecoding()})
+  ds = ds.take(limit).map(lambda ex: ex["caption"])
+  return [c.decode("utf-8") for c in ds.as_numpy_iterator()]
+
+
 class TrainInputs:
   """What the training loop (stunet/trainer.py) reads, for ``config``: this host's
   batches from a step on, and the text of the empty caption (classifier-free
@@ -242,15 +256,15 @@ class TrainInputs:
     return train_batches(self.config, self.tokenizer.encode, start_step=start_step)
 
   def text_warnings(self) -> list:
-    """One line per way the tokenizer fails the training captions (records only: the
-    shapes captions are the shipped tokenizer's own): many <unk> tokens, captions cut
-    at config.data.max_text_len."""
+    """One line per way the tokenizer fails the training captions (up to 2000 of them):
+    many <unk> tokens, captions cut at config.data.max_text_len. Skipped for the
+    embedded shapes data with the shipped tokenizer (its own captions) and for
+    precomputed embeddings (no tokenizer in training)."""
     d = self.config.data
-    if not d.get("records") or d.get("precomputed_text"):
+    if d.get("precomputed_text") or (
+        not d.get("records") and d.name == "shapes" and not d.tokenizer):
       return []
-    from data import records  # pylint: disable=g-import-not-at-top
-
-    cov = self.tokenizer.coverage(records.captions(d.records))
+    cov = self.tokenizer.coverage(training_captions(d))
     name = d.tokenizer or "the shipped shapes tokenizer"
     out = []
     if cov["unk_fraction"] > 0.02:

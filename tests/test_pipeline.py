@@ -6,6 +6,7 @@ import socket
 
 import numpy as np
 import pytest
+from conftest import small_config
 
 from data import pipeline
 from data import shapes
@@ -185,3 +186,19 @@ def test_drop_remainder_and_bad_arguments(builder):
 
   with pytest.raises(ValueError, match="tokenize"):
     next(pipeline.numpy_batches(ds, bad_tokenize))
+
+
+def test_text_warnings_read_the_captions_of_a_tfds_dataset(builder, data_dir):
+  """Not only ingested records: the captions of a tfds dataset are checked against the
+  tokenizer too (here the shapes data with its tokenizer named explicitly)."""
+  c = small_config()
+  c.data.data_dir = data_dir
+  c.data.tokenizer = os.path.join(os.path.dirname(pipeline.__file__), "captions_spm.model")
+  captions = pipeline.training_captions(c.data)
+  assert len(captions) == NUM_TRAIN and all(shapes.parse_caption(x) for x in captions)
+  assert pipeline.TrainInputs(c).text_warnings() == []  # its own captions: covered
+  c.data.max_text_len = 4  # 3 tokens + EOS: every caption is longer
+  (cut,) = pipeline.TrainInputs(c).text_warnings()
+  assert cut.startswith(f"100% of {NUM_TRAIN} training captions are longer than")
+  c.data.tokenizer = ""  # the shipped tokenizer on the shapes data: nothing to check
+  assert pipeline.TrainInputs(c).text_warnings() == []
