@@ -26,6 +26,7 @@ import tqdm
 from absl import app
 from absl import flags
 
+from configs import common
 from data import shapes
 from data import shapes_metrics as metrics
 from stunet import cli
@@ -71,7 +72,8 @@ def generated(prompts, workdir):
   gen, config = sampling.Generator.from_workdir(workdir, _STEP.value,
                                                 num_steps=_NUM_STEPS.value,
                                                 sampler=_SAMPLER.value,
-                                                threshold=_THRESHOLD.value)
+                                                threshold=_THRESHOLD.value,
+                                                defaults=common.base_config())
   if not config.model.temporal:
     raise app.UsageError(f'{workdir} is a T2I run; motion needs a STUNet workdir.')
   sc = config.sample

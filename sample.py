@@ -21,6 +21,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from configs import common
 from stunet import checkpoints
 from stunet import cli
 from stunet import sampling
@@ -118,7 +119,8 @@ def _main(argv):
     ssr_dir, ssr_step = _locate(_SSR_WORKDIR, _SSR_CHECKPOINT, 'ssr_')
   base_windows = {} if cascade else dict(window=_WINDOW.value, overlap=_OVERLAP.value)
   gen, config = sampling.Generator.from_workdir(
-      workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, **base_windows)
+      workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, **base_windows,
+      defaults=common.base_config())
   if gen.ssr:
     raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
                          f'the base model as --workdir.')
@@ -134,7 +136,7 @@ def _main(argv):
   if cascade:  # load and check the SSR before spending time on the base stage
     ssr_gen, ssr_config = sampling.Generator.from_workdir(
         ssr_dir, ssr_step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value,
-        window=_WINDOW.value, overlap=_OVERLAP.value)
+        window=_WINDOW.value, overlap=_OVERLAP.value, defaults=common.base_config())
     if not ssr_gen.ssr:
       raise app.UsageError(f'{ssr_dir} is not an SSR model (config.model.lowres_size is 0).')
     low = ssr_config.model.lowres_size

@@ -39,7 +39,9 @@ MiB = 2 ** 20
 
 
 def measure(model, params, shape, windows, args):
-  fn = sampling.make_sampler(model, shape, num_steps=_STEPS.value, windows=windows)
+  sc = _CONFIG.value.sample
+  fn = sampling.make_sampler(model, shape, num_steps=_STEPS.value, sampler=sc.sampler,
+                             threshold=sc.threshold, windows=windows)
   t0 = time.time()
   compiled = fn.lower(*args).compile()
   compile_s = time.time() - t0

@@ -87,11 +87,9 @@ def main(argv):
     return m['loss']
   step_s = _timed(one, _STEPS.value)
 
-  frames = d.num_frames if config.model.temporal else 1
-  gen = sampling.Generator(setup.model, {'params': holder['state'].params},
-                           _FakeTokenizer(d.max_text_len),
-                           (frames, d.size, d.size, 3), num_steps=_SAMPLE_STEPS.value,
-                           sampler=config.sample.sampler)
+  gen = sampling.Generator.from_config(setup.model, {'params': holder['state'].params},
+                                       _FakeTokenizer(d.max_text_len), config,
+                                       num_steps=_SAMPLE_STEPS.value)
   prompts = ['x'] * _SAMPLE_BATCH.value
   gen(prompts, guidance=config.sample.guidance)  # compile
   sample_compile_s = gen.last_times['compile_s']

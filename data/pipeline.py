@@ -200,16 +200,16 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
     )
   mine = range(index * shards // processes, (index + 1) * shards // processes)
   d = config.data
-  if d.get("records"):  # data/ingest.py output: this host reads its shards' files
+  if d.records:  # data/ingest.py output: this host reads its shards' files
     from data import records  # pylint: disable=g-import-not-at-top
 
-    if d.get("precomputed_text"):
+    if d.precomputed_text:
       records.check_text(records.read_info(d.records), config)
     parts = [
         records.clip_dataset(
             d.records, clips // shards, d.num_frames, d.size, seed=config.seed + k,
             strides=d.frame_strides, shard_index=k, num_shards=shards,
-            text=bool(d.get("precomputed_text")))
+            text=bool(d.precomputed_text))
         for k in mine
     ]
   else:
@@ -229,7 +229,7 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
 def training_captions(data_config, limit: int = 2000) -> list:
   """Up to `limit` captions of the training data (records or a tfds train split), in
   file order, without decoding the videos."""
-  if data_config.get("records"):
+  if data_config.records:
     from data import records  # pylint: disable=g-import-not-at-top
 
     return records.captions(data_config.records, limit)
@@ -261,8 +261,8 @@ class TrainInputs:
     embedded shapes data with the shipped tokenizer (its own captions) and for
     precomputed embeddings (no tokenizer in training)."""
     d = self.config.data
-    if d.get("precomputed_text") or (
-        not d.get("records") and d.name == "shapes" and not d.tokenizer):
+    if d.precomputed_text or (
+        not d.records and d.name == "shapes" and not d.tokenizer):
       return []
     cov = self.tokenizer.coverage(training_captions(d))
     name = d.tokenizer or "the shipped shapes tokenizer"
@@ -283,7 +283,7 @@ class TrainInputs:
   def null_text(self) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [L], mask [L]), or the stored embedding [L, d] and its mask."""
     d = self.config.data
-    if d.get("precomputed_text"):
+    if d.precomputed_text:
       from data import records  # pylint: disable=g-import-not-at-top
 
       return records.null_text(d.records, self.config)

@@ -106,7 +106,7 @@ def resolve_tokenizer(config) -> str | None:
   model that ingest trained on their captions (set in config.data.tokenizer, so it is
   saved with the run's config). Returns its path, or None when nothing changed."""
   d = config.data
-  if not d.get('records') or d.tokenizer or config.model.text.get('pretrained'):
+  if not d.records or d.tokenizer or config.model.text.pretrained:
     return None
   entry = read_info(d.records).get('tokenizer')
   if not entry:

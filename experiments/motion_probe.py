@@ -14,6 +14,7 @@ Same clips, noise and levels for every checkpoint, so runs compare directly:
 import numpy as np
 from absl import flags
 
+from configs import common
 from data import shapes
 from stunet import cli
 
@@ -34,7 +35,8 @@ def main(argv):
   from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
   cli.quiet_library_logs()
   workdir = _WORKDIR.value or checkpoints.default_workdir()
-  config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value)
+  config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value,
+                                         defaults=common.base_config())
   model, tok = build_model(config.model), Tokenizer.from_config(config.data)
   d = config.data
   ex = [shapes.example(7, i, d.num_frames, d.size) for i in range(_NUM.value)]

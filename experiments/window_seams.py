@@ -33,6 +33,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+from configs import common
 from data import shapes
 from stunet import cli
 from stunet import sampling
@@ -86,11 +87,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   workdir = _WORKDIR.value
-  window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value)
+  window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value,
+                   defaults=common.base_config())
   gen, config = sampling.Generator.from_workdir(workdir, overlap=_OVERLAP.value, **window_kw)
   separate, _ = sampling.Generator.from_workdir(workdir, overlap=0, **window_kw)
   whole, _ = sampling.Generator.from_workdir(workdir, window=_FRAMES.value,
-                                             num_steps=_NUM_STEPS.value)
+                                             num_steps=_NUM_STEPS.value,
+                                             defaults=window_kw['defaults'])
   for g in (gen, separate, whole):
     if _LOWRES_AUG.value is not None:
       g.lowres_aug = _LOWRES_AUG.value

@@ -126,8 +126,16 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
       f.write(config.to_json_best_effort(indent=2))
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config saved by train.py in a workdir (or a checkpoints/ dir's parent)."""
+def load_config(workdir: str, defaults: Optional[ml_collections.ConfigDict] = None
+                ) -> ml_collections.ConfigDict:
+  """The resolved config saved by train.py in a workdir (or a checkpoints/ dir's parent).
+
+  defaults: the current defaults (``configs.common.base_config()``, which entry points
+  pass): the saved values are merged over them, so a workdir written before a field
+  existed gets that field's default, once, here; the library reads every field
+  directly. Without it the saved config is returned as written (complete when this
+  version wrote it).
+  """
   path = os.path.abspath(workdir)
   if os.path.basename(path) == 'checkpoints':
     path = os.path.dirname(path)
@@ -135,7 +143,18 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(cfg):
     raise FileNotFoundError(f'{cfg} not found: {workdir!r} is not a train.py workdir.')
   with open(cfg) as f:
-    return ml_collections.ConfigDict(_tuplify(json.load(f)))
+    saved = _tuplify(json.load(f))
+  if defaults is not None:
+    saved = _merge(defaults.to_dict(), saved)
+  return ml_collections.ConfigDict(saved)
+
+
+def _merge(base: dict, over: dict) -> dict:
+  """``over`` merged into ``base``, recursively for dicts present in both."""
+  out = dict(base)
+  for k, v in over.items():
+    out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+  return out
 
 
 def _tuplify(d):

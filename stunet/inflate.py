@@ -1,4 +1,4 @@
-"""T2I parameters -> STUNet parameters, and which parameters train.
+"""T2I parameters -> STUNet parameters, and which of them Lumiere adds.
 
 The STUNet's spatial modules have the T2I U-Net's names; everything Lumiere adds
 lives in a module whose name starts with ``temporal`` (e.g.
@@ -13,29 +13,6 @@ from flax import traverse_util
 def is_temporal(path: tuple) -> bool:
   """True for a parameter added by the inflation (path of dict keys)."""
   return any('temporal' in str(k) for k in path)
-
-
-def trainable_mask(params: Any, freeze_spatial: bool) -> Any:
-  """Tree of bools like ``params``: True where the parameter is trained.
-
-  With freeze_spatial (the paper's STUNet stage) only temporal layers train; the T2I
-  U-Net and the text encoder stay frozen.
-  """
-  flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict(
-      {k: (is_temporal(k) if freeze_spatial else True) for k in flat})
-
-
-def partition(params: Any, mask: Any) -> tuple[dict, dict]:
-  """Splits a param tree into (trainable, frozen) flat dicts keyed by path."""
-  flat, fmask = traverse_util.flatten_dict(params), traverse_util.flatten_dict(mask)
-  train = {k: v for k, v in flat.items() if fmask[k]}
-  frozen = {k: v for k, v in flat.items() if not fmask[k]}
-  return train, frozen
-
-
-def merge(train: dict, frozen: dict) -> Any:
-  return traverse_util.unflatten_dict({**train, **frozen})
 
 
 def inflate(t2i_params: Any, stunet_params: Any) -> Any:

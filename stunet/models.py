@@ -18,16 +18,15 @@ def build_model(model_config) -> unet_lib.TextToVideo:
       num_res_blocks=m.num_res_blocks, attn_levels=tuple(m.attn_levels),
       cross_attn_levels=tuple(m.cross_attn_levels), num_heads=m.num_heads,
       out_channels=3, temporal=m.temporal, num_temporal_attn=m.num_temporal_attn,
-      temporal_resample=m.get('temporal_resample', True),
+      temporal_resample=m.temporal_resample,
       temporal_resample_init=m.temporal_resample_init,
-      temporal_cond=m.get('temporal_cond', 'none'),
+      temporal_cond=m.temporal_cond,
       remat=unet_lib.remat_policy_name(m.remat), dtype=dtype)
   t = m.text
   text = TextEncoder(vocab_size=t.vocab_size, width=t.width, num_layers=t.num_layers,
-                     num_heads=t.num_heads, mlp_dim=t.mlp_dim, head_dim=t.get('head_dim', 0),
-                     num_buckets=t.get('num_buckets', 32),
-                     max_distance=t.get('max_distance', 128), eps=t.get('eps', 1e-6),
+                     num_heads=t.num_heads, mlp_dim=t.mlp_dim, head_dim=t.head_dim,
+                     num_buckets=t.num_buckets, max_distance=t.max_distance, eps=t.eps,
                      dtype=dtype)
-  if m.get('lowres_size', 0):
+  if m.lowres_size:
     return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size)
   return unet_lib.TextToVideo(unet=unet, text_encoder=text)

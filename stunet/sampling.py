@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from stunet import diffusion as D
@@ -59,8 +60,8 @@ def ddpm_step(rng, z, x_hat, t, s):
   return mean + jnp.sqrt(c) * sig_s * jax.random.normal(rng, z.shape, z.dtype)
 
 
-def make_sampler(model, shape, *, num_steps: int, sampler: str = 'ddim',
-                 threshold: float = 0.995, t_start: float = 1.0,
+def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float,
+                 t_start: float = 1.0,
                  windows: Optional[multidiffusion.Windows] = None) -> Callable:
   """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
   z_init=None, lowres=None, lowres_aug=0.)``.
@@ -147,9 +148,9 @@ class Generator:
   """
 
   def __init__(self, model, params, tokenizer, video_shape, *, num_steps: int,
-               sampler: str = 'ddim', threshold: float = 0.995, window: int = 0,
-               overlap: int = 2, weighting: str = 'uniform', window_batch: int = 1,
-               lowres_aug: float = 0.1):
+               sampler: str, threshold: float, window: int, overlap: int, weighting: str,
+               window_batch: int, lowres_aug: float):
+    """The sampler settings are config.sample's (``from_config``, ``from_workdir``)."""
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.video_shape = tuple(video_shape)  # (t, h, w, c); t: the trained clip length
     self.kw = dict(num_steps=num_steps, sampler=sampler, threshold=threshold)
@@ -164,30 +165,43 @@ class Generator:
   def from_workdir(cls, workdir: str, step: Optional[int] = None, *,
                    num_steps: Optional[int] = None, sampler: Optional[str] = None,
                    window: Optional[int] = None, overlap: Optional[int] = None,
-                   threshold: Optional[float] = None):
+                   threshold: Optional[float] = None,
+                   defaults: Optional[ml_collections.ConfigDict] = None):
     """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
-    settings come from the run's config. Returns (generator, config)."""
+    settings come from the run's config, merged over ``defaults`` (entry points pass
+    ``configs.common.base_config()``). Returns (generator, config)."""
     from stunet import train_lib  # pylint: disable=g-import-not-at-top
     from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
     from stunet.models import build_model  # pylint: disable=g-import-not-at-top
-    config, params = train_lib.load_params(workdir, step=step)
+    config, params = train_lib.load_params(workdir, step=step, defaults=defaults)
     if 'text_encoder' not in params:  # trained on precomputed embeddings
-      if not config.model.text.get('pretrained'):
+      if not config.model.text.pretrained:
         raise ValueError(f'{workdir} was trained on precomputed text embeddings but its '
                          f'config names no text encoder (config.model.text.pretrained).')
       params = train_lib.with_pretrained_text(config.model, params)
+    gen = cls.from_config(build_model(config.model), {'params': params},
+                          Tokenizer.from_config(config.data), config, num_steps=num_steps,
+                          sampler=sampler, window=window, overlap=overlap,
+                          threshold=threshold)
+    return gen, config
+
+  @classmethod
+  def from_config(cls, model, params, tokenizer, config, *,
+                  num_steps: Optional[int] = None, sampler: Optional[str] = None,
+                  window: Optional[int] = None, overlap: Optional[int] = None,
+                  threshold: Optional[float] = None):
+    """A Generator of ``model`` with the clip shape of config.data and the sampler
+    settings of config.sample (the arguments that are not None override them)."""
     d, sc = config.data, config.sample
     frames = d.num_frames if config.model.temporal else 1
-    gen = cls(build_model(config.model), {'params': params}, Tokenizer.from_config(d),
-              (frames, d.size, d.size, 3),
-              num_steps=sc.num_steps if num_steps is None else num_steps,
-              sampler=sampler or sc.sampler,
-              threshold=sc.threshold if threshold is None else threshold,
-              window=sc.get('window', 0) if window is None else window,
-              overlap=sc.get('overlap', 2) if overlap is None else overlap,
-              weighting=sc.get('weighting', 'uniform'),
-              window_batch=sc.get('window_batch', 1), lowres_aug=sc.get('lowres_aug', 0.1))
-    return gen, config
+    return cls(model, params, tokenizer, (frames, d.size, d.size, 3),
+               num_steps=sc.num_steps if num_steps is None else num_steps,
+               sampler=sampler or sc.sampler,
+               threshold=sc.threshold if threshold is None else threshold,
+               window=sc.window if window is None else window,
+               overlap=sc.overlap if overlap is None else overlap,
+               weighting=sc.weighting, window_batch=sc.window_batch,
+               lowres_aug=sc.lowres_aug)
 
   def windows(self, num_frames: int) -> Optional[multidiffusion.Windows]:
     """None (one pass over the clip) when it fits one window, else the windows."""

@@ -186,7 +186,7 @@ def resolve(config) -> None:
   them): a pretrained T5's architecture (and its spiece.model as the tokenizer, unless
   one is set), the tokenizer's vocabulary size. Entry points call it before validate."""
   text, d = config.model.text, config.data
-  if text.get('pretrained'):
+  if text.pretrained:
     from stunet import t5  # pylint: disable=g-import-not-at-top
     spm = os.path.join(text.pretrained, 'spiece.model')
     with config.unlocked():
@@ -197,7 +197,7 @@ def resolve(config) -> None:
       raise ValueError(f'config.model.text.pretrained={text.pretrained!r} has no '
                        f'spiece.model: set config.data.tokenizer to the T5 sentencepiece '
                        f'model its weights were trained with.')
-  if d.get('precomputed_text') and not (d.get('records') and text.get('pretrained')):
+  if d.precomputed_text and not (d.records and text.pretrained):
     raise ValueError('config.data.precomputed_text=True reads embeddings stored in records '
                      'by data/embed_captions.py: set config.data.records to that directory '
                      'and config.model.text.pretrained to the T5 that embedded them (sampling '
@@ -205,6 +205,6 @@ def resolve(config) -> None:
   if not text.vocab_size:
     with config.unlocked():
       text.vocab_size = Tokenizer.from_config(d).vocab_size
-  elif text.get('pretrained') and Tokenizer.from_config(d).vocab_size > text.vocab_size:
+  elif text.pretrained and Tokenizer.from_config(d).vocab_size > text.vocab_size:
     raise ValueError(f'the tokenizer {d.tokenizer!r} has more pieces than the T5 '
                      f'vocabulary ({text.vocab_size}): it is not this checkpoint\'s.')

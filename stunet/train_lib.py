@@ -98,14 +98,14 @@ def with_pretrained_text(model_config, params):
 
 def precomputed_text(config) -> bool:
   """Whether batches carry text embeddings (the model is then only the denoiser)."""
-  return bool(config.data.get('precomputed_text', False))
+  return bool(config.data.precomputed_text)
 
 
 def example_inputs(config, batch: int = 1):
   """Zero inputs of the model's shapes (for init and abstract evaluation): tokens, or
   text embeddings [batch, L, width] with ``data.precomputed_text``."""
   frames = config.data.num_frames if config.model.temporal else 1
-  s, low = config.data.size, config.model.get('lowres_size', 0)
+  s, low = config.data.size, config.model.lowres_size
   n = config.data.max_text_len
   text = (jnp.zeros((batch, n, config.model.text.width)) if precomputed_text(config)
           else jnp.zeros((batch, n), jnp.int32))
@@ -124,7 +124,7 @@ class Setup:
     self.model = build_model(config.model)
     self.tx = make_optimizer(config.train)
     self.freeze = bool(config.train.freeze_spatial)
-    self.freeze_text = bool(config.model.text.get('pretrained'))
+    self.freeze_text = bool(config.model.text.pretrained)
     self.precomputed_text = precomputed_text(config)
 
   def split(self, params):
@@ -156,13 +156,15 @@ class Setup:
                    out_shardings=self.shardings)(rng)
 
 
-def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool = True
+def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool = True,
+                defaults: Optional[ml_collections.ConfigDict] = None
                 ) -> tuple[ml_collections.ConfigDict, Any]:
   """(config, params) of a checkpoint (default: the latest) of a train.py workdir.
 
   ema: the moving average of the weights (what samples should use) or the raw ones.
+  defaults: merged under the saved config (``checkpoints.load_config``).
   """
-  config = checkpoints.load_config(workdir)
+  config = checkpoints.load_config(workdir, defaults)
   mesh = mesh or sharding.make_mesh(config.mesh)
   setup = Setup(config, mesh)
   ckpt = checkpoints.Checkpointer(workdir, read_only=True)
@@ -191,7 +193,7 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
   tc = config.train
   schedule = lr_schedule(tc)
   t2i = not config.model.temporal
-  lowres_size = config.model.get('lowres_size', 0)
+  lowres_size = config.model.lowres_size
   accum = tc.grad_accum
   logical_rules = sharding.rules(config.mesh)
   batch_axes = sharding.BATCH_AXES
@@ -210,7 +212,7 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
       video = jnp.take_along_axis(video, idx[:, :, None, None, None], axis=1)
       video = video.reshape((b * k, 1) + video.shape[2:])
       tokens, mask = jnp.repeat(tokens, k, axis=0), jnp.repeat(mask, k, axis=0)
-    t = D.sample_times(r_t, video.shape[0], tc.get('t_power', 1.))
+    t = D.sample_times(r_t, video.shape[0], tc.t_power)
     eps = jax.random.normal(r_eps, video.shape, jnp.float32)
     ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
     if lowres_size:  # SSR: the downsampled clip, noise-augmented to a random level

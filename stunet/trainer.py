@@ -46,7 +46,9 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   params, config = state.params, setup.config
   if config.train.init_from:
     src = config.train.init_from  # a T2I run: checked by train_and_evaluate
-    _, t2i_params = train_lib.load_params(src, setup.mesh)
+    # Fields the T2I run's config.json lacks (written before they existed) take this
+    # run's values.
+    _, t2i_params = train_lib.load_params(src, setup.mesh, defaults=config)
     params = inflate.inflate(t2i_params, params)
     report('initialised spatial weights from %s', src)
   if setup.freeze_text and not setup.precomputed_text:

@@ -107,9 +107,10 @@ def test_one_window_over_the_whole_clip_equals_plain_sampling():
                               minval=-1., maxval=1.)
   extra = (None, lowres, jnp.float32(0.1))
   args = (params, *_tokens(2, cfg.data.max_text_len), jax.random.key(7), jnp.float32(2.))
-  plain = sampling.make_sampler(model, shape, num_steps=3, sampler=sampler)(*args, *extra)
+  plain = sampling.make_sampler(model, shape, num_steps=3, sampler=sampler,
+                                 threshold=0.995)(*args, *extra)
   one = md.Windows(cfg.data.num_frames, cfg.data.num_frames, overlap=2)
   windowed = sampling.make_sampler(model, shape, num_steps=3, sampler=sampler,
-                                   windows=one)(*args, *extra)
+                                   threshold=0.995, windows=one)(*args, *extra)
   assert float(jnp.abs(plain).max()) > 0.01
   np.testing.assert_allclose(windowed, plain, atol=2e-5)

@@ -46,7 +46,8 @@ def test_exact_denoiser_recovers_the_data_point(sampler):
   shape = (2, 4, 6, 6, 3)
   x0 = jax.random.uniform(jax.random.key(0), shape, minval=-0.9, maxval=0.9)
   model = PointDenoiser(x0, -x0)
-  fn = sampling.make_sampler(model, shape, num_steps=5, sampler=sampler)
+  fn = sampling.make_sampler(model, shape, num_steps=5, sampler=sampler,
+                             threshold=0.995)
   out = fn(None, *_tokens(2), jax.random.key(1), 0.)
   np.testing.assert_allclose(out, x0, atol=1e-4)
   # Guidance w extrapolates: x = (1 + w) x_c - w x_u = 1.5 x0 for w = 0.25, x_u = -x0;
@@ -112,7 +113,7 @@ def test_real_model_sampler_is_deterministic_and_compiles_once():
     return jax.tree.unflatten(tree, [v + 0.1 * jax.random.normal(k, v.shape)
                                      for v, k in zip(leaves, keys)])
   variables = init(jax.random.key(0))
-  fn = sampling.make_sampler(model, shape, num_steps=3, sampler='ddpm')
+  fn = sampling.make_sampler(model, shape, num_steps=3, sampler='ddpm', threshold=0.995)
   args = _tokens(2, n)
   a = fn(variables, *args, jax.random.key(7), 1.0)
   b = fn(variables, *args, jax.random.key(7), 3.0)  # new guidance: no recompile
@@ -127,6 +128,6 @@ def test_real_model_sampler_is_deterministic_and_compiles_once():
 
 def test_bad_sampler_arguments():
   with pytest.raises(ValueError, match='unknown sampler'):
-    sampling.make_sampler(None, (1, 1, 1, 1, 3), num_steps=2, sampler='euler')
+    sampling.make_sampler(None, (1, 1, 1, 1, 3), num_steps=2, sampler='euler', threshold=0.)
   with pytest.raises(ValueError, match='num_steps'):
-    sampling.make_sampler(None, (1, 1, 1, 1, 3), num_steps=0)
+    sampling.make_sampler(None, (1, 1, 1, 1, 3), num_steps=0, sampler='ddim', threshold=0.)
