@@ -154,6 +154,10 @@ def main(argv):
   print(f'{_SOURCE.value}: n={scores["n"]}')
   for k in ('color', 'shape', 'motion', 'all'):
     print(f'  {k:6s} accuracy {scores[k + "_acc"]:.3f}   (chance {chance[k + "_acc"]:.3f})')
+  for m, row in scores['by_motion'].items():
+    misses = ', '.join(f'{k} {v}' for k, v in row['detected'].items() if k != m)
+    print(f'    {m:20s} {row["acc"]:.2f} of {row["n"]:3d}' + (f'   (seen as: {misses})'
+                                                            if misses else ''))
   print(f'  frame-to-frame change: mean {change["mean"]:.4f}, largest pair / median pair '
         f'{change["max_over_median"]:.2f}   (real clips {real_change["mean"]:.4f}, '
         f'{real_change["max_over_median"]:.2f})')

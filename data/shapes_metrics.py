@@ -221,7 +221,9 @@ def score(videos: Iterable, captions: Sequence[str]) -> dict:
     videos: [n, t, h, w, 3] array (or sequence of [t, h, w, 3]), uint8 or [-1, 1].
     captions: n captions in the data.shapes grammar ('a red square moves left').
   Returns:
-    dict(color_acc, shape_acc, motion_acc, all_acc, n); accuracies in [0, 1].
+    dict(color_acc, shape_acc, motion_acc, all_acc, n); accuracies in [0, 1]; and
+    by_motion: {prompted motion: dict(n, acc, detected={detected motion: count})},
+    where a model's motion errors go.
   """
   videos = list(videos)
   if len(videos) != len(captions):
@@ -229,9 +231,11 @@ def score(videos: Iterable, captions: Sequence[str]) -> dict:
   if not videos:
     raise ValueError("score() needs at least one video.")
   hits = collections.Counter()
+  detected = collections.defaultdict(collections.Counter)  # prompted -> detected
   for video, text in zip(videos, captions):
     want = shapes_lib.parse_caption(text)
     got = detect(video)
+    detected[want["motion"]][got["motion"]] += 1
     ok = [got[k] == want[k] for k in ("color", "shape", "motion")]
     hits["color"] += ok[0]
     hits["shape"] += ok[1]
@@ -244,6 +248,10 @@ def score(videos: Iterable, captions: Sequence[str]) -> dict:
       motion_acc=hits["motion"] / n,
       all_acc=hits["all"] / n,
       n=n,
+      by_motion={
+          m: dict(n=sum(c.values()), acc=c[m] / sum(c.values()),
+                  detected=dict(c.most_common()))
+          for m, c in sorted(detected.items())},
   )
 
 

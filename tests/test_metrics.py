@@ -27,6 +27,18 @@ def test_accurate_on_generated_videos():
   for key in ("color_acc", "shape_acc", "motion_acc"):
     assert got[key] >= 0.95, got
   assert got["all_acc"] >= 0.95, got
+  rows = got["by_motion"]
+  assert set(rows) == set(shapes.MOTIONS) and sum(r["n"] for r in rows.values()) == 240
+  for m, r in rows.items():
+    assert sum(r["detected"].values()) == r["n"] and r["acc"] == r["detected"].get(m, 0) / r["n"]
+
+
+def test_by_motion_says_what_was_detected_instead():
+  videos, captions = _real(12, seed=14)
+  still = np.repeat(videos[:, :1], videos.shape[1], axis=1)  # every clip frozen
+  rows = metrics.score(still, captions)["by_motion"]
+  assert sum(r["n"] for r in rows.values()) == 12
+  assert all(r["acc"] == 0. and r["detected"] == {"none": r["n"]} for r in rows.values()), rows
 
 
 @pytest.mark.parametrize("frames,size", [(8, 32), (16, 64), (8, 16)])
