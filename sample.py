@@ -13,6 +13,7 @@ made of overlapping windows fused at every step (MultiDiffusion).
 
 import os
 import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
@@ -99,13 +100,16 @@ def _check_flags() -> None:
     if ext not in ('.mp4', '.gif'):
       raise app.UsageError(f'--output={output}: unknown video extension {ext!r}; use .mp4 '
                            f'or .gif.')
+    # Tried, not predicted (os.access says yes to root everywhere, /proc included): the
+    # folder is made now and a scratch file written in it, before anything compiles.
     folder = os.path.dirname(os.path.abspath(output))
-    existing = folder
-    while not os.path.exists(existing):
-      existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-      raise app.UsageError(f'--output={output}: cannot write in {existing}; choose another '
-                           f'folder.')
+    try:
+      os.makedirs(folder, exist_ok=True)
+      with tempfile.TemporaryFile(dir=folder):
+        pass
+    except OSError as e:
+      raise app.UsageError(f'--output={output}: cannot write in {folder} '
+                           f'({e.strerror or e}); choose another folder.') from e
 
 
 def _main(argv):

@@ -138,6 +138,7 @@ def sample_main():
     ({'guidance': -1.}, '--guidance=-1.0: must be >= 0'),
     ({'output': ['v.avi']}, "unknown video extension '.avi'"),
     ({'output': ['a_file/v.mp4']}, 'cannot write in'),
+    ({'output': ['/proc/stunet_nope/v.mp4']}, 'cannot write in'),  # os.access lies to root
     ({'prompt': ['ein roter Hund']}, 'no word of it is in the tokenizer'),  # shipped model
 ])
 def test_sample_py_bad_input(sample_main, tmp_path, monkeypatch, flag_values, match):
