@@ -5,6 +5,9 @@ v-prediction loss given the true caption, the same caption with another motion
 ('a red square moves left' -> '... grows') and the empty caption. The gap
 wrong - true is what the model has learnt about motion from the text at that noise
 level (0: it ignores the motion word); true - null covers colour and shape too.
+The last column swaps only the direction, on the clips whose motion has an opposite
+('moves left' <-> 'moves right', up <-> down, grows <-> shrinks): what the model has
+learnt about the direction word alone.
 Same clips, noise and levels for every checkpoint, so runs compare directly:
 
   python experiments/motion_probe.py                       # the shipped model
@@ -23,6 +26,8 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest
 _EMA = flags.DEFINE_bool('ema', True, 'Use the EMA weights (--noema: the raw ones).')
 _NUM = flags.DEFINE_integer('num_clips', 64, 'Real clips (dataset seed 7, not the training set).')
 LEVELS = (0.2, 0.4, 0.6, 0.75, 0.85, 0.95)
+OPPOSITE = {'moves left': 'moves right', 'moves right': 'moves left', 'moves up': 'moves down',
+            'moves down': 'moves up', 'grows': 'shrinks', 'shrinks': 'grows'}
 
 
 def main(argv):
@@ -50,23 +55,32 @@ def main(argv):
   captions = {'true': [e['caption'] for e in ex], 'wrong_motion': [other_motion(e) for e in ex],
               'null': [''] * len(ex)}
   encoded = {k: tuple(map(jnp.asarray, tok.encode(v))) for k, v in captions.items()}
+  directed = np.array([i for i, e in enumerate(ex) if e['motion'] in OPPOSITE])
+  direction = {  # the clips with an opposite motion: true vs opposite captions
+      'true': tok.encode([ex[i]['caption'] for i in directed]),
+      'opposite': tok.encode([shapes.caption(ex[i]['color'], ex[i]['shape'],
+                                             OPPOSITE[ex[i]['motion']]) for i in directed])}
+  direction = {k: tuple(map(jnp.asarray, v)) for k, v in direction.items()}
 
   @jax.jit
-  def loss(z, t, tokens, mask, eps):
+  def loss(x, z, t, tokens, mask, eps):
     v = model.apply({'params': params}, z, t, tokens, mask)
-    return ((v - D.v_target(video, t, eps)) ** 2).mean()
+    return ((v - D.v_target(x, t, eps)) ** 2).mean()
 
   print(f'{workdir} step {_STEP.value or "latest"} ({"EMA" if _EMA.value else "raw"}), '
-        f'{len(ex)} clips')
-  print('t     logsnr   true      wrong     null      wrong-true')
+        f'{len(ex)} clips ({len(directed)} with an opposite motion)')
+  print('t     logsnr   true      wrong     null      wrong-true  opposite-true')
   for level in LEVELS:
     t = jnp.full((len(ex),), level)
     eps = jax.random.normal(jax.random.key(int(level * 100)), video.shape)
     z = D.q_sample(video, t, eps)
-    r = {k: float(loss(z, t, *encoded[k], eps)) for k in captions}
+    r = {k: float(loss(video, z, t, *encoded[k], eps)) for k in captions}
+    sub = lambda a: a[directed]  # pylint: disable=cell-var-from-loop
+    d = {k: float(loss(sub(video), sub(z), sub(t), *direction[k], sub(eps)))
+         for k in direction}
     print(f'{level:.2f}  {float(D.logsnr_schedule_cosine(level)):+6.2f}  {r["true"]:.5f}  '
-          f'{r["wrong_motion"]:.5f}  {r["null"]:.5f}  {r["wrong_motion"] - r["true"]:+.5f}',
-          flush=True)
+          f'{r["wrong_motion"]:.5f}  {r["null"]:.5f}  {r["wrong_motion"] - r["true"]:+.5f}'
+          f'    {d["opposite"] - d["true"]:+.5f}', flush=True)
 
 
 if __name__ == '__main__':
