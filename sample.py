@@ -122,9 +122,10 @@ def _main(argv):
   if cascade:
     ssr_dir, ssr_step = _locate(_SSR_WORKDIR, _SSR_CHECKPOINT, 'ssr_')
   base_windows = {} if cascade else dict(window=_WINDOW.value, overlap=_OVERLAP.value)
+  defaults = common.base_config()  # what a saved config.json is merged over
   gen, config = sampling.Generator.from_workdir(
       workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, **base_windows,
-      defaults=common.base_config())
+      defaults=defaults)
   if gen.ssr:
     raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
                          f'the base model as --workdir.')
@@ -140,7 +141,7 @@ def _main(argv):
   if cascade:  # load and check the SSR before spending time on the base stage
     ssr_gen, ssr_config = sampling.Generator.from_workdir(
         ssr_dir, ssr_step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value,
-        window=_WINDOW.value, overlap=_OVERLAP.value, defaults=common.base_config())
+        window=_WINDOW.value, overlap=_OVERLAP.value, defaults=defaults)
     if not ssr_gen.ssr:
       raise app.UsageError(f'{ssr_dir} is not an SSR model (config.model.lowres_size is 0).')
     low = ssr_config.model.lowres_size

@@ -61,6 +61,7 @@ def main(argv):
       'opposite': tok.encode([shapes.caption(ex[i]['color'], ex[i]['shape'],
                                              OPPOSITE[ex[i]['motion']]) for i in directed])}
   direction = {k: tuple(map(jnp.asarray, v)) for k, v in direction.items()}
+  video_dir = video[directed]
 
   @jax.jit
   def loss(x, z, t, tokens, mask, eps):
@@ -75,8 +76,7 @@ def main(argv):
     eps = jax.random.normal(jax.random.key(int(level * 100)), video.shape)
     z = D.q_sample(video, t, eps)
     r = {k: float(loss(video, z, t, *encoded[k], eps)) for k in captions}
-    sub = lambda a: a[directed]  # pylint: disable=cell-var-from-loop
-    d = {k: float(loss(sub(video), sub(z), sub(t), *direction[k], sub(eps)))
+    d = {k: float(loss(video_dir, z[directed], t[directed], *direction[k], eps[directed]))
          for k in direction}
     print(f'{level:.2f}  {float(D.logsnr_schedule_cosine(level)):+6.2f}  {r["true"]:.5f}  '
           f'{r["wrong_motion"]:.5f}  {r["null"]:.5f}  {r["wrong_motion"] - r["true"]:+.5f}'

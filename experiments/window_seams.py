@@ -87,13 +87,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   workdir = _WORKDIR.value
-  window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value,
-                   defaults=common.base_config())
+  defaults = common.base_config()  # what the saved config.json is merged over
+  window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value, defaults=defaults)
   gen, config = sampling.Generator.from_workdir(workdir, overlap=_OVERLAP.value, **window_kw)
   separate, _ = sampling.Generator.from_workdir(workdir, overlap=0, **window_kw)
   whole, _ = sampling.Generator.from_workdir(workdir, window=_FRAMES.value,
                                              num_steps=_NUM_STEPS.value,
-                                             defaults=window_kw['defaults'])
+                                             defaults=defaults)
   for g in (gen, separate, whole):
     if _LOWRES_AUG.value is not None:
       g.lowres_aug = _LOWRES_AUG.value
