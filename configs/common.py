@@ -60,7 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.temporal_resample_init = 'identity'
   c.model.temporal_resample = True       # halve/double time with space (SSR: False)
   # How the temporal layers are conditioned: 'film' scales/shifts their input by the
-  # timestep + text embedding (their own text projection); 'none': features only.
+  # timestep + text embedding (their own text projection); 'film_xattn' adds a
+  # cross-attention from the temporal attention to the text tokens; 'none': features only.
   c.model.temporal_cond = 'film'
   # SSR (stunet/ssr.py): > 0 makes this a super-resolution model conditioned on the
   # clip downsampled to lowres_size x lowres_size (upsampled, concatenated to its input).
@@ -148,6 +149,7 @@ def base_config() -> ml_collections.ConfigDict:
 # the constants of the modules that own them; tests/test_config.py pins them equal.
 CHOICES = {
     'model.remat': ('none', 'full', 'dots', 'dots_no_batch'),  # stunet.unet.REMAT_POLICIES
+    'model.temporal_cond': ('none', 'film', 'film_xattn'),     # stunet.unet.TEMPORAL_COND
     'train.schedule': ('constant', 'cosine'),                   # stunet.train_lib.SCHEDULES
     'sample.sampler': ('ddim', 'ddpm'),                         # stunet.sampling.SAMPLERS
 }
@@ -180,7 +182,7 @@ def validate(config) -> None:
   if t.stage != 't2i' and not m.temporal:
     raise ValueError(f'config.train.stage={t.stage} trains a STUNet: set model.temporal=True.')
   if t.stage == 'stunet' and not t.init_from:
-    raise ValueError('config.train.stage=stunet inflates a T2I run: set '
+    raise ValueError('config.train.stage=stunet starts from a T2I (or STUNet) run: set '
                      'config.train.init_from to its workdir or checkpoint (or use '
                      'stage=scratch to train a STUNet from scratch).')
   if t.freeze_spatial and not t.init_from:
@@ -191,8 +193,6 @@ def validate(config) -> None:
   if m.temporal_resample_init not in ('identity', 'linear', 'he'):
     raise ValueError(f'config.model.temporal_resample_init={m.temporal_resample_init!r}: use '
                      f'identity, linear or he.')
-  if m.temporal_cond not in ('none', 'film'):
-    raise ValueError(f'config.model.temporal_cond={m.temporal_cond!r}: use none or film.')
   for field, allowed in CHOICES.items():
     section, name = field.split('.')
     if config[section][name] not in allowed:

@@ -1,4 +1,4 @@
-"""T2I parameters -> STUNet parameters, and which of them Lumiere adds.
+"""T2I (or STUNet) parameters -> STUNet parameters, and which of them Lumiere adds.
 
 The STUNet's spatial modules have the T2I U-Net's names; everything Lumiere adds
 lives in a module whose name starts with ``temporal`` (e.g.
@@ -15,27 +15,31 @@ def is_temporal(path: tuple) -> bool:
   return any('temporal' in str(k) for k in path)
 
 
-def inflate(t2i_params: Any, stunet_params: Any) -> Any:
-  """Copies every T2I parameter into the freshly initialised STUNet tree.
+def inflate(src_params: Any, stunet_params: Any) -> Any:
+  """Copies every parameter of a T2I or STUNet run into a freshly initialised STUNet.
 
-  Every non-temporal STUNet parameter must come from the T2I tree with the same
-  shape, and every T2I parameter must land somewhere; otherwise the configs of the
-  two stages disagree and we say which parameter differs.
+  From a T2I run this is Lumiere's inflation: the spatial weights are copied and the
+  temporal layers start at their init. From a STUNet run every parameter is copied
+  and only temporal layers that it lacks (e.g. the text cross-attention of
+  ``model.temporal_cond='film_xattn'``) start at their init. Every source parameter
+  must land on one of the same shape, and every spatial parameter must come from the
+  source; otherwise the configs of the two runs disagree and we say which parameter
+  differs.
   """
-  src = traverse_util.flatten_dict(t2i_params)
+  src = traverse_util.flatten_dict(src_params)
   dst = traverse_util.flatten_dict(stunet_params)
-  spatial = {k for k in dst if not is_temporal(k)}
-  missing = sorted('/'.join(map(str, k)) for k in spatial - set(src))
-  extra = sorted('/'.join(map(str, k)) for k in set(src) - spatial)
+  name = lambda k: '/'.join(map(str, k))
+  missing = sorted(name(k) for k in set(dst) - set(src) if not is_temporal(k))
+  extra = sorted(name(k) for k in set(src) - set(dst))
   if missing or extra:
     raise ValueError(
-        'The T2I checkpoint does not match the STUNet config: '
+        f'The checkpoint of config.train.init_from does not match this config: '
         f'missing {missing[:4]}{"..." if len(missing) > 4 else ""}, '
         f'unexpected {extra[:4]}{"..." if len(extra) > 4 else ""}. Use the same '
-        'config.model widths/levels/attention as the T2I run.')
-  for k in spatial:
-    if src[k].shape != dst[k].shape:
-      raise ValueError(f'{"/".join(map(str, k))}: T2I shape {src[k].shape} vs STUNet '
-                       f'{dst[k].shape}; use the T2I run\'s config.model.')
-    dst[k] = src[k]
+        'config.model widths/levels/attention as that run.')
+  for k, v in src.items():
+    if v.shape != dst[k].shape:
+      raise ValueError(f'{name(k)}: shape {v.shape} in config.train.init_from vs '
+                       f'{dst[k].shape} here; use that run\'s config.model.')
+    dst[k] = v
   return traverse_util.unflatten_dict(dst)

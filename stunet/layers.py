@@ -246,28 +246,43 @@ class TemporalAttention(nn.Module):
   """Self-attention along time at every spatial position; zero-initialised output.
 
   With ``emb`` ([b, d]) its normalised input is scaled and shifted by the timestep
-  and text embedding (FiLM, zero init), as in the SpaceTimeConvBlock.
+  and text embedding (FiLM, zero init), as in the SpaceTimeConvBlock. With ``text``
+  ([b, L, d]) and its mask, a cross-attention from every (pixel, frame) to the text
+  tokens follows (zero-initialised output). Its queries carry the frame position, so
+  a word can act differently on different frames: what a motion word has to do, and
+  what the pooled-text FiLM (the same for every frame) cannot do directly.
   """
   num_heads: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, emb=None):
+  def __call__(self, x, emb=None, text=None, text_mask=None):
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
+    norm = lambda name, v: nn.LayerNorm(name=name, dtype=self.dtype,
+                                        scale_init=_p(nn.initializers.ones, NORM),
+                                        bias_init=_p(nn.initializers.zeros, NORM))(v)
     h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
-    y = nn.LayerNorm(name='norm', dtype=self.dtype,
-                     scale_init=_p(nn.initializers.ones, NORM),
-                     bias_init=_p(nn.initializers.zeros, NORM))(h)
+    # Frame positions, so attention knows the order of frames.
+    pos = timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(self.dtype)
+    y = norm('norm', h)
     if emb is not None:
       y = film(y, emb, 'emb_proj', self.dtype)
-    # Frame positions, so attention knows the order of frames.
-    y = y + timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(y.dtype)
+    y = y + pos
     qkv = dense(3 * c, 'qkv', self.dtype, use_bias=False)(y)
     q, k, v = jnp.split(qkv.reshape(b * hh * ww, t, 3 * heads, hd), 3, axis=2)
     y = attention(q, k, v).reshape(b * hh * ww, t, c)
-    y = dense(c, 'out', self.dtype, zero=True, names=DENSE_OUT)(y)
-    return x + jnp.moveaxis(y.reshape(b, hh, ww, t, c), 3, 1)
+    h = h + dense(c, 'out', self.dtype, zero=True, names=DENSE_OUT)(y)
+    if text is not None:
+      # Every (pixel, frame) of a clip queries that clip's tokens: [b, hh*ww*t, c].
+      y = (norm('text_query_norm', h) + pos).reshape(b, hh * ww * t, c)
+      q = dense(c, 'text_q', self.dtype, use_bias=False)(y)
+      kv = dense(2 * c, 'text_kv', self.dtype, use_bias=False)(norm('text_norm', text))
+      k, v = jnp.split(kv.reshape(b, -1, 2 * heads, hd), 2, axis=2)
+      y = attention(q.reshape(b, hh * ww * t, heads, hd), k, v, text_mask)
+      y = dense(c, 'text_out', self.dtype, zero=True, names=DENSE_OUT)(y.reshape(b, -1, c))
+      h = h + y.reshape(b * hh * ww, t, c)
+    return jnp.moveaxis(h.reshape(b, hh, ww, t, c), 3, 1)
 
 
 class Downsample(nn.Module):

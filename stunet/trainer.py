@@ -45,12 +45,13 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   state = setup.init(rng)
   params, config = state.params, setup.config
   if config.train.init_from:
-    src = config.train.init_from  # a T2I run: checked by train_and_evaluate
-    # Fields the T2I run's config.json lacks (written before they existed) take this
+    src = config.train.init_from  # checked by train_and_evaluate
+    # Fields the source's config.json lacks (written before they existed) take this
     # run's values.
-    _, t2i_params = train_lib.load_params(src, setup.mesh, defaults=config)
-    params = inflate.inflate(t2i_params, params)
-    report('initialised spatial weights from %s', src)
+    src_config, src_params = train_lib.load_params(src, setup.mesh, defaults=config)
+    params = inflate.inflate(src_params, params)
+    report('initialised %s from %s', 'every weight it has' if src_config.model.temporal
+           else 'spatial weights', src)
   if setup.freeze_text and not setup.precomputed_text:
     params = train_lib.with_pretrained_text(config.model, params)
     report('loaded the frozen text encoder from %s', config.model.text.pretrained)
@@ -62,13 +63,28 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   return state
 
 
+# Fields of config.model that the run in config.train.init_from must share with this
+# one: they decide the shapes of the weights that are copied.
+SHARED_MODEL_FIELDS = ('channels', 'channel_mult', 'num_res_blocks', 'attn_levels',
+                       'cross_attn_levels', 'num_heads', 'lowres_size', 'text.width',
+                       'text.num_layers', 'text.num_heads', 'text.mlp_dim')
+
+
 def check_init_from(config: ml_collections.ConfigDict) -> None:
-  """Refuses a config.train.init_from that is not a T2I run, from its config.json alone
-  (before anything is built or restored)."""
+  """Refuses a config.train.init_from whose weights cannot be copied into this model,
+  from its config.json alone (before anything is built or restored). It may be a T2I
+  run (inflated) or a STUNet run (continued, with any temporal layers it lacks)."""
   src = config.train.init_from
-  if src and checkpoints.load_config(src).model.temporal:
-    raise ValueError(f'config.train.init_from={src!r} is a STUNet run; point it at a '
-                     f'T2I run (stage=t2i).')
+  if not src:
+    return
+  other = checkpoints.load_config(src, defaults=config)
+  get = lambda c, path: c.model[path] if '.' not in path else c.model.text[path[5:]]
+  for field in SHARED_MODEL_FIELDS:
+    mine, theirs = get(config, field), get(other, field)
+    if tuple(np.atleast_1d(mine)) != tuple(np.atleast_1d(theirs)):
+      raise ValueError(f'config.train.init_from={src!r} has model.{field}={theirs!r}, this '
+                       f'run {mine!r}: its weights do not fit this model; use its '
+                       f'config.model or another run.')
 
 
 def describe_sharding(setup: train_lib.Setup) -> None:

@@ -38,6 +38,9 @@ REMAT_POLICIES = {
 }
 
 
+TEMPORAL_COND = ('none', 'film', 'film_xattn')
+
+
 def remat_policy_name(value) -> str:
   """Config value -> policy name; old configs stored a bool."""
   if isinstance(value, bool):
@@ -63,7 +66,8 @@ class UNet(nn.Module):
   temporal_resample: bool = True             # STUNet: halve/double time with space (SSR: no)
   temporal_resample_init: str = 'identity'   # 'identity' (paper), 'linear' or 'he' (ablation)
   # 'film': the temporal blocks are scaled/shifted by the timestep + text embedding
-  # (with a text projection of their own); 'none': they see only the features.
+  # (with a text projection of their own); 'film_xattn': also a cross-attention from
+  # the temporal attention to the text tokens; 'none': they see only the features.
   temporal_cond: str = 'film'
   remat: str = 'none'                        # rematerialisation policy, see REMAT_POLICIES
   dtype: Any = jnp.float32
@@ -95,8 +99,9 @@ class UNet(nn.Module):
                       cross_attn=cross_attn, name=f'{prefix}_attn')(h, text, mask)
     if self.temporal and coarsest:
       for j in range(self.num_temporal_attn):
+        tokens = (text, mask) if self.temporal_cond == 'film_xattn' else (None, None)
         h = self._block(L.TemporalAttention, num_heads=self.num_heads,
-                        name=f'{prefix}_temporal_attn_{j}')(h, temporal_emb)
+                        name=f'{prefix}_temporal_attn_{j}')(h, temporal_emb, *tokens)
     elif self.temporal:
       h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h, temporal_emb)
     return L.constrain(h, L.ACTIVATION)
@@ -118,10 +123,10 @@ class UNet(nn.Module):
     if cond_t is not None:
       c = L.dense(emb_dim, 'aug_mlp_0', self.dtype)(L.timestep_embedding(cond_t, self.channels))
       emb = emb + L.dense(emb_dim, 'aug_mlp_1', self.dtype)(nn.swish(c))
-    if self.temporal_cond not in ('none', 'film'):
-      raise ValueError(f'temporal_cond={self.temporal_cond!r}: use none or film.')
+    if self.temporal_cond not in TEMPORAL_COND:
+      raise ValueError(f'temporal_cond={self.temporal_cond!r}: use one of {TEMPORAL_COND}.')
     temporal_emb = None
-    if self.temporal and self.temporal_cond == 'film':
+    if self.temporal and self.temporal_cond != 'none':
       # The frozen T2I's text pooling learned single frames, where words of motion
       # carry no information: the temporal layers get a text projection of their own.
       temporal_emb = emb + L.dense(emb_dim, 'temporal_text_pool', self.dtype)(

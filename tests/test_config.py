@@ -75,6 +75,7 @@ def test_a_batch_the_data_parallel_devices_cannot_split_is_refused_up_front():
 def test_enumerated_fields_match_the_modules_that_own_them():
   from stunet import sampling, train_lib, unet  # pylint: disable=g-import-not-at-top
   assert common.CHOICES == {'model.remat': tuple(unet.REMAT_POLICIES),
+                            'model.temporal_cond': unet.TEMPORAL_COND,
                             'train.schedule': train_lib.SCHEDULES,
                             'sample.sampler': sampling.SAMPLERS}
 

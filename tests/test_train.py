@@ -133,18 +133,35 @@ def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   assert any(not np.array_equal(flat_s[k], flat_2[k]) for k in flat_s if inflate.is_temporal(k))
 
 
-def test_init_from_must_be_a_t2i_run_and_is_checked_first(tmp_path, data_dir, monkeypatch):
+def test_init_from_must_fit_this_model_and_is_checked_first(tmp_path, data_dir, monkeypatch):
   # Refused from config.json alone: nothing is built, restored or written.
   monkeypatch.setattr(train_lib, 'Setup', None)
-  checkpoints.save_config(str(tmp_path / 'a'), small_config('scratch'))  # a STUNet run
+  wide = small_config('t2i')
+  wide.model.channels = 12
+  checkpoints.save_config(str(tmp_path / 'a'), wide)
   cfg = _data_config(small_config('stunet'), data_dir)
   cfg.train.init_from, cfg.train.freeze_spatial = str(tmp_path / 'a'), True
-  with pytest.raises(ValueError, match='T2I run'):
+  with pytest.raises(ValueError, match='model.channels=12'):
     trainer.train_and_evaluate(cfg, str(tmp_path / 'b'), pipeline.TrainInputs(cfg))
   cfg.train.init_from = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='not a train.py workdir'):
     trainer.train_and_evaluate(cfg, str(tmp_path / 'b'), pipeline.TrainInputs(cfg))
   assert not (tmp_path / 'b').exists()
+
+
+def test_inflate_from_a_stunet_run_copies_everything_and_adds_new_temporal_layers():
+  cfg = small_config('scratch')
+  mesh = sharding.make_mesh(cfg.mesh)
+  src = train_lib.Setup(cfg, mesh).init(jax.random.key(0)).params
+  cfg.model.temporal_cond = 'film_xattn'
+  dst = train_lib.Setup(cfg, mesh).init(jax.random.key(1)).params
+  flat_src, flat_dst, flat_out = (inflate.traverse_util.flatten_dict(p)
+                                  for p in (src, dst, inflate.inflate(src, dst)))
+  assert set(flat_out) == set(flat_dst) > set(flat_src)
+  for k, v in flat_out.items():
+    np.testing.assert_array_equal(v, flat_src[k] if k in flat_src else flat_dst[k])
+  with pytest.raises(ValueError, match='unexpected'):  # the other way round: weights lost
+    inflate.inflate(dst, src)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

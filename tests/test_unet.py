@@ -164,6 +164,34 @@ def test_temporal_layers_see_the_prompt_through_their_own_text_projection():
   assert 'temporal_text_pool' not in plain['unet']
 
 
+def test_temporal_cross_attention_starts_as_the_film_model_and_reads_each_token():
+  """temporal_cond='film_xattn': a film model's weights load into it (inflate from a
+  STUNet) and give the same output; once its zero-initialised output is trained, a
+  change of one token changes each frame differently (what pooled FiLM cannot)."""
+  cfg = small_config('scratch')
+  film_model, film_params = _init(cfg, cfg.data.num_frames)
+  cfg.model.temporal_cond = 'film_xattn'
+  model, params = _init(cfg, cfg.data.num_frames, rng=4)
+  added = {k for k in inflate.traverse_util.flatten_dict(params)
+           if k not in inflate.traverse_util.flatten_dict(film_params)}
+  assert added and all(inflate.is_temporal(k) and 'temporal_attn' in k[1] for k in added)
+  params = inflate.inflate(film_params, params)
+  x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
+  np.testing.assert_array_equal(model.apply({'params': params}, x, t, tokens, mask),
+                                film_model.apply({'params': film_params}, x, t, tokens, mask))
+  attn = params['unet']['mid_0_temporal_attn_0']
+  attn['text_out']['kernel'] = jax.random.normal(jax.random.key(5), attn['text_out']['kernel'].shape)
+  params['unet']['conv_out']['kernel'] = jax.random.normal(
+      jax.random.key(6), params['unet']['conv_out']['kernel'].shape)
+  static = jnp.repeat(x[:, :1], cfg.data.num_frames, axis=1)  # the same frame throughout
+  other = tokens.at[:, 2].set((tokens[:, 2] + 1) % cfg.model.text.vocab_size)
+  diff = (model.apply({'params': params}, static, t, other, mask)
+          - model.apply({'params': params}, static, t, tokens, mask))
+  per_frame = jnp.abs(diff).mean(axis=(2, 3, 4))  # [b, frames]
+  assert float(per_frame.min()) > 1e-4
+  assert float((per_frame.max(1) - per_frame.min(1)).min()) > 1e-5  # frame-dependent
+
+
 def test_frame_count_not_divisible_is_refused_at_config_time():
   cfg = small_config('scratch')
   cfg.model.channel_mult = (1, 2, 2)

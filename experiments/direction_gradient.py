@@ -1,0 +1,102 @@
+"""Why a trained STUNet does not learn the direction word: what the loss rewards.
+
+Two measurements on real clips of the shapes data (README "Motion", point 7):
+
+1. What knowing the direction is worth to an ideal denoiser near t = 1, where the
+   best prediction is the mean clip of the caption: the squared error of clips against
+   the mean clip of their own motion, of the opposite one and of all motions.
+2. Whether the model's loss rewards telling the direction words apart: for clips that
+   move left or right, noised at fixed levels, the gradient of the v-loss with respect
+   to the text encoder's output at the direction token. If the two groups' mean
+   gradients pushed the "left" and "right" embeddings apart, training would separate
+   them; printed are the difference of the group means (against its standard error)
+   and its component along the current left - right difference (> 0: apart).
+
+  python experiments/direction_gradient.py                     # the shipped model
+  python experiments/direction_gradient.py --workdir=workdir/stunet --noema
+"""
+
+import numpy as np
+from absl import flags
+
+from configs import common
+from data import shapes
+from stunet import cli
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'STUNet workdir (default: the shipped model).')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_EMA = flags.DEFINE_bool('ema', True, 'Use the EMA weights (--noema: the raw ones).')
+_NUM = flags.DEFINE_integer('num_clips', 64, 'Clips moving left or right (dataset seed 11).')
+LEVELS = (0.6, 0.85, 0.95)
+OPPOSITE = {'moves left': 'moves right', 'moves up': 'moves down', 'grows': 'shrinks'}
+
+
+def ideal_gain(num_frames: int, size: int, n: int = 4000) -> None:
+  """Squared error (grey level, [-1, 1]) of clips against per-motion mean clips."""
+  grey = {m: [] for m in shapes.MOTIONS}
+  for i in range(n):
+    e = shapes.example(3, i, num_frames, size)
+    grey[e['motion']].append(e['video'].astype(np.float32).mean(-1) / 127.5 - 1.)
+  mean = {m: np.mean(v, 0) for m, v in grey.items()}
+  overall = np.mean([x for v in grey.values() for x in v], 0)
+  print(f'ideal denoiser near t = 1 ({n} clips): squared error against the mean clip of')
+  print('motion        its motion  the opposite  all motions')
+  for m, o in OPPOSITE.items():
+    x = np.stack(grey[m])
+    err = [float(((x - ref) ** 2).mean()) for ref in (mean[m], mean[o], overall)]
+    print(f'{m:12s}  {err[0]:.4f}      {err[1]:.4f}        {err[2]:.4f}')
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from stunet import checkpoints, train_lib  # pylint: disable=g-import-not-at-top
+  from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
+  from stunet.models import build_model  # pylint: disable=g-import-not-at-top
+  from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
+  cli.quiet_library_logs()
+  workdir = _WORKDIR.value or checkpoints.default_workdir()
+  config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value,
+                                         defaults=common.base_config())
+  d = config.data
+  ideal_gain(d.num_frames, d.size)
+
+  model, tok = build_model(config.model), Tokenizer.from_config(config.data)
+  ex = [e for e in (shapes.example(11, i, d.num_frames, d.size) for i in range(20 * _NUM.value))
+        if e['motion'] in ('moves left', 'moves right')][:_NUM.value]
+  video = jnp.asarray(np.stack([e['video'] for e in ex]).astype(np.float32) / 127.5 - 1.)
+  tokens, mask = map(jnp.asarray, tok.encode([e['caption'] for e in ex]))
+  left = np.array([e['motion'] == 'moves left' for e in ex])
+  position = len(tok.encode(['a red square moves'])[0].nonzero()[0]) - 1  # before EOS
+  text = model.apply({'params': params}, tokens, mask, method='encode_text')
+  apart = np.asarray(text[left][0, position] - text[~left][0, position])
+
+  def loss(text1, mask1, z, t, eps, x):
+    v = model.apply({'params': params}, z[None], t[None], text1[None], mask1[None],
+                    method='denoise')
+    return ((v[0] - D.v_target(x[None], t[None], eps[None])[0]) ** 2).mean()
+
+  grad = jax.jit(jax.vmap(jax.grad(loss)))
+  print(f'\n{workdir} step {_STEP.value or "latest"} ({"EMA" if _EMA.value else "raw"}): '
+        f'|left - right| at the direction token {np.linalg.norm(apart):.2f}; '
+        f'{left.sum()} left, {(~left).sum()} right clips x 4 noise draws')
+  print('t     mean |g|    |mean g_left - mean g_right|  (std. error)  along left-right')
+  for level in LEVELS:
+    t = jnp.full((len(ex),), level)
+    g = []
+    for r in range(4):
+      eps = jax.random.normal(jax.random.key(r), video.shape)
+      g.append(np.asarray(grad(text, mask, D.q_sample(video, t, eps), t, eps, video))[:, position])
+    g, lab = np.concatenate(g), np.tile(left, 4)
+    diff = g[lab].mean(0) - g[~lab].mean(0)
+    se = np.sqrt(g[lab].var(0) / lab.sum() + g[~lab].var(0) / (~lab).sum())
+    # Gradient descent moves each embedding against its gradient, so the pair moves
+    # apart along `apart` at the rate -(g_left - g_right) . apart / |apart|.
+    along = -float(diff @ apart) / np.linalg.norm(apart)
+    print(f'{level:.2f}  {np.linalg.norm(g, axis=1).mean():.2e}  {np.linalg.norm(diff):.2e}'
+          f'                    ({np.linalg.norm(se):.2e})     {along:+.2e}', flush=True)
+
+
+if __name__ == '__main__':
+  cli.run(main)
