@@ -69,7 +69,7 @@ def main(argv):
     common.validate(config)
     sharding.check_batch(config, jax.device_count())
     if not checkpoints.Checkpointer.has_checkpoint(_WORKDIR.value):
-      trainer.check_init_from(config)
+      trainer.check_init_from(config, common.base_config())
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from e
   logging.info('config:\n%s', config)
@@ -83,7 +83,7 @@ def main(argv):
   for line in inputs.text_warnings():
     monitoring.report('warning: %s', line)
   try:
-    trainer.train_and_evaluate(config, _WORKDIR.value, inputs)
+    trainer.train_and_evaluate(config, _WORKDIR.value, inputs, defaults=common.base_config())
   except (workdir_lock.WorkdirLocked, NotADirectoryError) as e:  # raised before training
     raise app.UsageError(str(e)) from e
 

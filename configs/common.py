@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   # SSR (stunet/ssr.py): > 0 makes this a super-resolution model conditioned on the
   # clip downsampled to lowres_size x lowres_size (upsampled, concatenated to its input).
   c.model.lowres_size = 0
+  # > 0: the STUNet adds to its output a smooth space-time pattern (this many cosines
+  # per axis) chosen by the timestep + text embedding (stunet.layers.LayoutBias).
+  c.model.layout_basis = 0
   c.model.remat = 'none'                 # none | full | dots | dots_no_batch (unet.py)
   c.model.dtype = 'float32'              # compute dtype (bfloat16 on accelerators);
                                          # parameters and optimizer stay float32
@@ -193,6 +196,8 @@ def validate(config) -> None:
   if m.temporal_resample_init not in ('identity', 'linear', 'he'):
     raise ValueError(f'config.model.temporal_resample_init={m.temporal_resample_init!r}: use '
                      f'identity, linear or he.')
+  if m.layout_basis < 0:
+    raise ValueError(f'config.model.layout_basis={m.layout_basis}: use 0 (off) or more.')
   for field, allowed in CHOICES.items():
     section, name = field.split('.')
     if config[section][name] not in allowed:

@@ -2,9 +2,9 @@
 
 Two measurements on real clips of the shapes data (README "Motion", point 7):
 
-1. What knowing the direction is worth to an ideal denoiser near t = 1, where the
-   best prediction is the mean clip of the caption: the squared error of clips against
-   the mean clip of their own motion, of the opposite one and of all motions.
+1. What the motion and its direction are worth near t = 1, where z carries no
+   information and the best prediction is the mean clip of what the caption says: the
+   v-loss of that prediction (compare motion_probe.py's columns at the same level).
 2. Whether the model's loss rewards telling the direction words apart: for clips that
    move left or right, noised at fixed levels, the gradient of the v-loss with respect
    to the text encoder's output at the direction token. If the two groups' mean
@@ -28,23 +28,38 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest
 _EMA = flags.DEFINE_bool('ema', True, 'Use the EMA weights (--noema: the raw ones).')
 _NUM = flags.DEFINE_integer('num_clips', 64, 'Clips moving left or right (dataset seed 11).')
 LEVELS = (0.6, 0.85, 0.95)
-OPPOSITE = {'moves left': 'moves right', 'moves up': 'moves down', 'grows': 'shrinks'}
+OPPOSITE = {'moves right': 'moves left', 'moves down': 'moves up', 'shrinks': 'grows'}
 
 
-def ideal_gain(num_frames: int, size: int, n: int = 4000) -> None:
-  """Squared error (grey level, [-1, 1]) of clips against per-motion mean clips."""
-  grey = {m: [] for m in shapes.MOTIONS}
-  for i in range(n):
+def ideal_gain(num_frames: int, size: int, level: float, n: int = 6000) -> None:
+  """The v-loss at noise level ``level`` of predicting x by the mean clip of what the
+  caption says (the best prediction when z carries no information), for 64 clips."""
+  from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
+  kind = lambda m: OPPOSITE.get(m, m)  # the motion without its direction: right -> left
+  cover = {}
+  for i in range(n):  # the object's coverage in [0, 1], by what the caption says
     e = shapes.example(3, i, num_frames, size)
-    grey[e['motion']].append(e['video'].astype(np.float32).mean(-1) / 127.5 - 1.)
-  mean = {m: np.mean(v, 0) for m, v in grey.items()}
-  overall = np.mean([x for v in grey.values() for x in v], 0)
-  print(f'ideal denoiser near t = 1 ({n} clips): squared error against the mean clip of')
-  print('motion        its motion  the opposite  all motions')
-  for m, o in OPPOSITE.items():
-    x = np.stack(grey[m])
-    err = [float(((x - ref) ** 2).mean()) for ref in (mean[m], mean[o], overall)]
-    print(f'{m:12s}  {err[0]:.4f}      {err[1]:.4f}        {err[2]:.4f}')
+    c = e['video'].max(-1).astype(np.float32) / 255.
+    for key in ((e['shape'], e['motion']), (e['shape'], kind(e['motion'])), (e['shape'],)):
+      cover.setdefault(key, []).append(c)
+  cover = {k: np.mean(v, 0) for k, v in cover.items()}
+  alpha, sigma = (float(x) for x in D.alpha_sigma(D.logsnr_schedule_cosine(level)))
+  rows = {'colour, shape and motion': lambda e: (e['shape'], e['motion']),
+          'colour, shape, motion without direction': lambda e: (e['shape'], kind(e['motion'])),
+          'colour and shape': lambda e: (e['shape'],)}
+  print(f'ideal prediction at t = {level} (logsnr {float(D.logsnr_schedule_cosine(level)):+.1f}):'
+        f' v-loss of the mean clip of')
+  for name, key in rows.items():
+    losses = []
+    for j in range(64):
+      e = shapes.example(7, j, num_frames, size)
+      x = e['video'].astype(np.float32) / 127.5 - 1.
+      x_hat = -1. + cover[key(e)][..., None] * (shapes.COLORS[e['color']] / 127.5)
+      eps = np.random.default_rng(j).standard_normal(x.shape).astype(np.float32)
+      z = alpha * x + sigma * eps
+      v_hat = alpha * (z - alpha * x_hat) / sigma - sigma * x_hat
+      losses.append(((v_hat - (alpha * eps - sigma * x)) ** 2).mean())
+    print(f'  {name:42s} {np.mean(losses):.4f}')
 
 
 def main(argv):
@@ -60,7 +75,7 @@ def main(argv):
   config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value,
                                          defaults=common.base_config())
   d = config.data
-  ideal_gain(d.num_frames, d.size)
+  ideal_gain(d.num_frames, d.size, 0.995)
 
   model, tok = build_model(config.model), Tokenizer.from_config(config.data)
   ex = [e for e in (shapes.example(11, i, d.num_frames, d.size) for i in range(20 * _NUM.value))

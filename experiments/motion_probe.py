@@ -25,7 +25,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'STUNet workdir (default: the sh
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _EMA = flags.DEFINE_bool('ema', True, 'Use the EMA weights (--noema: the raw ones).')
 _NUM = flags.DEFINE_integer('num_clips', 64, 'Real clips (dataset seed 7, not the training set).')
-LEVELS = (0.2, 0.4, 0.6, 0.75, 0.85, 0.95)
+_LEVELS = flags.DEFINE_list('levels', ['0.2', '0.4', '0.6', '0.75', '0.85', '0.95', '0.98', '0.995'],
+                            'Noise levels t.')
 OPPOSITE = {'moves left': 'moves right', 'moves right': 'moves left', 'moves up': 'moves down',
             'moves down': 'moves up', 'grows': 'shrinks', 'shrinks': 'grows'}
 
@@ -71,7 +72,7 @@ def main(argv):
   print(f'{workdir} step {_STEP.value or "latest"} ({"EMA" if _EMA.value else "raw"}), '
         f'{len(ex)} clips ({len(directed)} with an opposite motion)')
   print('t     logsnr   true      wrong     null      wrong-true  opposite-true')
-  for level in LEVELS:
+  for level in map(float, _LEVELS.value):
     t = jnp.full((len(ex),), level)
     eps = jax.random.normal(jax.random.key(int(level * 100)), video.shape)
     z = D.q_sample(video, t, eps)

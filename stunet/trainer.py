@@ -33,8 +33,10 @@ from stunet import train_lib
 from stunet import workdir_lock
 
 
-def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
-  """Resume from the latest checkpoint, else init (inflating from a T2I run if asked)."""
+def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng,
+                  defaults: ml_collections.ConfigDict | None = None):
+  """Resume from the latest checkpoint, else init (from config.train.init_from if set,
+  its config.json read over ``defaults``)."""
   if ckpt.latest_step() is not None:
     state = ckpt.restore(setup.abstract_state)  # the newest readable step
     for step, reason in ckpt.unreadable:
@@ -46,9 +48,8 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng):
   params, config = state.params, setup.config
   if config.train.init_from:
     src = config.train.init_from  # checked by train_and_evaluate
-    # Fields the source's config.json lacks (written before they existed) take this
-    # run's values.
-    src_config, src_params = train_lib.load_params(src, setup.mesh, defaults=config)
+    src_config, src_params = train_lib.load_params(src, setup.mesh,
+                                                   defaults=_defaults(config, defaults))
     params = inflate.inflate(src_params, params)
     report('initialised %s from %s', 'every weight it has' if src_config.model.temporal
            else 'spatial weights', src)
@@ -70,14 +71,22 @@ SHARED_MODEL_FIELDS = ('channels', 'channel_mult', 'num_res_blocks', 'attn_level
                        'text.num_layers', 'text.num_heads', 'text.mlp_dim')
 
 
-def check_init_from(config: ml_collections.ConfigDict) -> None:
+def _defaults(config, defaults):
+  """What an init_from run's config.json is read over: fields it lacks were added
+  after it was written, so the defaults of today's code (``configs.common.base_config()``,
+  which train.py passes) describe that run; without them, this run's config."""
+  return config if defaults is None else defaults
+
+
+def check_init_from(config: ml_collections.ConfigDict,
+                    defaults: ml_collections.ConfigDict | None = None) -> None:
   """Refuses a config.train.init_from whose weights cannot be copied into this model,
   from its config.json alone (before anything is built or restored). It may be a T2I
   run (inflated) or a STUNet run (continued, with any temporal layers it lacks)."""
   src = config.train.init_from
   if not src:
     return
-  other = checkpoints.load_config(src, defaults=config)
+  other = checkpoints.load_config(src, defaults=_defaults(config, defaults))
   get = lambda c, path: c.model[path] if '.' not in path else c.model.text[path[5:]]
   for field in SHARED_MODEL_FIELDS:
     mine, theirs = get(config, field), get(other, field)
@@ -138,15 +147,17 @@ def _save(ckpt, step: int, state, force: bool = False) -> None:
   ckpt.save(step, state, force=force)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs,
+                       defaults: ml_collections.ConfigDict | None = None) -> dict:
   """Trains to ``config.train.num_steps`` (or a SIGTERM); returns the last metrics.
 
   inputs: where the data come from (``data.pipeline.TrainInputs(config)``, or anything
   with ``batches(start_step)`` -> an iterator of this host's batches as numpy dicts,
   and ``null_text()`` -> the empty caption's (tokens or embedding, mask)).
+  defaults: what config.train.init_from's config.json is read over (see _defaults).
   """
   if not checkpoints.Checkpointer.has_checkpoint(workdir):  # a fresh run: check first
-    check_init_from(config)
+    check_init_from(config, defaults)
   # Process 0 owns the workdir for the whole run: nothing is written before the lock.
   lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
   if lock is not None:
@@ -155,13 +166,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs) 
       report('took over the stale lock of process %s on %s (no longer running)',
              lock.took_over.get('pid'), lock.took_over.get('host'))
   try:
-    return _train(config, workdir, inputs)
+    return _train(config, workdir, inputs, defaults)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _train(config, workdir, inputs) -> dict:
+def _train(config, workdir, inputs, defaults) -> dict:
   tc = config.train
   mesh = sharding.make_mesh(config.mesh)
   setup = train_lib.Setup(config, mesh)
@@ -169,7 +180,7 @@ def _train(config, workdir, inputs) -> dict:
   checkpoints.save_config(workdir, config)
   ckpt = checkpoints.Checkpointer(workdir, save_every=tc.ckpt_every, keep=tc.keep)
   rng = jax.random.key(config.seed)
-  state = initial_state(setup, ckpt, jax.random.fold_in(rng, 0))
+  state = initial_state(setup, ckpt, jax.random.fold_in(rng, 0), defaults)
   start = int(state.step)
   n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
                                                 setup.freeze_text)

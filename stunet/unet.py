@@ -69,6 +69,9 @@ class UNet(nn.Module):
   # (with a text projection of their own); 'film_xattn': also a cross-attention from
   # the temporal attention to the text tokens; 'none': they see only the features.
   temporal_cond: str = 'film'
+  # > 0: a smooth space-time pattern chosen by the timestep + text embedding is added
+  # to the output (layers.LayoutBias, this many cosines per axis); STUNet only.
+  layout_basis: int = 0
   remat: str = 'none'                        # rematerialisation policy, see REMAT_POLICIES
   dtype: Any = jnp.float32
 
@@ -163,8 +166,12 @@ class UNet(nn.Module):
     assert not skips
 
     h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(L.fold_time(h)))
-    h = L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h)
-    return L.unfold_time(h, frames).astype(jnp.float32)
+    h = L.unfold_time(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h), frames)
+    if self.temporal and self.layout_basis:
+      h = h + L.LayoutBias(self.layout_basis, self.out_channels, dtype=self.dtype,
+                           name='temporal_layout_bias')(
+                               emb if temporal_emb is None else temporal_emb, h.shape[1:4])
+    return h.astype(jnp.float32)
 
 
 class TextToVideo(nn.Module):

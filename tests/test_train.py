@@ -1,5 +1,7 @@
 """Train step, frozen spatial weights, inflation, checkpoint resume."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -131,6 +133,20 @@ def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   for k, v in flat_t.items():  # spatial weights are the T2I run's, unchanged
     np.testing.assert_array_equal(flat_s[k], v)
   assert any(not np.array_equal(flat_s[k], flat_2[k]) for k in flat_s if inflate.is_temporal(k))
+
+  # Stage 3: from that STUNet run into one with a layer it lacks. Its config.json is
+  # read over today's defaults (as train.py does), so a field it was written without
+  # (here layout_basis) means "off" there, not this run's value.
+  saved = json.loads((tmp_path / 'stunet' / 'config.json').read_text())
+  del saved['model']['layout_basis']
+  (tmp_path / 'stunet' / 'config.json').write_text(json.dumps(saved))
+  more = _data_config(small_config('stunet'), data_dir)
+  more.train.init_from, more.train.num_steps, more.model.layout_basis = st_dir, 1, 2
+  trainer.train_and_evaluate(more, str(tmp_path / 'more'), pipeline.TrainInputs(more),
+                             defaults=common.base_config())
+  flat_m = inflate.traverse_util.flatten_dict(jax.device_get(
+      train_lib.load_params(str(tmp_path / 'more'))[1]))
+  assert any('temporal_layout_bias' in k for k in flat_m) and set(flat_s) < set(flat_m)
 
 
 def test_init_from_must_fit_this_model_and_is_checked_first(tmp_path, data_dir, monkeypatch):

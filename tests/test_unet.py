@@ -192,6 +192,35 @@ def test_temporal_cross_attention_starts_as_the_film_model_and_reads_each_token(
   assert float((per_frame.max(1) - per_frame.min(1)).min()) > 1e-5  # frame-dependent
 
 
+def test_layout_bias_starts_at_zero_and_adds_a_smooth_pattern_chosen_by_the_prompt():
+  cfg = small_config('scratch')
+  plain_model, plain = _init(cfg, cfg.data.num_frames)
+  cfg.model.layout_basis = 3
+  model, params = _init(cfg, cfg.data.num_frames, rng=4)
+  params = inflate.inflate(plain, params)  # only temporal_layout_bias is new
+  x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
+  apply = jax.jit(model.apply)
+  np.testing.assert_array_equal(apply({'params': params}, x, t, tokens, mask),
+                                plain_model.apply({'params': plain}, x, t, tokens, mask))
+  proj = params['unet']['temporal_layout_bias']['proj']
+  proj['kernel'] = jax.random.normal(jax.random.key(5), proj['kernel'].shape)
+  bias = apply({'params': params}, x, t, tokens, mask) - plain_model.apply(
+      {'params': plain}, x, t, tokens, mask)
+  # The same pattern whatever the input video; another prompt, another pattern.
+  other_x = apply({'params': params}, -x, t, tokens, mask) - plain_model.apply(
+      {'params': plain}, -x, t, tokens, mask)
+  np.testing.assert_allclose(other_x, bias, atol=1e-4)
+  other = (tokens + 1) % cfg.model.text.vocab_size
+  other_bias = apply({'params': params}, x, t, other, mask) - plain_model.apply(
+      {'params': plain}, x, t, other, mask)
+  assert float(jnp.abs(other_bias - bias).max()) > 1e-3
+  # Smooth: three cosines per axis, so the pattern varies over frames and pixels but
+  # neighbouring pixels differ far less than the pattern's range.
+  b = np.asarray(bias[0, ..., 0])
+  assert np.ptp(b) > 1e-2 and np.abs(np.diff(b, axis=2)).max() < 0.5 * np.ptp(b)
+  assert np.ptp(b.mean(axis=(1, 2))) > 1e-3  # it changes with the frame
+
+
 def test_frame_count_not_divisible_is_refused_at_config_time():
   cfg = small_config('scratch')
   cfg.model.channel_mult = (1, 2, 2)
