@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from configs import common
 from stunet import checkpoints
 from data import shapes_metrics as metrics
 from stunet import sampling
@@ -26,9 +27,11 @@ def test_missing_shipped_model_names_the_fix(monkeypatch, tmp_path):
 
 
 def test_shipped_model_samples_the_prompted_colour():
-  """Loads into the current model code (a renamed or reshaped parameter fails here) and
-  generates, with the shipped sampler settings, videos of the prompted colour."""
-  gen, config = sampling.Generator.from_workdir(checkpoints.default_workdir())
+  """Loads into the current model code as sample.py does (its config.json merged over
+  today's defaults; a renamed or reshaped parameter fails here) and generates, with
+  the shipped sampler settings, videos of the prompted colour."""
+  gen, config = sampling.Generator.from_workdir(checkpoints.default_workdir(),
+                                                defaults=common.base_config())
   prompts = ['a red square moves left', 'a blue circle grows']
   videos = gen(prompts, guidance=config.sample.guidance, seed=0)
   assert videos.shape == (2, config.data.num_frames, config.data.size, config.data.size, 3)
