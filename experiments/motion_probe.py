@@ -79,7 +79,7 @@ def main(argv):
     r = {k: float(loss(video, z, t, *encoded[k], eps)) for k in captions}
     d = {k: float(loss(video_dir, z[directed], t[directed], *direction[k], eps[directed]))
          for k in direction}
-    print(f'{level:.2f}  {float(D.logsnr_schedule_cosine(level)):+6.2f}  {r["true"]:.5f}  '
+    print(f'{level:<5}  {float(D.logsnr_schedule_cosine(level)):+6.2f}  {r["true"]:.5f}  '
           f'{r["wrong_motion"]:.5f}  {r["null"]:.5f}  {r["wrong_motion"] - r["true"]:+.5f}'
           f'    {d["opposite"] - d["true"]:+.5f}', flush=True)
 

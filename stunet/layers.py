@@ -61,6 +61,11 @@ def group_norm(name: str, channels: int, dtype: Dtype) -> nn.GroupNorm:
                       bias_init=_p(nn.initializers.zeros, NORM))
 
 
+def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
+  return nn.LayerNorm(name=name, dtype=dtype, scale_init=_p(nn.initializers.ones, NORM),
+                      bias_init=_p(nn.initializers.zeros, NORM))
+
+
 def conv2d(features: int, name: str, dtype: Dtype, *, kernel: int = 3,
            stride: int = 1, zero: bool = False) -> nn.Conv:
   init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
@@ -151,9 +156,7 @@ class SpatialAttention(nn.Module):
       h = h + dense(c, 'self_out', self.dtype, zero=True, names=DENSE_OUT)(y)
     if self.cross_attn:
       # Text LayerNorm as in Imagen; the text is shared by all frames of a clip.
-      ctx = nn.LayerNorm(name='text_norm', dtype=self.dtype,
-                         scale_init=_p(nn.initializers.ones, NORM),
-                         bias_init=_p(nn.initializers.zeros, NORM))(text)
+      ctx = layer_norm('text_norm', self.dtype)(text)
       ctx = jnp.repeat(ctx, t, axis=0)
       cmask = jnp.repeat(text_mask, t, axis=0)
       y = group_norm('cross_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
@@ -259,13 +262,10 @@ class TemporalAttention(nn.Module):
   def __call__(self, x, emb=None, text=None, text_mask=None):
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
-    norm = lambda name, v: nn.LayerNorm(name=name, dtype=self.dtype,
-                                        scale_init=_p(nn.initializers.ones, NORM),
-                                        bias_init=_p(nn.initializers.zeros, NORM))(v)
     h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
     # Frame positions, so attention knows the order of frames.
     pos = timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(self.dtype)
-    y = norm('norm', h)
+    y = layer_norm('norm', self.dtype)(h)
     if emb is not None:
       y = film(y, emb, 'emb_proj', self.dtype)
     y = y + pos
@@ -275,9 +275,10 @@ class TemporalAttention(nn.Module):
     h = h + dense(c, 'out', self.dtype, zero=True, names=DENSE_OUT)(y)
     if text is not None:
       # Every (pixel, frame) of a clip queries that clip's tokens: [b, hh*ww*t, c].
-      y = (norm('text_query_norm', h) + pos).reshape(b, hh * ww * t, c)
+      y = (layer_norm('text_query_norm', self.dtype)(h) + pos).reshape(b, hh * ww * t, c)
       q = dense(c, 'text_q', self.dtype, use_bias=False)(y)
-      kv = dense(2 * c, 'text_kv', self.dtype, use_bias=False)(norm('text_norm', text))
+      ctx = layer_norm('text_norm', self.dtype)(text)
+      kv = dense(2 * c, 'text_kv', self.dtype, use_bias=False)(ctx)
       k, v = jnp.split(kv.reshape(b, -1, 2 * heads, hd), 2, axis=2)
       y = attention(q.reshape(b, hh * ww * t, heads, hd), k, v, text_mask)
       y = dense(c, 'text_out', self.dtype, zero=True, names=DENSE_OUT)(y.reshape(b, -1, c))
