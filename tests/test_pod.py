@@ -51,6 +51,15 @@ def _flat(tree):
   return train_lib._flat(jax.device_get(tree))  # pylint: disable=protected-access
 
 
+def _light_config():
+  """small_config without spatial self-attention and with cross-attention at the coarse
+  level only: what the step does around the network (accumulation, remat, dtype, the
+  NaN policy) does not depend on its layers, and the step compiles about 30% faster."""
+  cfg = small_config('scratch')
+  cfg.model.attn_levels, cfg.model.cross_attn_levels = (), (1,)
+  return cfg
+
+
 def _sharded_config(mesh_shape=(2, 4, 1)):
   cfg = small_config('scratch')
   cfg.train.batch_size = 8
@@ -114,10 +123,10 @@ def test_on_8_devices_sharded_step_equals_one_device_and_checkpoints_change_mesh
 
 
 def test_gradient_accumulation_matches_the_full_batch():
-  cfg = small_config('scratch')
+  cfg = _light_config()
   cfg.train.batch_size = 4
   setup, mesh, step = _setup(cfg)
-  cfg2 = small_config('scratch')
+  cfg2 = _light_config()
   cfg2.train.batch_size, cfg2.train.grad_accum = 4, 2
   _, _, step2 = _setup(cfg2)
   state = setup.init(jax.random.key(0))
@@ -136,7 +145,7 @@ def test_gradient_accumulation_matches_the_full_batch():
 
 def test_remat_and_bfloat16_keep_the_step():
   def first_step(**model):
-    cfg = small_config('scratch')
+    cfg = _light_config()
     for k, v in model.items():
       setattr(cfg.model, k, v)
     setup, mesh, step = _setup(cfg)
@@ -159,7 +168,7 @@ def test_remat_and_bfloat16_keep_the_step():
 
 
 def test_non_finite_step_is_skipped_and_counted():
-  cfg = small_config('scratch')
+  cfg = _light_config()
   setup, mesh, step = _setup(cfg)
   state = setup.init(jax.random.key(0))
   good = _batch(cfg)
@@ -177,7 +186,7 @@ def test_non_finite_step_is_skipped_and_counted():
 
 @pytest.mark.parametrize('policy', ['skip', 'stop'])
 def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, data_dir, policy):
-  cfg = small_config('scratch')
+  cfg = _light_config()
   cfg.data.data_dir = data_dir
   cfg.train.num_steps, cfg.train.ckpt_every, cfg.train.log_every = 4, 1, 1
   cfg.train.nan_policy, cfg.train.inject_nan_steps = policy, (2,)  # the 3rd step

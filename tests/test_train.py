@@ -141,12 +141,16 @@ def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   del saved['model']['layout_basis']
   (tmp_path / 'stunet' / 'config.json').write_text(json.dumps(saved))
   more = _data_config(small_config('stunet'), data_dir)
-  more.train.init_from, more.train.num_steps, more.model.layout_basis = st_dir, 1, 2
-  trainer.train_and_evaluate(more, str(tmp_path / 'more'), pipeline.TrainInputs(more),
-                             defaults=common.base_config())
-  flat_m = inflate.traverse_util.flatten_dict(jax.device_get(
-      train_lib.load_params(str(tmp_path / 'more'))[1]))
+  more.train.init_from, more.model.layout_basis = st_dir, 2
+  trainer.check_init_from(more, common.base_config())
+  setup = train_lib.Setup(more, sharding.make_mesh(more.mesh))
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'more'))
+  state = trainer.initial_state(setup, ckpt, jax.random.key(0), common.base_config())
+  ckpt.close()
+  flat_m = inflate.traverse_util.flatten_dict(jax.device_get(state.params))
   assert any('temporal_layout_bias' in k for k in flat_m) and set(flat_s) < set(flat_m)
+  for k, v in flat_s.items():  # every weight of the STUNet run, copied
+    np.testing.assert_array_equal(flat_m[k], v)
 
 
 def test_init_from_must_fit_this_model_and_is_checked_first(tmp_path, data_dir, monkeypatch):
