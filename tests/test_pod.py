@@ -60,8 +60,8 @@ def _light_config():
   return cfg
 
 
-def _sharded_config(mesh_shape=(2, 4, 1)):
-  cfg = small_config('scratch')
+def _sharded_config(mesh_shape=(2, 4, 1), light=False):
+  cfg = _light_config() if light else small_config('scratch')
   cfg.train.batch_size = 8
   cfg.mesh.shape, cfg.mesh.fsdp_min_size = mesh_shape, 64
   return cfg
@@ -101,13 +101,13 @@ def sharded_step_equals_single_device():
 def checkpoint_restores_on_another_mesh():
   import tempfile  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp()
-  cfg8 = _sharded_config((1, 8, 1))
+  cfg8 = _sharded_config((1, 8, 1), light=True)
   s8, _, _ = _setup(cfg8)
   state = s8.init(jax.random.key(0))
   ckpt = checkpoints.Checkpointer(workdir)
   ckpt.save(1, state)
   ckpt.close()
-  cfg4 = _sharded_config((2, 2, 1))
+  cfg4 = _sharded_config((2, 2, 1), light=True)
   s4, m4, f4 = _setup(cfg4, jax.devices()[:4])
   restored = checkpoints.Checkpointer(workdir, read_only=True).restore(s4.abstract_state)
   for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(restored)):
