@@ -14,7 +14,9 @@ import pytest
 from conftest import xla_flags
 from stunet import monitoring
 
-# Module-scoped fixtures: under pytest-xdist the module's tests share one worker.
+# The tests share one xdist worker (the group below) and one preempted run. That
+# fixture is session-scoped: a worker may run other modules' tests between these two,
+# which tears a module-scoped fixture down and runs its three train.py processes again.
 pytestmark = pytest.mark.xdist_group('test_multiprocess')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +64,7 @@ def _losses(workdir):
   return monitoring.read_metrics(workdir)['loss']
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def preempted(tmp_path_factory, data_dir):
   """One process on 4 devices, SIGTERM'd, resumed and SIGKILL'd, resumed to the end.
 
