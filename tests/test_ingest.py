@@ -25,6 +25,9 @@ pytestmark = pytest.mark.xdist_group('test_ingest')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS, SIZE, MIN_FRAMES, MAX_FRAMES = 8, 16, 8, 12
+# The CLI runs from any directory; no cwd= lets subprocess spawn instead of fork.
+_ENV = {**os.environ,
+        'PYTHONPATH': os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))}
 
 
 def _frames(n, w, h):
@@ -36,14 +39,15 @@ def _frames(n, w, h):
 
 
 def _write(path, frames, fps, codec, pix_fmt='yuv420p'):
+  """Encodes test videos with the bundled ffmpeg, spawned rather than forked (as
+  video_io does): a fork of this process, which has run JAX, can deadlock."""
   h, w = frames.shape[1:3]
-  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec=codec,
-                                       pix_fmt_out=pix_fmt, macro_block_size=1,
-                                       ffmpeg_log_level='error')
-  writer.send(None)
-  for f in frames:
-    writer.send(np.ascontiguousarray(f))
-  writer.close()
+  cmd = [os.path.abspath(imageio_ffmpeg.get_ffmpeg_exe()), '-y', '-loglevel', 'error',
+         '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', f'{w}x{h}', '-r', str(fps), '-i', '-',
+         '-an', '-c:v', codec, '-pix_fmt', pix_fmt, os.path.abspath(path)]
+  run = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(),
+                       capture_output=True, close_fds=False, check=False)
+  assert run.returncode == 0, run.stderr.decode(errors='replace')[-500:]
 
 
 # name: (source frames, fps, width, height, codec) -- containers and codecs differ.
@@ -141,13 +145,15 @@ def test_csv_cli_writes_the_same_records(folder, ingested, tmp_path):
          f'--video_root={d}', f'--output={out}', f'--fps={FPS}', f'--size={SIZE}',
          f'--min_frames={MIN_FRAMES}', f'--max_frames={MAX_FRAMES}', '--num_shards=2',
          '--workers=1']
-  run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  run = subprocess.run(cmd, env=_ENV, capture_output=True, text=True, timeout=300,
+                       close_fds=False)
   assert run.returncode == 0, run.stderr[-2000:]
   assert 'wrote 6 videos' in run.stdout and '1 missing_file' in run.stdout, run.stdout
   # Same videos, same order: the same shard bytes (workers and input mode do not matter).
   for a, b in zip(records.shard_files(str(out)), records.shard_files(ingested[0])):
     assert open(a, 'rb').read() == open(b, 'rb').read()
-  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  again = subprocess.run(cmd, env=_ENV, capture_output=True, text=True, timeout=300,
+                         close_fds=False)
   assert again.returncode != 0 and '--overwrite' in again.stderr
 
 
