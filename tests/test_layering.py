@@ -71,3 +71,63 @@ def test_the_graph_is_read():
   """The checks above are not vacuous: known edges are seen."""
   assert 'stunet.unet' in GRAPH['stunet.models'] and 'stunet.ssr' in GRAPH['stunet.models']
   assert 'data.shapes' in GRAPH['data.shapes_tfds']
+
+
+def _declared():
+  """Distribution names in setup.cfg's install_requires and extras, normalised."""
+  import configparser  # pylint: disable=g-import-not-at-top
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(ROOT, 'setup.cfg'))
+  lines = cfg['options']['install_requires'].splitlines()
+  lines += [l for v in cfg['options.extras_require'].values() for l in v.splitlines()]
+  names = set()
+  for line in lines:
+    line = line.split('#')[0].strip()
+    if line:
+      name = line.split('==')[0].split('[')[0].split('>')[0].split('<')[0].strip()
+      names.add(name.lower().replace('_', '-'))
+  return names
+
+
+def _third_party_imports():
+  """{top-level module: [files]} for everything our code imports that is neither the
+  standard library nor ours (tests included)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  ours = {'configs', 'stunet', 'data'} | {  # and the scripts and test modules
+      n[:-3] for d in ('', 'tests') for n in os.listdir(os.path.join(ROOT, d))
+      if n.endswith('.py')}
+  found = {}
+  for d in ['', 'configs', 'stunet', 'data', 'benchmarks', 'experiments', 'tests']:
+    folder = os.path.join(ROOT, d)
+    for name in sorted(os.listdir(folder)):
+      if not name.endswith('.py'):
+        continue
+      tree = ast.parse(open(os.path.join(folder, name)).read())
+      for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+          tops = [a.name.split('.')[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+          tops = [node.module.split('.')[0]]
+        else:
+          continue
+        for top in tops:
+          if top not in sys.stdlib_module_names and top not in ours:
+            found.setdefault(top, []).append(os.path.join(d, name))
+  return found
+
+
+def test_every_imported_package_is_declared():
+  """setup.cfg names the distribution of every package the code imports directly (a
+  package that only arrives as another's dependency can vanish with its next release)."""
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  dists = importlib.metadata.packages_distributions()
+  declared = _declared()
+  imports = _third_party_imports()
+  assert {'jax', 'numpy', 'tensorflow', 'PIL'} <= set(imports)  # the scan sees imports
+  missing = {}
+  for top, files in sorted(imports.items()):
+    # Not installed (an optional extra, e.g. torch): judged by its import name.
+    names = {n.lower().replace('_', '-') for n in dists.get(top, [top])}
+    if not names & declared:
+      missing[top] = sorted(set(files))[:3]
+  assert not missing, f'imported but not declared in setup.cfg: {missing}'
