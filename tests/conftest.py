@@ -54,6 +54,35 @@ def small_config(stage: str = 'scratch'):
   return c
 
 
+def real_batch(cfg, rng=0):
+  """A train batch of real shapes clips (as many as the stage's batch holds) with random
+  tokens."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from data import shapes  # pylint: disable=g-import-not-at-top
+  b, s, n = cfg.train.batch_size, cfg.data.size, cfg.data.max_text_len
+  if cfg.train.stage == 't2i':
+    b //= cfg.train.frames_per_clip
+  video = np.stack([shapes.example(rng, i, cfg.data.num_frames, s)['video']
+                    for i in range(b)]) / 127.5 - 1.
+  tokens = jax.random.randint(jax.random.key(rng), (b, n), 3, cfg.model.text.vocab_size)
+  return {'video': np.asarray(video), 'tokens': np.asarray(tokens),
+          'mask': np.ones((b, n), bool)}
+
+
+def perturbed_params(model, inputs, seed=0):
+  """Init params plus noise, so zero-initialised output layers do not hide the inputs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import linen as nn  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def init(key):
+    params = nn.meta.unbox(model.init(key, *inputs))
+    keys = iter(jax.random.split(jax.random.fold_in(key, 1), len(jax.tree.leaves(params))))
+    return jax.tree.map(lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape), params)
+  return init(jax.random.key(seed))
+
+
 @pytest.fixture
 def config_factory():
   return small_config

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
+from conftest import perturbed_params
 from conftest import small_config
 from stunet import multidiffusion as md
 from stunet import sampling
@@ -82,16 +82,6 @@ def _tokens(b, n):
   return tokens, tokens > 0, null, null > 0
 
 
-def _perturbed_params(model, inputs, seed=0):
-  """Init params plus noise, so zero-initialised output layers do not hide the inputs."""
-  @jax.jit
-  def init(key):
-    params = nn.meta.unbox(model.init(key, *inputs))
-    keys = iter(jax.random.split(jax.random.fold_in(key, 1), len(jax.tree.leaves(params))))
-    return jax.tree.map(lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape), params)
-  return init(jax.random.key(seed))
-
-
 def test_one_window_over_the_whole_clip_equals_plain_sampling():
   """On the SSR with the ancestral sampler: the path with the most inputs (low-res
   video, its noise level, per-step noise). The base model's windows run in
@@ -101,7 +91,7 @@ def test_one_window_over_the_whole_clip_equals_plain_sampling():
   cfg.model.lowres_size, cfg.model.temporal_resample = 8, False
   sampler = 'ddpm'
   model = build_model(cfg.model)
-  params = _perturbed_params(model, train_lib.example_inputs(cfg))
+  params = perturbed_params(model, train_lib.example_inputs(cfg))
   shape = (2, cfg.data.num_frames, 16, 16, 3)
   lowres = jax.random.uniform(jax.random.key(3), (2, cfg.data.num_frames, 8, 8, 3),
                               minval=-1., maxval=1.)

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import real_batch
 from conftest import small_config
 from conftest import xla_flags
 from data import pipeline
@@ -21,7 +22,6 @@ from stunet import monitoring
 from stunet import sharding
 from stunet import train_lib
 from stunet import trainer
-from test_train import _batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NULL = np.array([1] + [0] * 7, np.int32)
@@ -75,7 +75,7 @@ def sharded_step_equals_single_device():
   s8, m8, f8 = _setup(cfg8)
   st1 = s1.init(jax.random.key(0))
   st8 = jax.device_put(jax.device_get(st1), s8.shardings)
-  batch = _batch(cfg1)
+  batch = real_batch(cfg1)
   for _ in range(2):  # the first step has learning rate 0 (warmup)
     st1, mt1 = f1(st1, sharding.global_batch(batch, m1), jax.random.key(1))
     st8, mt8 = f8(st8, sharding.global_batch(batch, m8), jax.random.key(1))
@@ -114,7 +114,7 @@ def checkpoint_restores_on_another_mesh():
     np.testing.assert_array_equal(a, np.asarray(b))
   leaf = train_lib._flat(restored.params)['unet/down_0_0_res/conv_0/kernel']  # pylint: disable=protected-access
   assert leaf.sharding.mesh.shape == m4.shape and len(leaf.sharding.device_set) == 4
-  restored, metrics = f4(restored, sharding.global_batch(_batch(cfg4), m4), jax.random.key(1))
+  restored, metrics = f4(restored, sharding.global_batch(real_batch(cfg4), m4), jax.random.key(1))
   assert np.isfinite(float(metrics['loss']))
 
 
@@ -132,7 +132,7 @@ def test_gradient_accumulation_matches_the_full_batch():
   state = setup.init(jax.random.key(0))
   init = _flat(state.params)
   state2 = jax.device_put(jax.device_get(state), setup.shardings)  # a copy: steps donate
-  batch = sharding.global_batch(_batch(cfg), mesh)
+  batch = sharding.global_batch(real_batch(cfg), mesh)
   for _ in range(2):
     state, m = step(state, batch, jax.random.key(1))
     state2, m2 = step2(state2, batch, jax.random.key(1))
@@ -149,7 +149,7 @@ def test_remat_and_bfloat16_keep_the_step():
     for k, v in model.items():
       setattr(cfg.model, k, v)
     setup, mesh, step = _setup(cfg)
-    args = (setup.init(jax.random.key(0)), sharding.global_batch(_batch(cfg), mesh),
+    args = (setup.init(jax.random.key(0)), sharding.global_batch(real_batch(cfg), mesh),
             jax.random.key(1))
     lowered = step.lower(*args)
     hlo = lowered.as_text()
@@ -171,7 +171,7 @@ def test_non_finite_step_is_skipped_and_counted():
   cfg = _light_config()
   setup, mesh, step = _setup(cfg)
   state = setup.init(jax.random.key(0))
-  good = _batch(cfg)
+  good = real_batch(cfg)
   state, _ = step(state, sharding.global_batch(good, mesh), jax.random.key(1))
   leaves = lambda st: jax.tree.leaves(jax.device_get((st.params, st.ema_params, st.opt_state)))
   before = leaves(state)

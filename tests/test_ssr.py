@@ -7,13 +7,13 @@ import pytest
 
 from configs import common
 from configs import ssr as ssr_config
+from conftest import perturbed_params
+from conftest import real_batch
 from conftest import small_config
 from stunet import sharding
 from stunet import ssr
 from stunet import train_lib
 from stunet.models import build_model
-from test_multidiffusion import _perturbed_params
-from test_train import _batch
 
 
 def _ssr_config():
@@ -27,7 +27,7 @@ def test_denoiser_reads_the_low_res_video_and_its_noise_level():
   model = build_model(cfg.model)
   assert isinstance(model, ssr.SuperResolution)
   inputs = train_lib.example_inputs(cfg, batch=2)
-  params = _perturbed_params(model, inputs)
+  params = perturbed_params(model, inputs)
   assert params['params']['unet']['conv_in']['kernel'].shape[-2] == 6  # noisy + low-res
   rng = np.random.default_rng(0)
   z, t, tokens, mask, lowres, aug_t = inputs
@@ -86,7 +86,7 @@ def test_ssr_training_lowers_its_loss():
   null[0] = 1
   step = train_lib.make_train_step(setup, null, null > 0)
   state = setup.init(jax.random.key(0))
-  batches = [sharding.global_batch(_batch(cfg, rng=i), mesh) for i in range(4)]
+  batches = [sharding.global_batch(real_batch(cfg, rng=i), mesh) for i in range(4)]
   losses = []
   for i in range(48):  # four different batches of shapes clips, in turn
     state, m = step(state, batches[i % 4], jax.random.key(1))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from data import shapes
+from conftest import real_batch
 from conftest import small_config
 from data import pipeline
 from stunet import checkpoints
@@ -15,18 +15,6 @@ from stunet import inflate
 from stunet import sharding
 from stunet import train_lib
 from stunet import trainer
-
-
-def _batch(cfg, rng=0):
-  """Real clips of the shapes dataset with random tokens."""
-  b, s, n = cfg.train.batch_size, cfg.data.size, cfg.data.max_text_len
-  if cfg.train.stage == 't2i':
-    b //= cfg.train.frames_per_clip
-  video = np.stack([shapes.example(rng, i, cfg.data.num_frames, s)['video']
-                    for i in range(b)]) / 127.5 - 1.
-  tokens = jax.random.randint(jax.random.key(rng), (b, n), 3, cfg.model.text.vocab_size)
-  return {'video': np.asarray(video), 'tokens': np.asarray(tokens),
-          'mask': np.ones((b, n), bool)}
 
 
 def _step_fn(cfg):
@@ -51,7 +39,7 @@ def test_frozen_spatial_weights_do_not_move():
                                               setup.shardings.params))
   before = jax.device_get(state.params)
   for _ in range(2):  # the first step has learning rate 0 (warmup)
-    state, metrics = step(state, sharding.global_batch(_batch(cfg), mesh), jax.random.key(1))
+    state, metrics = step(state, sharding.global_batch(real_batch(cfg), mesh), jax.random.key(1))
   after = jax.device_get(state.params)
   flat_b = inflate.traverse_util.flatten_dict(before)
   flat_a = inflate.traverse_util.flatten_dict(after)
@@ -72,7 +60,7 @@ def test_training_fits_a_fixed_batch():
   cfg.train.cfg_drop = 0.
   setup, mesh, step = _step_fn(cfg)
   state = setup.init(jax.random.key(0))
-  batch = sharding.global_batch(_batch(cfg), mesh)
+  batch = sharding.global_batch(real_batch(cfg), mesh)
   losses = []
   for _ in range(60):
     state, m = step(state, batch, jax.random.key(1))
