@@ -130,7 +130,6 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
   (``records.TOKENIZER``, see ``caption_tokenizer``), which training on these records
   uses unless config.data.tokenizer or a T5 names another.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
   if not jobs:
     raise ValueError('no videos to ingest: the folder or CSV lists none.')
@@ -138,6 +137,7 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
     raise ValueError(f'need 1 <= --min_frames ({min_frames}) <= --max_frames ({max_frames}).')
   if os.path.exists(os.path.join(output, records.INFO)) and not overwrite:
     raise FileExistsError(f'{output} already holds an ingest; pass --overwrite to replace it.')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   os.makedirs(output, exist_ok=True)
   for stale in records.shard_files(output):
     os.remove(stale)

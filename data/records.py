@@ -24,8 +24,13 @@ import glob
 import json
 import os
 
+from etils import epy
 import numpy as np
-import tensorflow as tf
+
+# TensorFlow (several seconds to import) loads on first use: the format's names and
+# info.json are read without it, so ingest.py refuses an existing output at once.
+with epy.lazy_imports():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 INFO = 'info.json'
 NULL_TEXT = 'text_null.npz'

@@ -152,9 +152,15 @@ def test_csv_cli_writes_the_same_records(folder, ingested, tmp_path):
   # Same videos, same order: the same shard bytes (workers and input mode do not matter).
   for a, b in zip(records.shard_files(str(out)), records.shard_files(ingested[0])):
     assert open(a, 'rb').read() == open(b, 'rb').read()
-  again = subprocess.run(cmd, env=_ENV, capture_output=True, text=True, timeout=300,
-                         close_fds=False)
-  assert again.returncode != 0 and '--overwrite' in again.stderr
+  # Again into the same output: refused before TensorFlow is imported (it reports
+  # whether it was, on the way out).
+  probe = ('import runpy, sys\nsys.argv = ["ingest"] + sys.argv[1:]\ntry:\n'
+           '  runpy.run_module("data.ingest", run_name="__main__")\nfinally:\n'
+           '  print("tensorflow imported:", "tensorflow" in sys.modules)')
+  again = subprocess.run([sys.executable, '-c', probe] + cmd[3:], env=_ENV,
+                         capture_output=True, text=True, timeout=300, close_fds=False)
+  assert again.returncode != 0 and '--overwrite' in again.stderr, again.stderr[-2000:]
+  assert 'tensorflow imported: False' in again.stdout, again.stdout
 
 
 def test_clip_pipeline_is_deterministic_and_shards_files(ingested):
