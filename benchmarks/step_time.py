@@ -90,6 +90,7 @@ def main(argv):
   gen = sampling.Generator.from_config(setup.model, {'params': holder['state'].params},
                                        _FakeTokenizer(d.max_text_len), config,
                                        num_steps=_SAMPLE_STEPS.value)
+  frames = d.num_frames if config.model.temporal else 1  # what the sampler generates
   prompts = ['x'] * _SAMPLE_BATCH.value
   gen(prompts, guidance=config.sample.guidance)  # compile
   sample_compile_s = gen.last_times['compile_s']
