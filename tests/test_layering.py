@@ -12,11 +12,24 @@ and no package module imports itself back through another (no cycles). Run it al
 
 import ast
 import os
+import re
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOWED = {'configs': {'configs'}, 'stunet': {'stunet'}, 'data': {'data', 'stunet'}}
+
+
+def _imports(path):
+  """(module, names imported from it) for every absolute import in a file, inside
+  functions too; ``import a.b`` gives ('a.b', [])."""
+  out = []
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Import):
+      out += [(a.name, []) for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      out.append((node.module, [a.name for a in node.names]))
+  return out
 
 
 def _graph():
@@ -28,13 +41,9 @@ def _graph():
       if not name.endswith('.py') or name == '__init__.py':
         continue
       mod = f'{pkg}.{name[:-3]}'
-      tree = ast.parse(open(os.path.join(ROOT, pkg, name)).read())
       deps = set()
-      for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-          deps |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-          deps |= {node.module} | {f'{node.module}.{a.name}' for a in node.names}
+      for module, names in _imports(os.path.join(ROOT, pkg, name)):
+        deps |= {module} | {f'{module}.{n}' for n in names}
       graph[mod] = {d for d in deps if d.split('.')[0] in ALLOWED and d.count('.') == 1
                     and os.path.exists(os.path.join(ROOT, *d.split('.')) + '.py')}
   return graph
@@ -82,9 +91,8 @@ def _declared():
   lines += [l for v in cfg['options.extras_require'].values() for l in v.splitlines()]
   names = set()
   for line in lines:
-    line = line.split('#')[0].strip()
-    if line:
-      name = line.split('==')[0].split('[')[0].split('>')[0].split('<')[0].strip()
+    name = re.match(r'\s*([A-Za-z0-9_.-]*)', line.split('#')[0]).group(1)
+    if name:
       names.add(name.lower().replace('_', '-'))
   return names
 
@@ -102,17 +110,10 @@ def _third_party_imports():
     for name in sorted(os.listdir(folder)):
       if not name.endswith('.py'):
         continue
-      tree = ast.parse(open(os.path.join(folder, name)).read())
-      for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-          tops = [a.name.split('.')[0] for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-          tops = [node.module.split('.')[0]]
-        else:
-          continue
-        for top in tops:
-          if top not in sys.stdlib_module_names and top not in ours:
-            found.setdefault(top, []).append(os.path.join(d, name))
+      for module, _ in _imports(os.path.join(folder, name)):
+        top = module.split('.')[0]
+        if top not in sys.stdlib_module_names and top not in ours:
+          found.setdefault(top, []).append(os.path.join(d, name))
   return found
 
 
