@@ -9,6 +9,11 @@ Several --prompt flags give several videos (output name gets _0, _1, ...). With 
 SSR model the base model's clip is written next to the high-res one (name_lowres.mp4).
 Clips longer than a model's window (--frames, or the low-res clip for the SSR) are
 made of overlapping windows fused at every step (MultiDiffusion).
+
+Video-to-video editing (SDEdit): --video=clip.mp4 --strength=0.5 noises the clip to
+t = 0.5 and denoises it with the prompt (0 keeps it, 1 ignores it):
+  python sample.py --video=samples/red_square.mp4 --strength=0.6 \
+      --prompt="a blue square moves left" --output=samples/blue_square.mp4
 """
 
 import os
@@ -21,10 +26,12 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import numpy as np
 
 from configs import common
 from stunet import checkpoints
 from stunet import cli
+from stunet import editing
 from stunet import sampling
 from stunet import video_io
 
@@ -52,6 +59,10 @@ _OUTPUT = flags.DEFINE_multi_string('output', ['samples/sample.mp4'],
                                     '.mp4 or .gif path; repeat to write several formats.')
 _FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the written file.')
 _SCALE = flags.DEFINE_integer('scale', 4, 'Nearest-neighbour enlargement for viewing.')
+_VIDEO = flags.DEFINE_string('video', None, 'A video (mp4, gif, ...) to edit with the prompt '
+                             '(SDEdit, with --strength); resized to the model\'s frame size.')
+_STRENGTH = flags.DEFINE_float('strength', None, 'With --video: how much to change it, in '
+                               '[0, 1] (the noise level it is denoised from).')
 flags.mark_flags_as_required(['prompt'])
 
 
@@ -95,6 +106,16 @@ def _check_flags() -> None:
     raise app.UsageError(f'--guidance={_GUIDANCE.value}: must be >= 0 (0 is plain '
                          f'conditional sampling; a negative weight steers away from the '
                          f'prompt).')
+  if (_VIDEO.value is None) != (_STRENGTH.value is None):
+    raise app.UsageError('--video and --strength go together: --video=clip.mp4 '
+                         '--strength=0.5 edits the clip with the prompt.')
+  if _STRENGTH.value is not None:
+    try:
+      editing.check_strength(_STRENGTH.value)
+    except ValueError as e:
+      raise app.UsageError(f'--strength={_STRENGTH.value}: {e}') from e
+  if _VIDEO.value is not None and not os.path.isfile(_VIDEO.value):
+    raise app.UsageError(f'--video={_VIDEO.value}: no such file.')
   for output in _OUTPUT.value:
     ext = os.path.splitext(output)[1].lower()
     if ext not in ('.mp4', '.gif'):
@@ -150,8 +171,20 @@ def _main(argv):
                            f'model upsamples {low}px ones: train the SSR with '
                            f'--config.model.lowres_size={config.data.size}.')
   guidance = config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
-  videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
-  _report('base', gen, videos)
+  if _VIDEO.value is None:
+    videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
+  else:
+    video, notes = editing.load_video(_VIDEO.value, _FRAMES.value or config.data.num_frames,
+                                      config.data.size)
+    for line in notes:
+      print(line)
+    videos = editing.sdedit(gen, _PROMPT.value, np.repeat(video[None], len(_PROMPT.value), 0),
+                            strength=_STRENGTH.value, guidance=guidance, seed=_SEED.value)
+  if _STRENGTH.value == 0.:
+    print('strength 0: the input video, unchanged')
+  else:
+    _report('base' if _VIDEO.value is None else f'edit (strength {_STRENGTH.value})', gen,
+            videos)
   outputs = {'': (videos, _SCALE.value)}
   if cascade:
     ssr_guidance = ssr_config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value

@@ -210,11 +210,14 @@ class Generator:
     return multidiffusion.Windows(num_frames, self.window, **self.window_kw)
 
   def __call__(self, prompts, *, guidance: float, seed: int = 0,
-               num_frames: Optional[int] = None, lowres=None):
+               num_frames: Optional[int] = None, lowres=None, init=None,
+               t_start: float = 1., num_steps: Optional[int] = None):
     """prompts: list of b str -> videos float32 [b, t, h, w, 3] in [-1, 1].
 
     num_frames: clip length (default: the trained one). lowres: an SSR model's input,
-    [b, t, h', w', 3] in [-1, 1] (t is then the clip length).
+    [b, t, h', w', 3] in [-1, 1] (t is then the clip length). init: videos [b, t, h, w,
+    3] to noise to time t_start and denoise from there (SDEdit, ``stunet.editing``);
+    num_steps overrides the configured number of denoising steps.
     """
     if not prompts or any(not p.strip() for p in prompts):
       raise ValueError('every prompt must be non-empty text (the empty prompt is the '
@@ -240,17 +243,23 @@ class Generator:
                        f'change --frames or --window.')
     tokens, mask = self.tokenizer.encode(prompts)
     null_tokens, null_mask = self.tokenizer.null(b)
+    shape = (b, num_frames) + self.video_shape[1:]
+    if init is not None:
+      init = jnp.asarray(init, jnp.float32)
+      if init.shape != shape:
+        raise ValueError(f'init videos of shape {init.shape}: need {list(shape)}.')
+    kw = dict(self.kw, t_start=t_start)
+    kw['num_steps'] = num_steps or kw['num_steps']
     args = (self.params, tokens, mask, null_tokens, null_mask, jax.random.key(seed),
-            jnp.float32(guidance), None, lowres, jnp.float32(self.lowres_aug))
+            jnp.float32(guidance), init, lowres, jnp.float32(self.lowres_aug))
     t0 = time.time()
-    key = (b, num_frames)
+    key = (b, num_frames, init is not None, t_start, kw['num_steps'])
     if key not in self._compiled:
-      fn = make_sampler(self.model, (b, num_frames) + self.video_shape[1:], windows=windows,
-                        **self.kw)
+      fn = make_sampler(self.model, shape, windows=windows, **kw)
       self._compiled[key] = fn.lower(*args).compile()
     t1 = time.time()
     videos = np.asarray(jax.block_until_ready(self._compiled[key](*args)))
     self.last_times = {'compile_s': t1 - t0, 'sample_s': time.time() - t1,
-                       'per_step_s': (time.time() - t1) / self.kw['num_steps'],
+                       'per_step_s': (time.time() - t1) / kw['num_steps'],
                        'windows': len(windows.starts) if windows else 1}
     return videos

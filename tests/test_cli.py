@@ -140,6 +140,11 @@ def sample_main():
     ({'output': ['a_file/v.mp4']}, 'cannot write in'),
     ({'output': ['/proc/stunet_nope/v.mp4']}, 'cannot write in'),  # os.access lies to root
     ({'prompt': ['ein roter Hund']}, 'no word of it is in the tokenizer'),  # shipped model
+    ({'video': 'a_file'}, '--video and --strength go together'),
+    ({'strength': 0.5}, '--video and --strength go together'),
+    ({'video': 'nope.mp4', 'strength': 0.5}, '--video=nope.mp4: no such file'),
+    ({'video': 'a_file', 'strength': 1.5}, r'--strength=1.5: strength 1.5 is outside \[0, 1\]'),
+    ({'video': 'a_file', 'strength': 0.5}, "cannot decode video 'a_file'"),  # shipped model
 ])
 def test_sample_py_bad_input(sample_main, tmp_path, monkeypatch, flag_values, match):
   monkeypatch.chdir(tmp_path)
