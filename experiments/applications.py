@@ -41,8 +41,8 @@ from stunet import video_io
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A STUNet workdir (default: the shipped '
                                'model).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'applications', 'Where the JSON and PNG go.')
-_NUM_CLIPS = flags.DEFINE_integer('num_clips', 32, 'Held-out clips.')
-_STRENGTHS = flags.DEFINE_list('strengths', ['0.3', '0.5', '0.7', '0.85', '1'],
+_NUM_CLIPS = flags.DEFINE_integer('num_clips', 16, 'Held-out clips.')
+_STRENGTHS = flags.DEFINE_list('strengths', ['0.5', '0.7', '0.85', '1'],
                                'SDEdit strengths.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _DATA_SEED = flags.DEFINE_integer('data_seed', 4242, 'Stream of held-out clips and edits.')
@@ -129,7 +129,7 @@ def main(argv):
                                       d.size)
   rows, outputs = measure_editing(gen, config, strengths, clips, captions, edits)
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  result = dict(workdir=workdir, num_clips=len(clips), seed=_SEED.value,
+  result = dict(workdir=os.path.relpath(workdir), num_clips=len(clips), seed=_SEED.value,
                 data_seed=_DATA_SEED.value, editing=rows,
                 examples=[dict(input=c, edit=e) for c, e in
                           zip(captions[:_SHOWN.value], edits[:_SHOWN.value])])
