@@ -23,11 +23,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from configs import common
+import synthetic  # benchmarks/synthetic.py, beside this script
+from stunet import cli
 from stunet import sampling
-from stunet import sharding
 from stunet import train_lib
-from stunet import text as text_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/tiny.py:stage=scratch',
                                           'Config file.')
@@ -54,30 +53,12 @@ def _timed(fn, n):
 
 def main(argv):
   del argv
+  cli.quiet_library_logs()
   config = _CONFIG.value
-  needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
-  if needs_t2i and not config.train.init_from:
-    config.train.init_from = '(benchmark: random spatial weights)'
-  text_lib.resolve(config)
-  common.validate(config)
-  mesh = sharding.make_mesh(config.mesh)
-  setup = train_lib.Setup(config, mesh)
-  state = setup.init(jax.random.key(0))
+  setup, state, compiled, batch, rng, compile_s = synthetic.train_step(config)
   n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
                                                 setup.freeze_text)
-  null = np.zeros(config.data.max_text_len, np.int32)
-  null[0] = 1
-  step = train_lib.make_train_step(setup, null, null > 0)
   tc, d = config.train, config.data
-  clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
-  batch = sharding.global_batch({
-      'video': np.zeros((clips, d.num_frames, d.size, d.size, 3), np.float32),
-      'tokens': np.ones((clips, d.max_text_len), np.int32),
-      'mask': np.ones((clips, d.max_text_len), bool)}, mesh)
-  rng = jax.random.key(1)
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batch, rng).compile()
-  compile_s = time.perf_counter() - t0
   flops = _flops(compiled)
   mem = compiled.memory_analysis()
   holder = {'state': compiled(state, batch, rng)[0]}

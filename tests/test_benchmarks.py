@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,6 +22,7 @@ ENTRY %main (a: f32[2]) -> f32[2] {
 
 
 def _module(name):
+  sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))  # as when run: beside the script
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'benchmarks',
                                                                    f'{name}.py'))
   module = importlib.util.module_from_spec(spec)

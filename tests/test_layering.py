@@ -101,8 +101,9 @@ def _third_party_imports():
   """{top-level module: [files]} for everything our code imports that is neither the
   standard library nor ours (tests included)."""
   import sys  # pylint: disable=g-import-not-at-top
-  ours = {'configs', 'stunet', 'data'} | {  # and the scripts and test modules
-      n[:-3] for d in ('', 'tests') for n in os.listdir(os.path.join(ROOT, d))
+  ours = {'configs', 'stunet', 'data'} | {  # and the scripts, beside each other
+      n[:-3] for d in ('', 'tests', 'benchmarks', 'experiments')
+      for n in os.listdir(os.path.join(ROOT, d))
       if n.endswith('.py')}
   found = {}
   for d in ['', 'configs', 'stunet', 'data', 'benchmarks', 'experiments', 'tests']:

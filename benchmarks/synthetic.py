@@ -1,0 +1,48 @@
+"""What the step benchmarks share: a config's train step, compiled, with random
+weights and a synthetic batch of its shapes (compute, not the input pipeline)."""
+
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from configs import common
+from stunet import sharding
+from stunet import train_lib
+from stunet import text as text_lib
+
+
+class TrainStep(NamedTuple):
+  setup: Any           # train_lib.Setup
+  state: Any           # the initial TrainState
+  compiled: Any        # compiled(state, batch, rng) -> (state, metrics)
+  batch: Any
+  rng: jax.Array
+  compile_s: float
+
+
+def train_step(config) -> TrainStep:
+  """Validates ``config`` (a STUNet stage without init_from gets random spatial weights)
+  and AOT-compiles its train step on the config's mesh."""
+  needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
+  if needs_t2i and not config.train.init_from:
+    config.train.init_from = '(benchmark: random spatial weights)'
+  text_lib.resolve(config)
+  common.validate(config)
+  mesh = sharding.make_mesh(config.mesh)
+  setup = train_lib.Setup(config, mesh)
+  state = setup.init(jax.random.key(0))
+  null = np.zeros(config.data.max_text_len, np.int32)
+  null[0] = 1
+  step = train_lib.make_train_step(setup, null, null > 0)
+  tc, d = config.train, config.data
+  clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
+  batch = sharding.global_batch({
+      'video': np.zeros((clips, d.num_frames, d.size, d.size, 3), np.float32),
+      'tokens': np.ones((clips, d.max_text_len), np.int32),
+      'mask': np.ones((clips, d.max_text_len), bool)}, mesh)
+  rng = jax.random.key(1)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()
+  return TrainStep(setup, state, compiled, batch, rng, time.perf_counter() - t0)
