@@ -12,7 +12,7 @@ made of overlapping windows fused at every step (MultiDiffusion).
 
 Video-to-video editing (SDEdit): --video=clip.mp4 --strength=0.5 noises the clip to
 t = 0.5 and denoises it with the prompt (0 keeps it, 1 ignores it):
-  python sample.py --video=samples/red_square.mp4 --strength=0.6 \
+  python sample.py --video=samples/red_square.mp4 --strength=0.85 \
       --prompt="a blue square moves left" --output=samples/blue_square.mp4
 """
 
