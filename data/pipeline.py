@@ -165,6 +165,7 @@ def dataset_builder(data_config) -> tfds.core.DatasetBuilder:
     return shapes_tfds.build(
         data_config.data_dir, data_config.num_frames, data_config.size,
         data_config.num_train, data_config.num_test, seed=data_config.dataset_seed,
+        style=data_config.get("style", ""),
     )
   builder = tfds.builder(data_config.name, data_dir=data_config.data_dir)
   if not builder.is_prepared():

@@ -59,6 +59,10 @@ GROW_RANGE = (0.5, 1.4)
 # Total rotation of 'rotates', degrees: below the square's 90 degree symmetry so the
 # turn is detectable (and well below the triangle's 120).
 ROTATION_DEG = 75.0
+# Looks of the shapes ('' = solid): 'outline' draws each shape as its outline, a line
+# OUTLINE_WIDTH x the frame size wide (the style of stylized generation).
+STYLES = ("", "outline")
+OUTLINE_WIDTH = 0.05
 # Periods of the |sin| bounce per clip, independent of the number of frames (clips
 # shorter than 8 frames get num_frames/4 periods).
 BOUNCE_PERIODS = 2.0
@@ -154,14 +158,18 @@ def _check_labels(labels: dict) -> tuple[str, str, str]:
   return color, shape, motion
 
 
-def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator,
+           style: str = "") -> np.ndarray:
   """Renders one clip. Returns uint8 [num_frames, size, size, 3].
 
   labels: dict with 'color', 'shape', 'motion' (names from COLORS/SHAPES/MOTIONS).
   rng supplies the random start position, orientation, extent and phase; the object
-  stays fully inside the frame for the whole clip.
+  stays fully inside the frame for the whole clip. style: one of STYLES; the same rng
+  draws give the same motion in every style.
   """
   color, shape, motion = _check_labels(labels)
+  if style not in STYLES:
+    raise ValueError(f"Unknown style {style!r}; use one of {STYLES}.")
   if num_frames < 4 or size < 16:
     raise ValueError(f"Need num_frames >= 4 and size >= 16, got {num_frames}, {size}.")
   t = num_frames
@@ -212,6 +220,9 @@ def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator) -
     theta = theta + sign * np.deg2rad(ROTATION_DEG) * s
 
   cov = _coverage(shape, cx, cy, r, theta, size)
+  if style == "outline":  # minus the same shape with its edges moved in by the width
+    inset = OUTLINE_WIDTH * size / (np.cos(np.pi / _SIDES[shape]) if shape in _SIDES else 1.)
+    cov = cov - _coverage(shape, cx, cy, np.maximum(r - inset, 0.), theta, size)
   video = cov[..., None] * COLORS[color].astype(np.float32)
   return np.clip(np.round(video), 0, 255).astype(np.uint8)
 
@@ -222,8 +233,10 @@ def sample_labels(rng: np.random.Generator) -> dict:
   return dict(color=color, shape=shape, motion=motion)
 
 
-def example(seed: int, index: int, num_frames: int = 16, size: int = 32) -> dict:
-  """Example `index` of the stream `seed`: a pure function of (seed, index).
+def example(seed: int, index: int, num_frames: int = 16, size: int = 32,
+            style: str = "") -> dict:
+  """Example `index` of the stream `seed`: a pure function of (seed, index) (and the
+  style, which changes only the look).
 
   Returns dict(video=uint8 [t, size, size, 3], caption=str, color=str, shape=str,
   motion=str).
@@ -232,5 +245,5 @@ def example(seed: int, index: int, num_frames: int = 16, size: int = 32) -> dict
     raise ValueError(f"seed and index must be non-negative, got {seed}, {index}.")
   rng = np.random.default_rng([seed, index])
   labels = sample_labels(rng)
-  video = render(labels, num_frames, size, rng)
+  video = render(labels, num_frames, size, rng, style)
   return dict(video=video, caption=caption(**labels), **labels)

@@ -31,9 +31,11 @@ from data import shapes
 TEST_INDEX_OFFSET = 2**31
 
 
-def config_name(num_frames: int, size: int, num_train: int, num_test: int, seed: int) -> str:
-  """'f16_r32_n2048_t256_s0': every field that changes the data is in the name."""
-  return f"f{num_frames}_r{size}_n{num_train}_t{num_test}_s{seed}"
+def config_name(num_frames: int, size: int, num_train: int, num_test: int, seed: int,
+                style: str = "") -> str:
+  """'f16_r32_n2048_t256_s0' ('..._s0_outline' in a style): every field that changes
+  the data is in the name."""
+  return f"f{num_frames}_r{size}_n{num_train}_t{num_test}_s{seed}" + (f"_{style}" if style else "")
 
 
 @dataclasses.dataclass(eq=False)
@@ -45,26 +47,31 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_train: int = 2048
   num_test: int = 256
   seed: int = 0
+  style: str = ""
 
   @classmethod
-  def make(cls, num_frames: int, size: int, num_train: int, num_test: int, seed: int = 0):
+  def make(cls, num_frames: int, size: int, num_train: int, num_test: int, seed: int = 0,
+           style: str = ""):
     if num_frames < 4 or size < 16:
       raise ValueError(f"Need num_frames >= 4 and size >= 16, got {num_frames}, {size}.")
     if num_train < 1 or num_test < 1 or seed < 0:
       raise ValueError(
           f"Need num_train >= 1, num_test >= 1, seed >= 0; got {num_train}, {num_test}, {seed}."
       )
+    if style not in shapes.STYLES:
+      raise ValueError(f"Unknown style {style!r}; use one of {shapes.STYLES}.")
     return cls(
-        name=config_name(num_frames, size, num_train, num_test, seed),
+        name=config_name(num_frames, size, num_train, num_test, seed, style),
         description=(
             f"{num_train} train / {num_test} test clips of {num_frames} frames at "
-            f"{size}x{size}, seed {seed}."
+            f"{size}x{size}, seed {seed}" + (f", {style} style." if style else ".")
         ),
         num_frames=num_frames,
         size=size,
         num_train=num_train,
         num_test=num_test,
         seed=seed,
+        style=style,
     )
 
 
@@ -113,7 +120,7 @@ class ShapesVideos(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, start: int, count: int):
     c = self.builder_config
     for index in range(start, start + count):
-      ex = shapes.example(c.seed, index, c.num_frames, c.size)
+      ex = shapes.example(c.seed, index, c.num_frames, c.size, c.style)
       yield index, dict(
           video=ex["video"],
           caption=ex["caption"],
@@ -130,13 +137,14 @@ def build(
     num_train: int,
     num_test: int,
     seed: int = 0,
+    style: str = "",
 ) -> tfds.core.DatasetBuilder:
   """Returns a prepared ShapesVideos builder, generating the data only if missing.
 
   A second call with the same arguments and data_dir only reads dataset_info.json.
   Never touches the network (no GCS lookup, no downloads).
   """
-  config = ShapesConfig.make(num_frames, size, num_train, num_test, seed)
+  config = ShapesConfig.make(num_frames, size, num_train, num_test, seed, style)
   if config.name in ShapesVideos.builder_configs:
     # tfds refuses a second config object with a registered name: use the registered one.
     config = ShapesVideos.builder_configs[config.name]
@@ -146,8 +154,9 @@ def build(
   # The first use generates it: one line of ours instead of tfds' progress bars and
   # "downloaded and prepared" notice (which nothing was).
   t0 = time.time()
-  print(f"generating the shapes dataset once: {num_train} + {num_test} clips of "
-        f"{num_frames}x{size}x{size} under {data_dir}", flush=True)
+  print(f"generating the shapes dataset once: {num_train} + {num_test} "
+        f"{style + ' ' if style else ''}clips of {num_frames}x{size}x{size} under "
+        f"{data_dir}", flush=True)
   tfds.display_progress_bar(False)
   try:
     with contextlib.redirect_stdout(io.StringIO()):

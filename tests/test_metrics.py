@@ -139,3 +139,13 @@ def test_chance_levels():
   assert c["shape_acc"] == pytest.approx(8 / 23)  # squares and triangles: 8 motions each
   assert c["motion_acc"] == pytest.approx(3 / 23)  # non-rotating motions: 3 shapes each
   assert c["all_acc"] == pytest.approx(1 / 161)
+
+
+def test_the_style_detector_tells_outlines_from_solid_shapes_and_keeps_the_labels():
+  for i in range(60):
+    outline, solid = (shapes.example(5, i, 16, 32, style) for style in ("outline", ""))
+    assert metrics.detect_style(outline["video"]) == "outline", outline["caption"]
+    assert metrics.detect_style(solid["video"]) == "solid", solid["caption"]
+    got = metrics.detect(outline["video"])  # same motion and colour in either style
+    assert (got["color"], got["motion"]) == (outline["color"], outline["motion"])
+  assert metrics.detect_style(np.zeros((4, 32, 32, 3), np.uint8)) == metrics.NONE

@@ -106,6 +106,16 @@ def test_other_settings_get_their_own_directory(builder, data_dir):
   assert builder.info.splits["train"].num_examples == NUM_TRAIN
 
 
+def test_the_outline_style_is_its_own_config_with_the_same_labels(builder, data_dir):
+  styled = shapes_tfds.build(data_dir, FRAMES, SIZE, 4, 4, seed=0, style="outline")
+  assert styled.builder_config.name == f"f{FRAMES}_r{SIZE}_n4_t4_s0_outline"
+  ex = next(iter(styled.as_dataset(split="train").take(1)))
+  solid = shapes.example(0, 0, FRAMES, SIZE)
+  assert ex["caption"].numpy().decode() == solid["caption"]
+  lit = lambda v: int((np.asarray(v).max(-1) > 128).sum())
+  assert 0 < lit(ex["video"].numpy()) < lit(solid["video"])  # the outline of the same shape
+
+
 def test_train_and_test_are_disjoint(builder):
   train, test = set(_read_all(builder, "train")), set(_read_all(builder, "test"))
   assert len(train) == NUM_TRAIN and len(test) == NUM_TEST
