@@ -30,6 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.dataset_seed = 0                # seed of the generated dataset (shapes only)
   c.data.tokenizer = ''                  # sentencepiece model; '' = data/captions_spm.model
   c.data.max_text_len = 16               # tokens per caption, EOS included
+  # Look of the shapes dataset: '' (solid shapes) or 'outline' (drawn as outlines; the
+  # style of stylized generation, configs/tiny.py:stage=style).
+  c.data.style = ''
   # Records written by data/ingest.py (a directory of *.tfrecord shards + info.json);
   # when set they replace the tfds dataset `name`. Clips of num_frames frames start
   # at a random frame and take every k-th frame, k drawn from frame_strides (those
@@ -66,6 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
   # SSR (stunet/ssr.py): > 0 makes this a super-resolution model conditioned on the
   # clip downsampled to lowres_size x lowres_size (upsampled, concatenated to its input).
   c.model.lowres_size = 0
+  # The conditional STUNet (stunet/conditioning.py): its input is <noisy video, masked
+  # conditioning video, mask> (7 channels) for image-to-video, in/outpainting and
+  # cinemagraphs; trained by stage=conditional from a text-to-video run.
+  c.model.conditional = False
   # > 0: the STUNet adds to its output a smooth space-time pattern (this many cosines
   # per axis) chosen by the timestep + text embedding (stunet.layers.LayoutBias).
   c.model.layout_basis = 0
@@ -88,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text.pretrained = ''
 
   c.train = ml_collections.ConfigDict()
-  c.train.stage = 'stunet'               # 't2i' | 'stunet' | 'scratch'
+  c.train.stage = 'stunet'               # 't2i' | 'stunet' | 'scratch' | 'conditional'
   c.train.batch_size = 8                 # global batch: clips (STUNet) or frames (t2i)
   c.train.grad_accum = 1                 # micro-batches per step (batch_size / k each)
   c.train.frames_per_clip = 4            # t2i stage: random frames taken from each clip
@@ -105,6 +112,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
   c.train.lowres_aug_max = 0.4           # SSR: low-res input noised to t ~ U[0, this]
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
+  # Train only the spatial (T2I) layers, the temporal ones frozen: the stylized
+  # generation fine-tune (sample.py --style).
+  c.train.freeze_temporal = False
+  # Conditional stage: the share of each kind of training mask, in the order of
+  # stunet.conditioning.KINDS (unconditional, image-to-video, inpainting,
+  # outpainting, cinemagraph).
+  c.train.condition_mix = (0.2, 0.2, 0.2, 0.2, 0.2)
   c.train.init_from = ''                 # T2I workdir/checkpoint to inflate from
   c.train.nan_policy = 'skip'            # non-finite loss/grads: 'skip' the update
                                          # (counted) or 'stop' the run; never saved
@@ -178,8 +192,9 @@ def validate(config) -> None:
   for c in {m.channels * k for k in m.channel_mult}:
     if c % m.num_heads:
       raise ValueError(f'width {c} is not divisible by config.model.num_heads={m.num_heads}.')
-  if t.stage not in ('t2i', 'stunet', 'scratch'):
-    raise ValueError(f'config.train.stage={t.stage!r}: use t2i, stunet or scratch.')
+  if t.stage not in ('t2i', 'stunet', 'scratch', 'conditional'):
+    raise ValueError(f'config.train.stage={t.stage!r}: use t2i, stunet, scratch or '
+                     f'conditional.')
   if t.stage == 't2i' and m.temporal:
     raise ValueError('config.train.stage=t2i trains the image U-Net: set model.temporal=False.')
   if t.stage != 't2i' and not m.temporal:
@@ -188,6 +203,24 @@ def validate(config) -> None:
     raise ValueError('config.train.stage=stunet starts from a T2I (or STUNet) run: set '
                      'config.train.init_from to its workdir or checkpoint (or use '
                      'stage=scratch to train a STUNet from scratch).')
+  if (t.stage == 'conditional') != bool(m.get('conditional', False)):
+    raise ValueError('config.train.stage=conditional trains the conditional STUNet and '
+                     'only it: set config.model.conditional to match the stage.')
+  if t.stage == 'conditional' and not t.init_from:
+    raise ValueError('config.train.stage=conditional fine-tunes a text-to-video STUNet: set '
+                     'config.train.init_from to its workdir (e.g. pretrained/stunet_tiny).')
+  if m.get('conditional', False) and (m.lowres_size or not m.temporal):
+    raise ValueError('config.model.conditional=True is a STUNet option: it cannot be an SSR '
+                     'model (lowres_size > 0) or a T2I one (temporal=False).')
+  mix = tuple(t.get('condition_mix', (1.,)))
+  if min(mix) < 0 or sum(mix) <= 0 or (m.get('conditional', False) and len(mix) != 5):
+    raise ValueError(f'config.train.condition_mix={mix}: 5 non-negative shares (unconditional, '
+                     f'image_to_video, inpainting, outpainting, cinemagraph), not all 0.')
+  if t.get('freeze_temporal', False) and (t.freeze_spatial or not t.init_from
+                                          or not m.temporal):
+    raise ValueError('config.train.freeze_temporal=True trains only the spatial layers of a '
+                     'STUNet given by config.train.init_from (stylized generation); it '
+                     'excludes freeze_spatial.')
   if t.freeze_spatial and not t.init_from:
     raise ValueError('config.train.freeze_spatial=True needs config.train.init_from (the T2I '
                      'workdir or checkpoint whose spatial weights stay frozen).')

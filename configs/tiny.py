@@ -7,6 +7,12 @@ Variants (big_vision style, after a colon):
                                   paper's frozen spatial weights:
                                   --config.train.freeze_spatial=True)
   configs/tiny.py:stage=scratch   the STUNet with every weight trained from scratch
+  configs/tiny.py:stage=conditional   the conditional STUNet (image-to-video,
+                                  in/outpainting, cinemagraphs), fine-tuned from the
+                                  shipped model (pretrained/stunet_tiny) on random masks
+  configs/tiny.py:stage=style     the shipped model's spatial weights fine-tuned on the
+                                  outlined-shapes style (data.style='outline'), its
+                                  temporal layers frozen (sample.py --style)
 Fields not set here keep the defaults of configs/common.py.
 """
 
@@ -15,8 +21,9 @@ from configs import common
 
 def get_config(arg: str = 'stage=stunet'):
   stage = common.parse_arg(arg, stage='stunet')['stage']
-  if stage not in ('t2i', 'stunet', 'scratch'):
-    raise ValueError(f'unknown stage {stage!r}; use stage=t2i, stage=stunet or stage=scratch.')
+  stages = ('t2i', 'stunet', 'scratch', 'conditional', 'style')
+  if stage not in stages:
+    raise ValueError(f'unknown stage {stage!r}; use stage= one of {", ".join(stages)}.')
   config = common.base_config()
 
   config.data.num_frames = 16            # 16 frames of 32x32: 8 and 4 at the coarser levels
@@ -35,7 +42,7 @@ def get_config(arg: str = 'stage=stunet'):
   m.temporal_resample_init = 'linear'
 
   t = config.train
-  t.stage = stage
+  t.stage = 'stunet' if stage == 'style' else stage
   # At this scale the whole network fine-tuned on clips learns motion sooner than the
   # temporal layers alone on a frozen 600-step image model (README, "Motion").
   t.freeze_spatial = False
@@ -45,6 +52,19 @@ def get_config(arg: str = 'stage=stunet'):
     t.batch_size, t.num_steps = 4, 400    # clips of 16 frames
   t.ckpt_every = 400
   t.ema_decay = 0.995                    # short runs: a short average
+
+  if stage in ('conditional', 'style'):
+    # Fine-tunes of the shipped model (README, "The shipped model"): its architecture
+    # (the layout bias) and its last recipe (constant lr 3e-4, t_power 2).
+    m.layout_basis = 6
+    t.init_from = 'pretrained/stunet_tiny'
+    t.lr, t.t_power, t.ema_decay = 3e-4, 2., 0.999
+    t.ckpt_every = 500
+    m.conditional = stage == 'conditional'
+    t.num_steps = 3000 if stage == 'conditional' else 1500
+    if stage == 'style':
+      config.data.style = 'outline'
+      t.freeze_temporal = True
 
   # Ancestral sampling gave cleaner, more coherent clips than DDIM for these short
   # runs (same checkpoint, 32 prompts: colour 0.88 vs 0.81, see the README).

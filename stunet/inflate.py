@@ -8,11 +8,19 @@ lives in a module whose name starts with ``temporal`` (e.g.
 from typing import Any
 
 from flax import traverse_util
+import jax.numpy as jnp
 
 
 def is_temporal(path: tuple) -> bool:
   """True for a parameter added by the inflation (path of dict keys)."""
   return any('temporal' in str(k) for k in path)
+
+
+def _widened_input(path: tuple, src_shape: tuple, dst_shape: tuple) -> bool:
+  """Whether dst is src's input convolution with more input channels."""
+  return (len(path) >= 2 and tuple(map(str, path[-2:])) == ('conv_in', 'kernel')
+          and len(src_shape) == len(dst_shape) == 4 and src_shape[:2] == dst_shape[:2]
+          and src_shape[3] == dst_shape[3] and src_shape[2] < dst_shape[2])
 
 
 def inflate(src_params: Any, stunet_params: Any) -> Any:
@@ -21,7 +29,9 @@ def inflate(src_params: Any, stunet_params: Any) -> Any:
   From a T2I run this is Lumiere's inflation: the spatial weights are copied and the
   temporal layers start at their init. From a STUNet run every parameter is copied
   and only temporal layers that it lacks (e.g. the text cross-attention of
-  ``model.temporal_cond='film_xattn'``) start at their init. Every source parameter
+  ``model.temporal_cond='film_xattn'``) start at their init. Into the conditional
+  STUNet (``stunet.conditioning``) the first convolution is widened: its new input
+  channels start at zero. Every source parameter
   must land on one of the same shape, and every spatial parameter must come from the
   source; otherwise the configs of the two runs disagree and we say which parameter
   differs.
@@ -38,6 +48,11 @@ def inflate(src_params: Any, stunet_params: Any) -> Any:
         f'unexpected {extra[:4]}{"..." if len(extra) > 4 else ""}. Use the same '
         'config.model widths/levels/attention as that run.')
   for k, v in src.items():
+    if _widened_input(k, v.shape, dst[k].shape):
+      # The conditional STUNet's first conv: its extra input channels (the conditioning
+      # video and mask, stunet.conditioning) start at zero, so it begins as the source.
+      dst[k] = jnp.zeros(dst[k].shape, v.dtype).at[..., :v.shape[-2], :].set(v)
+      continue
     if v.shape != dst[k].shape:
       raise ValueError(f'{name(k)}: shape {v.shape} in config.train.init_from vs '
                        f'{dst[k].shape} here; use that run\'s config.model.')

@@ -1,16 +1,18 @@
 """The model factory: ``config.model`` -> the Flax module (the T2I U-Net, the STUNet or
-the SSR). The one place that knows every model class, so that they need not know each
-other (``ssr`` builds on ``unet``; ``unet`` imports neither)."""
+the SSR, or the conditional STUNet). The one place that knows every model class, so that they need not know each
+other (``ssr`` and ``conditioning`` build on ``unet``; ``unet`` imports neither)."""
 
 import jax.numpy as jnp
 
 from stunet import unet as unet_lib
+from stunet.conditioning import Conditional
 from stunet.ssr import SuperResolution
 from stunet.text import TextEncoder
 
 
 def build_model(model_config) -> unet_lib.TextToVideo:
-  """TextToVideo, or its SSR subclass when ``model.lowres_size`` > 0, from ``config.model``."""
+  """TextToVideo, or its SSR subclass when ``model.lowres_size`` > 0, or its conditional
+  one (``stunet.conditioning``) when ``model.conditional``, from ``config.model``."""
   m = model_config
   dtype = jnp.dtype(m.dtype)
   unet = unet_lib.UNet(
@@ -27,6 +29,8 @@ def build_model(model_config) -> unet_lib.TextToVideo:
                      num_heads=t.num_heads, mlp_dim=t.mlp_dim, head_dim=t.head_dim,
                      num_buckets=t.num_buckets, max_distance=t.max_distance, eps=t.eps,
                      dtype=dtype)
+  if m.get('conditional', False):
+    return Conditional(unet=unet, text_encoder=text)
   if m.lowres_size:
     return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size)
   return unet_lib.TextToVideo(unet=unet, text_encoder=text)

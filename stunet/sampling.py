@@ -64,13 +64,15 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
                  t_start: float = 1.0,
                  windows: Optional[multidiffusion.Windows] = None) -> Callable:
   """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
-  z_init=None, lowres=None, lowres_aug=0.)``.
+  z_init=None, lowres=None, lowres_aug=0., cond_video=None, cond_mask=None)``.
 
   shape: (b, t, h, w, c) of the video. tokens, mask: [b, L]; null_*: [b, L] (the
   empty prompt). guidance: scalar weight w (traced: changing it does not recompile).
   z_init: optional starting point [b, t, h, w, c] at time t_start (SDEdit); by
   default pure noise at t = 1. lowres: the SSR's low-res video [b, t, h', w', c],
-  noise-augmented to level lowres_aug (traced). windows: denoise overlapping
+  noise-augmented to level lowres_aug (traced). cond_video, cond_mask: the conditional
+  STUNet's conditioning video [b, t, h, w, c] and mask [b, t, h, w, 1]
+  (``stunet.conditioning``), given to both guidance branches. windows: denoise overlapping
   temporal windows fused by MultiDiffusion at every step (``stunet.multidiffusion``)
   instead of the whole clip at once; any sampler works, since what is fused is the
   denoiser's prediction and the step is then taken on the whole clip. Returns
@@ -100,14 +102,17 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
 
   def sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
              z_init: Optional[jax.Array] = None, lowres: Optional[jax.Array] = None,
-             lowres_aug=0.):
+             lowres_aug=0., cond_video: Optional[jax.Array] = None,
+             cond_mask: Optional[jax.Array] = None):
     text = model.apply(params, tokens, mask, method='encode_text')
     null_text = model.apply(params, null_tokens, null_mask, method='encode_text')
     noise_rng, step_rng = jax.random.split(rng)
     z = jax.random.normal(noise_rng, shape, jnp.float32)
     if z_init is not None:
       z = D.q_sample(z_init, jnp.full((b,), t_start), z)
-    cond, extra = (), ()
+    # Inputs cut with the clip into MultiDiffusion windows, and per-example ones.
+    cond = (cond_video, cond_mask) if cond_video is not None else ()
+    extra = ()
     if lowres is not None:  # SSR: the low-res video, noised once to a fixed level
       aug_t = jnp.full((b,), lowres_aug, jnp.float32)
       cond = (ssr.augment(jax.random.fold_in(noise_rng, 1), lowres, aug_t),)
@@ -158,6 +163,7 @@ class Generator:
     self.window_kw = dict(overlap=overlap, weighting=weighting, batch=window_batch)
     self.lowres_aug = lowres_aug
     self.ssr = bool(getattr(model, 'lowres_size', 0))
+    self.conditional = bool(getattr(model, 'conditional', False))
     self._compiled = {}
     self.last_times = {}
 
@@ -211,13 +217,16 @@ class Generator:
 
   def __call__(self, prompts, *, guidance: float, seed: int = 0,
                num_frames: Optional[int] = None, lowres=None, init=None,
-               t_start: float = 1., num_steps: Optional[int] = None):
+               t_start: float = 1., num_steps: Optional[int] = None, cond=None):
     """prompts: list of b str -> videos float32 [b, t, h, w, 3] in [-1, 1].
 
     num_frames: clip length (default: the trained one). lowres: an SSR model's input,
     [b, t, h', w', 3] in [-1, 1] (t is then the clip length). init: videos [b, t, h, w,
     3] to noise to time t_start and denoise from there (SDEdit, ``stunet.editing``);
-    num_steps overrides the configured number of denoising steps.
+    num_steps overrides the configured number of denoising steps. cond: a conditional
+    model's (conditioning videos [b, t, h, w, 3], masks [b, t, h, w, 1]) from the mask
+    makers of ``stunet.conditioning`` (t is then the clip length); a conditional model
+    without them makes plain text-to-video samples (an all-zero mask).
     """
     if not prompts or any(not p.strip() for p in prompts):
       raise ValueError('every prompt must be non-empty text (the empty prompt is the '
@@ -232,7 +241,22 @@ class Generator:
         raise ValueError(f'lowres videos of shape {lowres.shape}: need [{b}, t, h, w, 3], '
                          f'one per prompt.')
       num_frames = lowres.shape[1]
+    if cond is not None:
+      if not self.conditional:
+        raise ValueError('conditioning videos and masks were given to a text-to-video '
+                         'model: use a conditional checkpoint (configs/tiny.py:'
+                         'stage=conditional, pretrained/stunet_tiny_conditional).')
+      cond = tuple(jnp.asarray(c, jnp.float32) for c in cond)
+      num_frames = cond[0].shape[1] if cond[0].ndim == 5 else None
+      want = (b, num_frames) + self.video_shape[1:]
+      if cond[0].shape != want or cond[1].shape != want[:-1] + (1,):
+        raise ValueError(f'conditioning videos {cond[0].shape} and masks {cond[1].shape}: '
+                         f'need [{b}, t, {", ".join(map(str, want[2:]))}] and [{b}, t, '
+                         f'{", ".join(map(str, want[2:-1]))}, 1], one per prompt.')
     num_frames = num_frames or self.video_shape[0]
+    if self.conditional and cond is None:  # nothing known: text-to-video
+      full = (b, num_frames) + self.video_shape[1:]
+      cond = (jnp.zeros(full, jnp.float32), jnp.zeros(full[:-1] + (1,), jnp.float32))
     windows = self.windows(num_frames)
     factor = self.model.unet.temporal_factor
     if (windows.length if windows else num_frames) % factor:
@@ -251,7 +275,7 @@ class Generator:
     kw = dict(self.kw, t_start=t_start)
     kw['num_steps'] = num_steps or kw['num_steps']
     args = (self.params, tokens, mask, null_tokens, null_mask, jax.random.key(seed),
-            jnp.float32(guidance), init, lowres, jnp.float32(self.lowres_aug))
+            jnp.float32(guidance), init, lowres, jnp.float32(self.lowres_aug), *(cond or ()))
     t0 = time.time()
     key = (b, num_frames, init is not None, t_start, kw['num_steps'])
     if key not in self._compiled:

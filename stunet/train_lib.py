@@ -23,6 +23,7 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from stunet import checkpoints
+from stunet import conditioning
 from stunet import diffusion as D
 from stunet import inflate
 from stunet import sharding
@@ -71,16 +72,21 @@ def _unflat(flat):
   return traverse_util.unflatten_dict(flat, sep='/')
 
 
-def split_params(params, freeze_spatial: bool, freeze_text: bool = False):
+def split_params(params, freeze_spatial: bool, freeze_text: bool = False,
+                 freeze_temporal: bool = False):
   """(trainable, frozen) flat dicts keyed by 'a/b/c' paths.
 
-  freeze_spatial: only temporal layers train. freeze_text: the text encoder (a
-  pretrained T5) is frozen.
+  freeze_spatial: only temporal layers train. freeze_temporal: only the spatial layers
+  of the U-Net train (the stylized-generation fine-tune: the temporal layers and the
+  text encoder stay). freeze_text: the text encoder (a pretrained T5) is frozen.
   """
   flat = _flat(params)
+  temporal = lambda k: inflate.is_temporal(tuple(k.split('/')))
+  text = lambda k: k.startswith('text_encoder/')
   train = {k: v for k, v in flat.items()
-           if (not freeze_spatial or inflate.is_temporal(tuple(k.split('/'))))
-           and not (freeze_text and k.startswith('text_encoder/'))}
+           if (not freeze_spatial or temporal(k))
+           and not (freeze_temporal and (temporal(k) or text(k)))
+           and not (freeze_text and text(k))}
   return train, {k: v for k, v in flat.items() if k not in train}
 
 
@@ -113,6 +119,8 @@ def example_inputs(config, batch: int = 1):
             jnp.ones((batch, n), bool))
   if low:  # SSR: the low-res video and its augmentation level
     inputs += (jnp.zeros((batch, frames, low, low, 3)), jnp.zeros((batch,)))
+  if config.model.get('conditional', False):  # the conditioning video and its mask
+    inputs += (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch, frames, s, s, 1)))
   return inputs
 
 
@@ -124,12 +132,13 @@ class Setup:
     self.model = build_model(config.model)
     self.tx = make_optimizer(config.train)
     self.freeze = bool(config.train.freeze_spatial)
+    self.freeze_temporal = bool(config.train.get('freeze_temporal', False))
     self.freeze_text = bool(config.model.text.pretrained)
     self.precomputed_text = precomputed_text(config)
 
   def split(self, params):
     """(trainable, frozen) flat dicts of a parameter tree."""
-    return split_params(params, self.freeze, self.freeze_text)
+    return split_params(params, self.freeze, self.freeze_text, self.freeze_temporal)
 
   def init_boxed(self, rng) -> TrainState:
     method = 'denoise' if self.precomputed_text else None  # no encoder weights at all
@@ -194,6 +203,7 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
   schedule = lr_schedule(tc)
   t2i = not config.model.temporal
   lowres_size = config.model.lowres_size
+  conditional = bool(config.model.get('conditional', False))
   accum = tc.grad_accum
   logical_rules = sharding.rules(config.mesh)
   batch_axes = sharding.BATCH_AXES
@@ -219,6 +229,9 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
       r_aug = jax.random.fold_in(r_eps, 1)  # (base-model runs keep their randomness)
       ex['lowres'], ex['aug_t'] = ssr.training_condition(r_aug, video, lowres_size,
                                                          tc.lowres_aug_max)
+    if conditional:  # a random mask of each application, or none
+      ex['cond'], ex['cond_mask'], _ = conditioning.training_condition(
+          jax.random.fold_in(r_eps, 2), video, tuple(tc.condition_mix))
     return ex
 
   def micro_batches(ex):
@@ -238,7 +251,8 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
           nn.logical_axis_rules(logical_rules):
         z = D.q_sample(ex['video'], ex['t'], ex['eps'])
-        cond = (ex['lowres'], ex['aug_t']) if lowres_size else ()
+        cond = ((ex['lowres'], ex['aug_t']) if lowres_size else
+                (ex['cond'], ex['cond_mask']) if conditional else ())
         v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'], *cond,
                         method=method)
       return D.loss_fn(v, ex['video'], ex['t'], ex['eps'])
@@ -284,8 +298,9 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
                  out_shardings=(setup.shardings, replicated), donate_argnums=0)
 
 
-def count_params(params, freeze_spatial: bool, freeze_text: bool = False) -> tuple[int, int]:
-  train, frozen = split_params(params, freeze_spatial, freeze_text)
+def count_params(params, freeze_spatial: bool, freeze_text: bool = False,
+                 freeze_temporal: bool = False) -> tuple[int, int]:
+  train, frozen = split_params(params, freeze_spatial, freeze_text, freeze_temporal)
   n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
   return n(train), n(frozen)
 

@@ -183,7 +183,7 @@ def _train(config, workdir, inputs, defaults) -> dict:
   state = initial_state(setup, ckpt, jax.random.fold_in(rng, 0), defaults)
   start = int(state.step)
   n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
-                                                setup.freeze_text)
+                                             setup.freeze_text, setup.freeze_temporal)
   report('parameters: %.2fM trained, %.2fM frozen', n_train / 1e6, n_frozen / 1e6)
 
   null_text, null_mask = inputs.null_text()

@@ -28,6 +28,7 @@ def xla_flags(devices: int) -> str:
   return f'{FAST_COMPILE} --xla_force_host_platform_device_count={devices}'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from configs import common  # pylint: disable=g-import-not-at-top
@@ -54,11 +55,25 @@ def small_config(stage: str = 'scratch'):
   return c
 
 
+class FixedTokens:
+  """A tokenizer stand-in: fixed token ids of 8 per prompt (the small model's vocabulary
+  is not the shipped tokenizer's)."""
+
+  def encode(self, texts):
+    tokens = np.zeros((len(texts), 8), np.int32)
+    tokens[:, :3] = [[3 + len(t) % 5, 9, 1] for t in texts]
+    return tokens, tokens > 0
+
+  def null(self, b):
+    tokens = np.zeros((b, 8), np.int32)
+    tokens[:, 0] = 1
+    return tokens, tokens > 0
+
+
 def real_batch(cfg, rng=0):
   """A train batch of real shapes clips (as many as the stage's batch holds) with random
   tokens."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from data import shapes  # pylint: disable=g-import-not-at-top
   b, s, n = cfg.train.batch_size, cfg.data.size, cfg.data.max_text_len
   if cfg.train.stage == 't2i':
@@ -74,7 +89,6 @@ def perturbed_params(model, inputs, seed=0):
   """Init params plus noise, so zero-initialised output layers do not hide the inputs.
   The noise is numpy's: drawn inside the jitted init it made the compile ~4x longer."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
 
   params = jax.jit(lambda key: nn.meta.unbox(model.init(key, *inputs)))(jax.random.key(seed))

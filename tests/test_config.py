@@ -8,7 +8,7 @@ from conftest import small_config
 from stunet import text as text_lib
 
 
-@pytest.mark.parametrize('stage', ['t2i', 'stunet', 'scratch'])
+@pytest.mark.parametrize('stage', ['t2i', 'stunet', 'scratch', 'conditional', 'style'])
 def test_tiny_variants_validate(stage):
   cfg = tiny.get_config(f'stage={stage}')
   if stage == 'stunet':
@@ -17,6 +17,22 @@ def test_tiny_variants_validate(stage):
   common.validate(cfg)
   assert cfg.model.temporal == (stage != 't2i')
   assert cfg.model.text.vocab_size > 20  # from the shipped tokenizer
+
+
+def test_conditional_and_style_stages_fine_tune_the_shipped_model():
+  cond, style = tiny.get_config('stage=conditional'), tiny.get_config('stage=style')
+  for cfg in (cond, style):
+    assert cfg.train.init_from == 'pretrained/stunet_tiny' and cfg.model.layout_basis == 6
+  assert cond.model.conditional and cond.train.stage == 'conditional'
+  assert style.train.freeze_temporal and style.data.style == 'outline'
+  assert not style.model.conditional
+  cond.model.conditional = False
+  with pytest.raises(ValueError, match='stage=conditional trains the conditional STUNet'):
+    common.validate(cond)
+  cond = tiny.get_config('stage=conditional')
+  cond.train.condition_mix = (1., 0., 0.)
+  with pytest.raises(ValueError, match='condition_mix'):
+    common.validate(cond)
 
 
 def test_stunet_stage_needs_init_from():

@@ -175,3 +175,20 @@ def test_inflate_from_a_stunet_run_copies_everything_and_adds_new_temporal_layer
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='not a train.py workdir'):
     train_lib.load_params(str(tmp_path))
+
+
+def test_freeze_temporal_trains_only_the_spatial_unet():
+  """The stylized-generation fine-tune: temporal layers and the text encoder stay."""
+  params = {'unet': {'conv_in': {'kernel': np.ones(2)},
+                     'down_0_0_temporal_conv': {'kernel': np.ones(2)},
+                     'mid_0_temporal_attn_0': {'bias': np.ones(2)},
+                     'down_0_0_res': {'scale': np.ones(2)}},
+            'text_encoder': {'embed': np.ones(2)}}
+  train, frozen = train_lib.split_params(params, False, freeze_temporal=True)
+  assert sorted(train) == ['unet/conv_in/kernel', 'unet/down_0_0_res/scale']
+  assert len(frozen) == 3
+  assert train_lib.count_params(params, False, freeze_temporal=True) == (4, 6)
+  cfg = small_config('scratch')
+  cfg.train.freeze_temporal = True
+  with pytest.raises(ValueError, match='freeze_temporal=True trains only the spatial'):
+    common.validate(cfg)
