@@ -10,10 +10,18 @@ SSR model the base model's clip is written next to the high-res one (name_lowres
 Clips longer than a model's window (--frames, or the low-res clip for the SSR) are
 made of overlapping windows fused at every step (MultiDiffusion).
 
-Video-to-video editing (SDEdit): --video=clip.mp4 --strength=0.5 noises the clip to
-t = 0.5 and denoises it with the prompt (0 keeps it, 1 ignores it):
+Applications (README, "Applications"). Video-to-video editing (SDEdit):
+--video=clip.mp4 --strength=0.5 noises the clip to t = 0.5 and denoises it with the
+prompt (0 keeps it, 1 ignores it):
   python sample.py --video=samples/red_square.mp4 --strength=0.85 \
       --prompt="a blue square moves left" --output=samples/blue_square.mp4
+With the conditional model (pretrained/stunet_tiny_conditional, the default for these):
+  image-to-video   --image=frame.png
+  inpainting       --video=clip.mp4 --box=8,8,24,24 (or --mask=mask.png, white = generate)
+  outpainting      --video=clip.mp4 --box=8,8,24,24 --outpaint (the box is what is kept)
+  cinemagraph      --image=frame.png --cinemagraph --box=... (only the box moves)
+Stylized generation: --style=pretrained/style_outline --style_alpha=1 mixes the
+style's spatial weights into the model's, W = alpha W_style + (1 - alpha) W.
 """
 
 import os
@@ -31,8 +39,10 @@ import numpy as np
 from configs import common
 from stunet import checkpoints
 from stunet import cli
+from stunet import conditioning
 from stunet import editing
 from stunet import sampling
+from stunet import train_lib
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (latest checkpoint); '
@@ -57,18 +67,37 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed: same seed, same video.')
 _SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'default: config.')
 _OUTPUT = flags.DEFINE_multi_string('output', ['samples/sample.mp4'],
                                     '.mp4 or .gif path; repeat to write several formats.')
-_FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the written file.')
+_FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the written file; an input '
+                           '--video at another rate is resampled to it.')
 _SCALE = flags.DEFINE_integer('scale', 4, 'Nearest-neighbour enlargement for viewing.')
 _VIDEO = flags.DEFINE_string('video', None, 'A video (mp4, gif, ...) to edit with the prompt '
-                             '(SDEdit, with --strength); resized to the model\'s frame size.')
+                             '(SDEdit, with --strength) or to fill in (with --mask/--box); '
+                             'resized to the model\'s frame size.')
 _STRENGTH = flags.DEFINE_float('strength', None, 'With --video: how much to change it, in '
                                '[0, 1] (the noise level it is denoised from).')
+_IMAGE = flags.DEFINE_string('image', None, 'An image (PNG, JPEG) to animate: it is frame 0 '
+                             '(image-to-video; with --cinemagraph only a region moves).')
+_MASK = flags.DEFINE_string('mask', None, 'A PNG of the frame size, white = the region to '
+                            'generate (--video: inpainting; --cinemagraph: what moves).')
+_BOX = flags.DEFINE_list('box', None, 'x0,y0,x1,y1 in pixels (x1, y1 excluded): the region '
+                         'to generate, instead of --mask.')
+_OUTPAINT = flags.DEFINE_bool('outpaint', False, 'With --video and --mask/--box: generate '
+                              'outside the region and keep it (outpainting).')
+_CINEMAGRAPH = flags.DEFINE_bool('cinemagraph', False, 'With --image and --mask/--box: keep '
+                                 'the image still and animate only the region.')
+_STYLE = flags.DEFINE_string('style', None, 'A style fine-tune\'s workdir '
+                             '(configs/tiny.py:stage=style; shipped: '
+                             'pretrained/style_outline): its spatial weights are mixed in.')
+_STYLE_ALPHA = flags.DEFINE_float('style_alpha', 1., 'With --style: W = alpha W_style + '
+                                  '(1 - alpha) W, alpha in [0, 1] (the shipped style shows '
+                                  'at 1, README "Applications").')
 flags.mark_flags_as_required(['prompt'])
 
 
-def _locate(workdir, checkpoint, prefix='') -> tuple[str, int | None]:
-  if not prefix and not workdir.value and not checkpoint.value:
-    return checkpoints.default_workdir(), None  # the shipped model
+def _locate(workdir, checkpoint, prefix='', conditional=False) -> tuple[str, int | None]:
+  if not prefix and not workdir.value and not checkpoint.value:  # a shipped model
+    return checkpoints.default_workdir(checkpoints.PRETRAINED_CONDITIONAL if conditional
+                                       else checkpoints.PRETRAINED), None
   if bool(workdir.value) == bool(checkpoint.value):
     raise app.UsageError(f'pass exactly one of --{prefix}workdir or --{prefix}checkpoint.')
   if workdir.value:
@@ -106,16 +135,32 @@ def _check_flags() -> None:
     raise app.UsageError(f'--guidance={_GUIDANCE.value}: must be >= 0 (0 is plain '
                          f'conditional sampling; a negative weight steers away from the '
                          f'prompt).')
-  if (_VIDEO.value is None) != (_STRENGTH.value is None):
-    raise app.UsageError('--video and --strength go together: --video=clip.mp4 '
-                         '--strength=0.5 edits the clip with the prompt.')
+  _mode()
   if _STRENGTH.value is not None:
     try:
       editing.check_strength(_STRENGTH.value)
     except ValueError as e:
       raise app.UsageError(f'--strength={_STRENGTH.value}: {e}') from e
-  if _VIDEO.value is not None and not os.path.isfile(_VIDEO.value):
-    raise app.UsageError(f'--video={_VIDEO.value}: no such file.')
+  for flag in (_VIDEO, _IMAGE, _MASK):
+    if flag.value is not None and not os.path.isfile(flag.value):
+      raise app.UsageError(f'--{flag.name}={flag.value}: no such file.')
+  if _BOX.value is not None:
+    try:
+      box = [int(v) for v in _BOX.value]
+    except ValueError:
+      box = []
+    if len(box) != 4:
+      raise app.UsageError(f'--box={",".join(_BOX.value)}: give 4 whole numbers of pixels, '
+                           f'x0,y0,x1,y1 (x1, y1 excluded).')
+  if _STYLE.value is not None:
+    if _mode() not in ('text-to-video', 'editing'):
+      raise app.UsageError(f'--style works with text-to-video and editing (the style '
+                           f'weights were fine-tuned from the text-to-video model), not '
+                           f'with {_mode()}.')
+    try:
+      editing.check_alpha(_STYLE_ALPHA.value)
+    except ValueError as e:
+      raise app.UsageError(f'--style_alpha={_STYLE_ALPHA.value}: {e}') from e
   for output in _OUTPUT.value:
     ext = os.path.splitext(output)[1].lower()
     if ext not in ('.mp4', '.gif'):
@@ -133,13 +178,75 @@ def _check_flags() -> None:
                            f'({e.strerror or e}); choose another folder.') from e
 
 
+CONDITIONAL_MODES = ('image-to-video', 'inpainting', 'outpainting', 'cinemagraph')
+
+
+def _mode() -> str:
+  """The application the flags ask for (refusing combinations that mean nothing)."""
+  region = _MASK.value is not None or _BOX.value is not None
+  def refuse(message):
+    raise app.UsageError(message)
+  if _MASK.value is not None and _BOX.value is not None:
+    refuse('pass --mask or --box, not both: each gives the region to generate.')
+  if _IMAGE.value is not None and _VIDEO.value is not None:
+    refuse('--image animates an image, --video edits or fills a clip: pass one of them.')
+  if _CINEMAGRAPH.value and (_IMAGE.value is None or not region):
+    refuse('--cinemagraph needs --image and the region that moves (--mask or --box).')
+  if _OUTPAINT.value and (_VIDEO.value is None or not region):
+    refuse('--outpaint needs --video and the region to keep (--mask or --box).')
+  if _VIDEO.value is not None:
+    if region and _STRENGTH.value is not None:
+      refuse('--strength edits the whole clip and --mask/--box fill a region of it: pass '
+             'one of them.')
+    if region:
+      return 'outpainting' if _OUTPAINT.value else 'inpainting'
+    if _STRENGTH.value is None:
+      refuse('--video needs --strength (editing: --video=clip.mp4 --strength=0.5) or '
+             '--mask/--box (inpainting, outpainting).')
+    return 'editing'
+  if _STRENGTH.value is not None:
+    refuse('--strength needs --video, the clip to edit: --video=clip.mp4 --strength=0.5.')
+  if _IMAGE.value is not None:
+    if region and not _CINEMAGRAPH.value:
+      refuse('--mask/--box with --image: add --cinemagraph to animate only that region.')
+    return 'cinemagraph' if _CINEMAGRAPH.value else 'image-to-video'
+  if region:
+    refuse('--mask/--box need --video (inpainting, outpainting) or --image --cinemagraph.')
+  return 'text-to-video'
+
+
+def _conditioning(mode: str, config, num_prompts: int):
+  """(C, M) for the conditional modes, read from the files given."""
+  d = config.data
+  frames = _FRAMES.value or d.num_frames
+  region = None
+  if _MASK.value is not None:
+    region = video_io.load_mask(_MASK.value, d.size)
+  elif _BOX.value is not None:
+    region = conditioning.box_region(d.size, [int(v) for v in _BOX.value])
+  if region is not None:  # what is generated: the region, or with --outpaint all else
+    generate = ~region if mode == 'outpainting' else region
+    region = conditioning.check_region(generate, d.size, 'mask' if _MASK.value else 'box')
+  if mode in ('inpainting', 'outpainting'):
+    video, notes = video_io.load_clip(_VIDEO.value, frames, d.size, fps=_FPS.value)
+    made = conditioning.inpainting(video, region)  # outpainting: the region is outside
+  else:
+    image, notes = video_io.load_image(_IMAGE.value, d.size)
+    made = (conditioning.cinemagraph(image, frames, region) if mode == 'cinemagraph' else
+            conditioning.image_to_video(image, frames))
+  for line in notes:
+    print(line)
+  return tuple(np.repeat(a[None], num_prompts, 0) for a in made)
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   _check_flags()
   cli.quiet_library_logs()
+  mode = _mode()
   cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
-  workdir, step = _locate(_WORKDIR, _CHECKPOINT)
+  workdir, step = _locate(_WORKDIR, _CHECKPOINT, conditional=mode in CONDITIONAL_MODES)
   if cascade:
     ssr_dir, ssr_step = _locate(_SSR_WORKDIR, _SSR_CHECKPOINT, 'ssr_')
   base_windows = {} if cascade else dict(window=_WINDOW.value, overlap=_OVERLAP.value)
@@ -170,21 +277,36 @@ def _main(argv):
       raise app.UsageError(f'the base model makes {config.data.size}px frames but the SSR '
                            f'model upsamples {low}px ones: train the SSR with '
                            f'--config.model.lowres_size={config.data.size}.')
+  if mode in CONDITIONAL_MODES and not gen.conditional:
+    raise app.UsageError(f'{mode} needs the conditional model, and {workdir} holds a '
+                         f'text-to-video one: leave out --workdir (the shipped '
+                         f'pretrained/stunet_tiny_conditional) or train one with '
+                         f'configs/tiny.py:stage=conditional.')
+  if _STYLE.value is not None:
+    _, style = train_lib.load_params(_STYLE.value, defaults=defaults)
+    gen.params = {'params': editing.interpolate_style(gen.params['params'], style,
+                                                      _STYLE_ALPHA.value)}
+    print(f'style {_STYLE.value} mixed in at alpha {_STYLE_ALPHA.value}')
   guidance = config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
-  if _VIDEO.value is None:
-    videos = gen(_PROMPT.value, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
-  else:
-    video, notes = editing.load_video(_VIDEO.value, _FRAMES.value or config.data.num_frames,
-                                      config.data.size)
+  prompts = _PROMPT.value
+  if mode == 'text-to-video':
+    videos = gen(prompts, guidance=guidance, seed=_SEED.value, num_frames=_FRAMES.value)
+  elif mode == 'editing':
+    video, notes = video_io.load_clip(_VIDEO.value, _FRAMES.value or config.data.num_frames,
+                                      config.data.size, fps=_FPS.value)
     for line in notes:
       print(line)
-    videos = editing.sdedit(gen, _PROMPT.value, np.repeat(video[None], len(_PROMPT.value), 0),
+    videos = editing.sdedit(gen, prompts, np.repeat(video[None], len(prompts), 0),
                             strength=_STRENGTH.value, guidance=guidance, seed=_SEED.value)
+  else:
+    cond, mask = _conditioning(mode, config, len(prompts))
+    videos = conditioning.generate(gen, prompts, cond, mask, guidance=guidance,
+                                   seed=_SEED.value)
   if _STRENGTH.value == 0.:
     print('strength 0: the input video, unchanged')
   else:
-    _report('base' if _VIDEO.value is None else f'edit (strength {_STRENGTH.value})', gen,
-            videos)
+    _report({'text-to-video': 'base', 'editing': f'edit (strength {_STRENGTH.value})'}.get(
+        mode, mode), gen, videos)
   outputs = {'': (videos, _SCALE.value)}
   if cascade:
     ssr_guidance = ssr_config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value

@@ -14,19 +14,24 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 
-# The trained base model that ships with the project (README, "The shipped model"):
-# sample.py and evaluate.py use it when no --workdir is given.
-PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          'pretrained', 'stunet_tiny')
+# The trained models that ship with the project (README, "The shipped model" and
+# "Applications"): sample.py and evaluate.py use them when no --workdir is given.
+_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     'pretrained')
+PRETRAINED = os.path.join(_ROOT, 'stunet_tiny')                 # text-to-video
+PRETRAINED_CONDITIONAL = os.path.join(_ROOT, 'stunet_tiny_conditional')  # <J, C, M> input
+PRETRAINED_STYLE = os.path.join(_ROOT, 'style_outline')          # spatial weights, a style
 
 
-def default_workdir() -> str:
-  """The shipped model's workdir, or a clear error when this checkout lacks it."""
-  if not os.path.exists(os.path.join(PRETRAINED, 'config.json')):
+def default_workdir(path: Optional[str] = None) -> str:
+  """A shipped model's workdir (default: the text-to-video one, ``PRETRAINED``), or a
+  clear error when this checkout lacks it."""
+  path = path or PRETRAINED
+  if not os.path.exists(os.path.join(path, 'config.json')):
     raise FileNotFoundError(
-        f'the shipped model is not at {PRETRAINED} (a partial checkout?): pass '
+        f'the shipped model is not at {path} (a partial checkout?): pass '
         f'--workdir=<a train.py workdir>, or restore pretrained/ with git checkout.')
-  return PRETRAINED
+  return path
 
 
 def checkpoint_dir(path: str) -> str:

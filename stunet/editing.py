@@ -1,5 +1,6 @@
-"""Video-to-video editing with the text-to-video model: SDEdit (Meng et al. 2022).
+"""Editing and style with the text-to-video model: SDEdit, and style interpolation.
 
+Video-to-video editing is SDEdit (Meng et al. 2022).
 The input video x is noised to an intermediate time t = ``strength`` (z_t = alpha_t x +
 sigma_t eps) and denoised from there with the new prompt. What the noise at t has
 not erased (at small t the layout, colours and motion; at large t little) survives;
@@ -12,11 +13,16 @@ no keyframe stage that would resample the input's motion.
 
 The denoising steps are spaced as in a full run: ``round(strength x num_steps)`` steps
 from t = strength to 0.
+
+Stylized generation (Lumiere, after StyleDrop): the spatial (T2I) weights fine-tuned on
+a style (configs/tiny.py:stage=style, the temporal layers frozen) are interpolated
+with the original ones, W = alpha W_style + (1 - alpha) W_orig. The paper finds that
+plugging the style weights in directly (alpha = 1) can distort the motion or stop it,
+and uses alpha in [0.5, 1]; ``interpolate_style`` makes any alpha.
 """
 
+import jax
 import numpy as np
-
-from stunet import video_io
 
 
 def check_strength(strength: float) -> float:
@@ -25,30 +31,6 @@ def check_strength(strength: float) -> float:
                      f'1 ignores it (on the shipped model a new colour takes about '
                      f'0.85, README "Applications").')
   return float(strength)
-
-
-def load_video(path: str, frames: int, size: int) -> tuple[np.ndarray, list[str]]:
-  """A video file -> (float32 [frames, size, size, 3] in [-1, 1], notes for the user).
-
-  Frames of another size are resized (shorter side to ``size``) and centre-cropped by
-  ``video_io.read_video``; a longer clip is cut to its first ``frames`` frames. Each
-  change is reported in the notes. Raises ValueError for a clip with too few frames.
-  """
-  # One frame more than needed tells whether the clip was cut, without decoding it all.
-  video = video_io.read_video(path, max_frames=frames + 1)
-  notes = []
-  h, w = video.shape[1:3]
-  if (h, w) != (size, size):
-    video = video_io.read_video(path, size=size, max_frames=frames + 1)
-    notes.append(f'{path}: resized its {w}x{h} frames to {size}x{size} (shorter side, then '
-                 f'a centre crop), the size the model makes.')
-  if len(video) < frames:
-    raise ValueError(f'{path} has {len(video)} frames; the model edits clips of {frames}: '
-                     f'give a clip of at least {frames} frames, or --frames with fewer.')
-  if len(video) > frames:
-    notes.append(f'{path}: used its first {frames} frames.')
-  video = video[:frames]
-  return video.astype(np.float32) / 127.5 - 1., notes
 
 
 def sdedit(generator, prompts: list, videos: np.ndarray, *, strength: float,
@@ -69,3 +51,27 @@ def sdedit(generator, prompts: list, videos: np.ndarray, *, strength: float,
     return generator(prompts, **kw)
   steps = max(1, round(strength * generator.kw['num_steps']))
   return generator(prompts, init=videos, t_start=strength, num_steps=steps, **kw)
+
+
+def check_alpha(alpha: float) -> float:
+  if not 0. <= alpha <= 1.:
+    raise ValueError(f'style alpha {alpha} is outside [0, 1]: 0 keeps the original '
+                     f'weights, 1 plugs in the style weights (the paper uses 0.5-1).')
+  return float(alpha)
+
+
+def interpolate_style(original, style, alpha: float):
+  """alpha * style + (1 - alpha) * original, leaf by leaf, for two parameter trees of
+  the same model (alpha 0: the original exactly; 1: the style exactly)."""
+  alpha = check_alpha(alpha)
+  if jax.tree.structure(original) != jax.tree.structure(style):
+    raise ValueError('the style weights are not of this model (their parameter names '
+                     'differ): fine-tune them from it with configs/tiny.py:stage=style.')
+  def mix(o, s):
+    if o.shape != s.shape:
+      raise ValueError(f'style weight of shape {s.shape} where the model has {o.shape}: '
+                       f'fine-tune the style from this model (configs/tiny.py:stage=style).')
+    if alpha in (0., 1.):
+      return o if alpha == 0. else s
+    return alpha * s + (1. - alpha) * o
+  return jax.tree.map(mix, original, style)

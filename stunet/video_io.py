@@ -153,3 +153,73 @@ def write_image(path: str, image) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   iio.imwrite(path, to_uint8(image))
   return path
+
+
+# ---- inputs of sample.py: a clip, an image or a mask, fitted to the model ----
+
+def load_clip(path: str, frames: int, size: int,
+              fps: Optional[float] = None) -> tuple[np.ndarray, list]:
+  """A video file -> (float32 [frames, size, size, 3] in [-1, 1], notes for the user).
+
+  Frames of another size are resized (shorter side to ``size``) and centre-cropped;
+  with ``fps`` the clip is resampled to that frame rate (frames dropped or repeated
+  by their timestamps); a longer clip is cut to its first ``frames`` frames. Each
+  change is reported in the notes. Raises ValueError for a clip with too few frames.
+  """
+  # One frame more than needed tells whether the clip was cut, without decoding it all.
+  video = read_video(path, max_frames=frames + 1)
+  notes = []
+  h, w = video.shape[1:3]
+  resize = (h, w) != (size, size)
+  if resize:
+    notes.append(f'{path}: resized its {w}x{h} frames to {size}x{size} (shorter side, then '
+                 f'a centre crop), the size the model makes.')
+  if fps:
+    timed = read_video(path, fps=fps, size=size if resize else None, max_frames=frames + 1)
+    plain = read_video(path, size=size, max_frames=frames + 1) if resize else video
+    if timed.shape != plain.shape or not np.array_equal(timed, plain):
+      notes.append(f'{path}: resampled to {fps:g} frames per second (frames dropped or '
+                   f'repeated), the rate of the clips the model makes (--fps).')
+    video = timed
+  elif resize:
+    video = read_video(path, size=size, max_frames=frames + 1)
+  if len(video) < frames:
+    raise ValueError(f'{path} has {len(video)} frames; the model makes clips of {frames}: '
+                     f'give a clip of at least {frames} frames, or --frames with fewer.')
+  if len(video) > frames:
+    notes.append(f'{path}: used its first {frames} frames.')
+  return video[:frames].astype(np.float32) / 127.5 - 1., notes
+
+
+def _read_still(path: str, what: str, formats: str, size: Optional[int] = None) -> np.ndarray:
+  """The first frame of an image file, uint8 [h, w, 3] (resized and cropped to ``size``);
+  one-line errors for a missing or unreadable file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{what} {path!r} not found.')
+  try:
+    return read_video(path, size=size, max_frames=1)[0]
+  except ValueError as e:
+    raise ValueError(f'cannot read the {what} {path!r}: give a {formats} file.') from e
+
+
+def load_image(path: str, size: int) -> tuple[np.ndarray, list]:
+  """An image file (PNG, JPEG, ...) -> (float32 [size, size, 3] in [-1, 1], notes);
+  resized and centre-cropped like ``load_clip``'s frames."""
+  image, notes = _read_still(path, 'image', 'PNG or JPEG'), []
+  h, w = image.shape[:2]
+  if (h, w) != (size, size):
+    image = _read_still(path, 'image', 'PNG or JPEG', size)
+    notes.append(f'{path}: resized the {w}x{h} image to {size}x{size} (shorter side, then '
+                 f'a centre crop), the size the model makes.')
+  return image.astype(np.float32) / 127.5 - 1., notes
+
+
+def load_mask(path: str, size: int) -> np.ndarray:
+  """A mask image, white = the region to generate -> bool [size, size]. Refuses another
+  size (a mask is drawn for the frame it marks; resizing would move its edges)."""
+  mask = _read_still(path, 'mask', 'PNG')
+  if mask.shape[:2] != (size, size):
+    raise ValueError(f'the mask {path} is {mask.shape[1]}x{mask.shape[0]} pixels; the model '
+                     f'makes {size}x{size} frames: give a {size}x{size} mask (white = the '
+                     f'region to generate).')
+  return mask.max(axis=-1) >= 128

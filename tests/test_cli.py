@@ -15,6 +15,7 @@ from configs import common
 from configs import ssr as ssr_config
 from configs import tiny
 from data import pipeline
+from stunet import checkpoints
 from stunet import trainer
 from stunet import video_io
 from stunet import text as text_lib
@@ -140,15 +141,34 @@ def sample_main():
     ({'output': ['a_file/v.mp4']}, 'cannot write in'),
     ({'output': ['/proc/stunet_nope/v.mp4']}, 'cannot write in'),  # os.access lies to root
     ({'prompt': ['ein roter Hund']}, 'no word of it is in the tokenizer'),  # shipped model
-    ({'video': 'a_file'}, '--video and --strength go together'),
-    ({'strength': 0.5}, '--video and --strength go together'),
+    ({'video': 'a_file'}, '--video needs --strength .* or --mask/--box'),
+    ({'strength': 0.5}, '--strength needs --video'),
     ({'video': 'nope.mp4', 'strength': 0.5}, '--video=nope.mp4: no such file'),
     ({'video': 'a_file', 'strength': 1.5}, r'--strength=1.5: strength 1.5 is outside \[0, 1\]'),
     ({'video': 'a_file', 'strength': 0.5}, "cannot decode video 'a_file'"),  # shipped model
+    ({'image': 'a_file', 'video': 'a_file'}, 'pass one of them'),
+    ({'cinemagraph': True, 'image': 'a_file'}, '--cinemagraph needs --image and the region'),
+    ({'outpaint': True, 'video': 'a_file'}, '--outpaint needs --video and the region'),
+    ({'box': ['1', '2', '3', '4']}, '--mask/--box need --video'),
+    ({'image': 'a_file', 'box': ['1', '2', '3', '4']}, 'add --cinemagraph'),
+    ({'video': 'a_file', 'mask': 'a_file', 'box': ['1', '2', '3', '4']}, 'not both'),
+    ({'video': 'a_file', 'box': ['1', '2', 'x', '4']}, 'give 4 whole numbers'),
+    ({'image': 'nope.png'}, '--image=nope.png: no such file'),
+    ({'style': 'a_file', 'image': 'a_file'}, '--style works with text-to-video and editing'),
+    ({'style': 'a_file', 'style_alpha': 1.5}, r'--style_alpha=1.5: style alpha 1.5 is outside'),
+    # The shipped models: a conditional flag with the text-to-video one, bad inputs.
+    ({'workdir': checkpoints.PRETRAINED, 'image': 'a_file'}, 'needs the conditional model'),
+    ({'image': 'a_file'}, "cannot read the image 'a_file': give a PNG or JPEG"),
+    ({'video': 'clip.gif', 'mask': 'small.png'}, 'is 8x8 pixels; the model makes 32x32'),
+    ({'video': 'clip.gif', 'mask': 'black.png'}, 'marks nothing to generate'),
+    ({'video': 'clip.gif', 'box': ['0', '0', '40', '8']}, 'not inside the 32x32 frame'),
 ])
 def test_sample_py_bad_input(sample_main, tmp_path, monkeypatch, flag_values, match):
   monkeypatch.chdir(tmp_path)
   (tmp_path / 'a_file').write_text('not a folder')
+  video_io.write_video(str(tmp_path / 'clip.gif'), np.zeros((16, 32, 32, 3), np.uint8))
+  video_io.write_image(str(tmp_path / 'small.png'), np.full((8, 8, 3), 255, np.uint8))
+  video_io.write_image(str(tmp_path / 'black.png'), np.zeros((32, 32, 3), np.uint8))
   with flagsaver.flagsaver(**{'prompt': ['a red square'], **flag_values}):
     with pytest.raises(app.UsageError, match=match):
       sample_main(['sample.py'])

@@ -1,30 +1,16 @@
-"""Video-to-video editing (SDEdit): the strength's ends, the input video's loading."""
+"""Video-to-video editing (SDEdit) and style interpolation: their ends and errors."""
 
 import numpy as np
 import pytest
 
+from conftest import FixedTokens
 from conftest import perturbed_params
 from conftest import real_batch
 from conftest import small_config
 from stunet import editing
 from stunet import sampling
 from stunet import train_lib
-from stunet import video_io
 from stunet.models import build_model
-
-
-class _Tokens:
-  """Fixed token ids (the small model's vocabulary is not the shipped tokenizer's)."""
-
-  def encode(self, texts):
-    tokens = np.zeros((len(texts), 8), np.int32)
-    tokens[:, :3] = [[3 + len(t) % 5, 9, 1] for t in texts]
-    return tokens, tokens > 0
-
-  def null(self, b):
-    tokens = np.zeros((b, 8), np.int32)
-    tokens[:, 0] = 1
-    return tokens, tokens > 0
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +18,7 @@ def generator():
   cfg = small_config()
   model = build_model(cfg.model)
   params = perturbed_params(model, train_lib.example_inputs(cfg))
-  return sampling.Generator.from_config(model, params, _Tokens(), cfg, num_steps=4)
+  return sampling.Generator.from_config(model, params, FixedTokens(), cfg, num_steps=4)
 
 
 @pytest.fixture(scope='module')
@@ -73,15 +59,23 @@ def test_bad_edits_name_the_problem(generator, clips, strength, videos, match):
                    strength=strength, guidance=1.)
 
 
-def test_load_video_resizes_and_cuts_and_says_so(tmp_path):
-  video = np.random.default_rng(0).integers(0, 255, (12, 24, 40, 3), np.uint8)
-  path = video_io.write_video(str(tmp_path / 'in.gif'), video)
-  out, notes = editing.load_video(path, frames=8, size=16)
-  assert out.shape == (8, 16, 16, 3) and out.dtype == np.float32
-  assert -1. <= out.min() and out.max() <= 1.
-  assert any('resized its 40x24 frames to 16x16' in n for n in notes), notes
-  assert any('first 8 frames' in n for n in notes), notes
-  exact, notes = editing.load_video(path, frames=12, size=24)  # 24 px: cropped, 12: all
-  assert exact.shape == (12, 24, 24, 3) and len(notes) == 1, notes
-  with pytest.raises(ValueError, match='has 12 frames; the model edits clips of 16'):
-    editing.load_video(path, frames=16, size=16)
+def test_style_alpha_0_is_the_original_exactly_and_1_the_style():
+  rng = np.random.default_rng(0)
+  orig = {'a': {'w': rng.normal(size=(3, 2)).astype(np.float32)},
+          'temporal': {'w': np.ones(4, np.float32)}}
+  style = {'a': {'w': rng.normal(size=(3, 2)).astype(np.float32)},
+           'temporal': {'w': np.ones(4, np.float32)}}
+  same = editing.interpolate_style(orig, style, 0.)
+  np.testing.assert_array_equal(same['a']['w'], orig['a']['w'])
+  np.testing.assert_array_equal(editing.interpolate_style(orig, style, 1.)['a']['w'],
+                                style['a']['w'])
+  half = editing.interpolate_style(orig, style, 0.25)
+  np.testing.assert_allclose(half['a']['w'], 0.25 * style['a']['w'] + 0.75 * orig['a']['w'],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(half['temporal']['w'], 1.)
+  with pytest.raises(ValueError, match=r'style alpha 1.5 is outside \[0, 1\]'):
+    editing.interpolate_style(orig, style, 1.5)
+  with pytest.raises(ValueError, match='not of this model'):
+    editing.interpolate_style(orig, {'a': style['a']}, 0.5)
+  with pytest.raises(ValueError, match='where the model has'):
+    editing.interpolate_style(orig, {**style, 'a': {'w': np.ones(2)}}, 0.5)

@@ -40,3 +40,29 @@ def test_shipped_model_samples_the_prompted_colour():
   assert got == ['red', 'blue'], got
   # Same seed, same videos (what sample.py's --seed promises).
   np.testing.assert_array_equal(gen(prompts, guidance=config.sample.guidance, seed=0), videos)
+
+
+def test_shipped_conditional_model_animates_the_given_image():
+  """The shipped conditional model (pretrained/stunet_tiny_conditional) keeps a given
+  frame 0 (its own prediction, before the known pixels are pasted) and makes the rest
+  of the clip in the prompted colour."""
+  from data import shapes  # pylint: disable=g-import-not-at-top
+  from stunet import conditioning  # pylint: disable=g-import-not-at-top
+  gen, config = sampling.Generator.from_workdir(
+      checkpoints.default_workdir(checkpoints.PRETRAINED_CONDITIONAL),
+      defaults=common.base_config())
+  assert gen.conditional and config.model.conditional
+  d = config.data
+  rng = np.random.default_rng(3)
+  labels = [dict(color='red', shape='square', motion='moves right'),
+            dict(color='blue', shape='circle', motion='moves up')]
+  images = np.stack([shapes.render(l, d.num_frames, d.size, rng)[0] for l in labels])
+  images = images.astype(np.float32) / 127.5 - 1.
+  made = [conditioning.image_to_video(im, d.num_frames) for im in images]
+  cond, mask = (np.stack(a) for a in zip(*made))
+  raw = conditioning.generate(gen, [shapes.caption(**l) for l in labels], cond, mask,
+                              guidance=config.sample.guidance, paste=False)
+  assert np.abs(raw[:, 0] - images).mean() < 0.05  # [-1, 1] pixels: frame 0 kept
+  got = [metrics.detect(v)['color'] for v in raw]
+  assert got == ['red', 'blue'], got
+  assert np.abs(raw[:, -1] - images).mean() > 0.01  # and the clip is not frame 0 held
