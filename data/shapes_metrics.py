@@ -221,9 +221,9 @@ OUTLINE_HOLE_FRAC = 0.05
 
 
 def hole_fraction(video) -> float:
-  """Median over frames of the object's enclosed background / its filled area: ~0 for
-  the solid shapes, 0.10 or more (median 0.30) for the outlined style (data.shapes.STYLES); NaN when no
-  frame shows one object."""
+  """Median over frames of the object's enclosed background / its filled area: 0 for
+  the solid shapes, 0.10 or more (median 0.30) for the outlined style
+  (data.shapes.STYLES); NaN when no frame shows one object."""
   unit = _to_unit(video)
   fracs = []
   for m in map(_object_mask, unit.max(axis=-1) > FG_THRESHOLD):

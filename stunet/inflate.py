@@ -31,10 +31,9 @@ def inflate(src_params: Any, stunet_params: Any) -> Any:
   and only temporal layers that it lacks (e.g. the text cross-attention of
   ``model.temporal_cond='film_xattn'``) start at their init. Into the conditional
   STUNet (``stunet.conditioning``) the first convolution is widened: its new input
-  channels start at zero. Every source parameter
-  must land on one of the same shape, and every spatial parameter must come from the
-  source; otherwise the configs of the two runs disagree and we say which parameter
-  differs.
+  channels start at zero. Every source parameter must land on one of the same shape,
+  and every spatial parameter must come from the source; otherwise the configs of the
+  two runs disagree and we say which parameter differs.
   """
   src = traverse_util.flatten_dict(src_params)
   dst = traverse_util.flatten_dict(stunet_params)

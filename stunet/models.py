@@ -1,6 +1,7 @@
-"""The model factory: ``config.model`` -> the Flax module (the T2I U-Net, the STUNet or
-the SSR, or the conditional STUNet). The one place that knows every model class, so that they need not know each
-other (``ssr`` and ``conditioning`` build on ``unet``; ``unet`` imports neither)."""
+"""The model factory: ``config.model`` -> the Flax module (the T2I U-Net, the STUNet, the
+SSR or the conditional STUNet). The one place that knows every model class, so that
+they need not know each other (``ssr`` and ``conditioning`` build on ``unet``; ``unet``
+imports neither)."""
 
 import jax.numpy as jnp
 
