@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from flax import traverse_util
 
 from conftest import FixedTokens
 from conftest import perturbed_params
@@ -106,7 +107,8 @@ def test_widened_model_starts_as_the_text_to_video_model():
   model = build_model(cond.model)
   assert isinstance(model, C.Conditional)
   cinputs = train_lib.example_inputs(cond, batch=2)
-  fresh = nn.meta.unbox(jax.jit(model.init)(jax.random.key(1), *cinputs)['params'])
+  # Shapes suffice: every parameter is copied from the text-to-video model or widened.
+  fresh = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(1), *cinputs)['params'])
   widened = inflate.inflate(params, fresh)
   kernel = widened['unet']['conv_in']['kernel']
   assert kernel.shape[-2] == C.CHANNELS == 7
@@ -120,11 +122,7 @@ def test_widened_model_starts_as_the_text_to_video_model():
   out = jax.jit(lambda p: model.apply({'params': p}, z, t, tokens, mask, cond, cmask))(widened)
   ref = jax.jit(lambda p: t2v.apply({'params': p}, z, t, tokens, mask))(params)
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-  # Once trained the new channels matter: the conditioning changes the output.
-  moved = dict(widened, unet=dict(widened['unet'], conv_in=dict(
-      widened['unet']['conv_in'], kernel=kernel.at[..., 3:, :].set(0.1))))
-  other = jax.jit(lambda p: model.apply({'params': p}, z, t, tokens, mask, cond, cmask))(moved)
-  assert np.abs(np.asarray(other) - np.asarray(out)).max() > 1e-3
+  # (That they then matter: test_a_train_step_reads_the_masks... sees them train.)
 
 
 def test_a_train_step_reads_the_masks_and_inpainting_keeps_known_pixels():
@@ -132,16 +130,25 @@ def test_a_train_step_reads_the_masks_and_inpainting_keeps_known_pixels():
   mesh = sharding.make_mesh(cfg.mesh)
   setup = train_lib.Setup(cfg, mesh)
   state = setup.init(jax.random.key(0))
+  # Stand-in for a widened trained model: noise on every weight (zero-initialised output
+  # layers would block the gradients), the conditioning channels of conv_in at zero.
+  rng = np.random.default_rng(0)
+  flat = traverse_util.flatten_dict(jax.device_get(state.params))
+  flat = {k: v + 0.05 * rng.normal(size=v.shape).astype(v.dtype) for k, v in flat.items()}
+  flat[('unet', 'conv_in', 'kernel')][..., 3:, :] = 0.
+  state = state.replace(params=jax.device_put(traverse_util.unflatten_dict(flat),
+                                              setup.shardings.params))
   n = cfg.data.max_text_len
   step = train_lib.make_train_step(setup, np.zeros((n,), np.int32), np.zeros((n,), bool))
   batch = sharding.global_batch(real_batch(cfg), mesh)
-  new, metrics = step(state, batch, jax.random.key(1))
+  for _ in range(2):  # the first step has learning rate 0 (warmup)
+    state, metrics = step(state, batch, jax.random.key(1))
   assert bool(metrics['finite']) and float(metrics['loss']) > 0
-  conv = lambda s: np.asarray(s.params['unet']['conv_in']['kernel'])
-  assert np.abs(conv(new)[..., 3:, :]).max() > 0     # the new channels train
+  conv = np.asarray(state.params['unet']['conv_in']['kernel'])
+  assert np.abs(conv[..., 3:, :]).max() > 0     # the conditioning channels train
 
   model = build_model(cfg.model)
-  params = perturbed_params(model, train_lib.example_inputs(cfg, batch=1))
+  params = {'params': jax.device_get(state.params)}
   gen = sampling.Generator.from_config(model, params, FixedTokens(), cfg)
   video = real_batch(cfg)['video'][0].astype(np.float32)
   region = C.box_region(cfg.data.size, (4, 4, 12, 12))
