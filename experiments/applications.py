@@ -25,14 +25,15 @@ cinemagraphs) and the style weights. Per application:
                   against the caption; region_change: mean |x_t - x_0| in the box (and
                   the real clip's); moving: the share of clips whose box changes at
                   least half as much as the real clip's.
-  editing         SDEdit at several strengths towards another colour, the same shape
-                  and motion: the new colour's accuracy, what is kept, PSNR to the input.
+  editing         SDEdit at several strengths towards another colour (or, separately,
+                  another motion), the rest of the caption the same: the new
+                  attribute's accuracy, what is kept, PSNR to the input.
   style           the style weights mixed in at alpha 0..1: the share of clips drawn in
                   the style (the detector's outline test) against motion accuracy.
 Figures: applications.png (per application and clip: input | mask | output, every 3rd
-frame then an X-T image; then per clip the style at each alpha), editing.png, and the
-plots editing_sweep.png and style_sweep.png. A run of some applications (--only)
-updates their numbers in the JSON and writes its own figure.
+frame then an X-T image; then per clip the style at each alpha), editing.png and
+editing_motion.png, and the plots editing_sweep.png and style_sweep.png. A run of some
+applications (--only) updates their numbers in the JSON and writes its own figure.
 """
 
 import json
@@ -179,28 +180,30 @@ def run_conditional(gen, config, app_name, clips, captions, others):
   return row, (shown, mask, out)
 
 
-def run_editing(gen, config, strengths, clips, captions, rng_seed):
-  """SDEdit towards another colour: the table rows and the outputs per strength."""
+def run_editing(gen, config, strengths, clips, captions, rng_seed, change: str):
+  """SDEdit towards another colour or another motion (``change``), the rest of the
+  caption kept: the table rows and the outputs per strength. colour, shape, motion:
+  the detector against the edit's caption (the changed one is the edit's success, the
+  others what it kept)."""
   rng = np.random.default_rng(rng_seed)
   keep = [shapes.parse_caption(c) for c in captions]
   edits = []
   for k in keep:
-    others = [o for o in shapes.COLORS if o != k['color']]
-    edits.append(shapes.caption(others[rng.integers(len(others))], k['shape'], k['motion']))
-  want = [shapes.parse_caption(e) for e in edits]
+    if change == 'color':
+      options = [(o, k['shape'], k['motion']) for o in shapes.COLORS if o != k['color']]
+    else:
+      options = [(k['color'], k['shape'], o) for o in shapes.MOTIONS
+                 if o != k['motion'] and (k['color'], k['shape'], o) in shapes.COMBINATIONS]
+    edits.append(shapes.caption(*options[rng.integers(len(options))]))
   track_in = centroids(clips)
   rows, outputs = {}, {}
   for s in strengths:
     out = batched(lambda sl, s=s: editing.sdedit(
         gen, edits[sl], clips[sl], strength=s, guidance=config.sample.guidance,
         seed=_SEED.value + sl.start), len(clips))
-    got = [metrics.detect(v) for v in out]
     dist = np.linalg.norm(centroids(out) - track_in, axis=-1)
-    rows[str(s)] = dict(
-        colour=np.mean([g['color'] == w['color'] for g, w in zip(got, want)]),
-        shape=np.mean([g['shape'] == k['shape'] for g, k in zip(got, keep)]),
-        motion=np.mean([g['motion'] == k['motion'] for g, k in zip(got, keep)]),
-        track_px=float(np.nanmean(dist)), psnr_db=psnr(out, clips))
+    rows[str(s)] = dict(accuracy(out, edits), track_px=float(np.nanmean(dist)),
+                        psnr_db=psnr(out, clips))
     outputs[s] = out
   return rows, outputs, edits
 
@@ -240,16 +243,20 @@ def stack(rows, scale=3):
   return video_io.upscale(np.concatenate(rows), scale)
 
 
-def plot(path, xs, ys, labels, xlabel, ylabel, title, xlim=(-0.05, 1.05)):
+def plot(path, series, xlabel, ylabel, title, xlim=(-0.05, 1.05)):
+  """One line per (xs, ys, point labels, name) in series."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(4.2, 3.4), dpi=120)
-  ax.plot(xs, ys, 'o-')
-  for i, (x, y, label) in enumerate(zip(xs, ys, labels)):  # alternate sides: no overlap
-    ax.annotate(label, (x, y), textcoords='offset points', fontsize=8,
-                xytext=(6, 5) if i % 2 == 0 else (6, -11))
+  fig, ax = plt.subplots(figsize=(4.6, 3.6), dpi=120)
+  for xs, ys, labels, name in series:
+    ax.plot(xs, ys, 'o-', label=name)
+    for i, (x, y, label) in enumerate(zip(xs, ys, labels)):  # alternate sides: no overlap
+      ax.annotate(label, (x, y), textcoords='offset points', fontsize=8,
+                  xytext=(6, 5) if i % 2 == 0 else (6, -11))
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=xlim, ylim=(-0.05, 1.05))
+  if len(series) > 1:
+    ax.legend(fontsize=8, loc='center left')
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path)
@@ -291,18 +298,22 @@ def main(argv):
         figure_rows += [strip(inputs[i]), strip(mask_video(masks[i])), strip(outs[i])]
   if 'editing' in only:
     strengths = [editing.check_strength(float(s)) for s in _STRENGTHS.value]
-    rows, outputs, edits = run_editing(gen, config, strengths, clips, captions,
-                                       _DATA_SEED.value + 1)
-    result['editing'] = rows
-    result['editing_examples'] = [dict(input=c, edit=e) for c, e in
-                                  zip(captions[:shown], edits[:shown])]
-    print('editing', json.dumps(rows, default=float), flush=True)
-    video_io.write_image(os.path.join(out_dir, 'editing.png'), stack(
-        [strip(v) for i in range(shown) for v in [clips[i]] + [outputs[s][i] for s in outputs]]))
-    plot(os.path.join(out_dir, 'editing_sweep.png'), [r['psnr_db'] for r in rows.values()],
-         [r['colour'] for r in rows.values()], [f'strength {s}' for s in rows],
-         'similarity to the input (PSNR, dB)', 'accuracy of the new colour',
-         'SDEdit: strength sweep', xlim=None)
+    series = []
+    for change, key in (('color', 'colour'), ('motion', 'motion')):
+      rows, outputs, edits = run_editing(gen, config, strengths, clips, captions,
+                                         _DATA_SEED.value + 1, change)
+      name = 'editing' if change == 'color' else 'editing_motion'
+      result[name] = rows
+      result[f'{name}_examples'] = [dict(input=c, edit=e) for c, e in
+                                    zip(captions[:shown], edits[:shown])]
+      print(name, json.dumps(rows, default=float), flush=True)
+      video_io.write_image(os.path.join(out_dir, f'{name}.png'), stack(
+          [strip(v) for i in range(shown) for v in [clips[i]] + [outputs[s][i] for s in outputs]]))
+      series.append(([r['psnr_db'] for r in rows.values()], [r[key] for r in rows.values()],
+                     [f'{s}' for s in rows], f'a new {key}'))
+    plot(os.path.join(out_dir, 'editing_sweep.png'), series,
+         'similarity to the input (PSNR, dB)', 'accuracy of the new colour or motion',
+         'SDEdit: strength sweep (labels: strength)', xlim=None)
   if 'style' in only:
     _, style = train_lib.load_params(
         _STYLE.value or checkpoints.default_workdir(checkpoints.PRETRAINED_STYLE),
@@ -313,8 +324,9 @@ def main(argv):
     print('style', json.dumps(rows, default=float), flush=True)
     for i in range(shown):
       figure_rows += [strip(outputs[a][i]) for a in alphas]
-    plot(os.path.join(out_dir, 'style_sweep.png'), [r['style'] for r in rows.values()],
-         [r['motion'] for r in rows.values()], [f'alpha={a}' for a in rows],
+    plot(os.path.join(out_dir, 'style_sweep.png'),
+         [([r['style'] for r in rows.values()], [r['motion'] for r in rows.values()],
+           [f'alpha={a}' for a in rows], 'style weights mixed in')],
          'in the style (outline detector)', 'motion accuracy', 'Style: alpha sweep')
   if figure_rows:  # a run of some applications only gets a figure of its own
     name = ('applications' if only >= set(_ONLY.default) - {'editing'} else
