@@ -125,8 +125,9 @@ def main(argv):
     raise app.UsageError(str(e)) from e
 
 
-def _check_flags() -> None:
-  """Refuses bad values before anything is loaded or compiled."""
+def _check_flags() -> str:
+  """Refuses bad values before anything is loaded or compiled; returns the application
+  the flags ask for (``_mode``)."""
   for flag, low in ((_NUM_STEPS, 1), (_FRAMES, 1), (_WINDOW, 1), (_OVERLAP, 0), (_FPS, 1),
                     (_SCALE, 1)):
     if flag.value is not None and flag.value < low:
@@ -135,7 +136,7 @@ def _check_flags() -> None:
     raise app.UsageError(f'--guidance={_GUIDANCE.value}: must be >= 0 (0 is plain '
                          f'conditional sampling; a negative weight steers away from the '
                          f'prompt).')
-  _mode()
+  mode = _mode()
   if _STRENGTH.value is not None:
     try:
       editing.check_strength(_STRENGTH.value)
@@ -153,10 +154,10 @@ def _check_flags() -> None:
       raise app.UsageError(f'--box={",".join(_BOX.value)}: give 4 whole numbers of pixels, '
                            f'x0,y0,x1,y1 (x1, y1 excluded).')
   if _STYLE.value is not None:
-    if _mode() not in ('text-to-video', 'editing'):
+    if mode not in ('text-to-video', 'editing'):
       raise app.UsageError(f'--style works with text-to-video and editing (the style '
                            f'weights were fine-tuned from the text-to-video model), not '
-                           f'with {_mode()}.')
+                           f'with {mode}.')
     try:
       editing.check_alpha(_STYLE_ALPHA.value)
     except ValueError as e:
@@ -176,6 +177,7 @@ def _check_flags() -> None:
     except OSError as e:
       raise app.UsageError(f'--output={output}: cannot write in {folder} '
                            f'({e.strerror or e}); choose another folder.') from e
+  return mode
 
 
 CONDITIONAL_MODES = ('image-to-video', 'inpainting', 'outpainting', 'cinemagraph')
@@ -215,8 +217,8 @@ def _mode() -> str:
   return 'text-to-video'
 
 
-def _conditioning(mode: str, config, num_prompts: int):
-  """(C, M) for the conditional modes, read from the files given."""
+def _conditioning(mode: str, config):
+  """(C [t, h, w, 3], M [t, h, w, 1]) for a conditional mode, from the files given."""
   d = config.data
   frames = _FRAMES.value or d.num_frames
   region = None
@@ -236,15 +238,14 @@ def _conditioning(mode: str, config, num_prompts: int):
             conditioning.image_to_video(image, frames))
   for line in notes:
     print(line)
-  return tuple(np.repeat(a[None], num_prompts, 0) for a in made)
+  return made
 
 
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  _check_flags()
+  mode = _check_flags()
   cli.quiet_library_logs()
-  mode = _mode()
   cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
   workdir, step = _locate(_WORKDIR, _CHECKPOINT, conditional=mode in CONDITIONAL_MODES)
   if cascade:
@@ -299,7 +300,7 @@ def _main(argv):
     videos = editing.sdedit(gen, prompts, np.repeat(video[None], len(prompts), 0),
                             strength=_STRENGTH.value, guidance=guidance, seed=_SEED.value)
   else:
-    cond, mask = _conditioning(mode, config, len(prompts))
+    cond, mask = _conditioning(mode, config)  # the same for every prompt
     videos = conditioning.generate(gen, prompts, cond, mask, guidance=guidance,
                                    seed=_SEED.value)
   if _STRENGTH.value == 0.:
