@@ -131,20 +131,26 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep = 3                       # checkpoints kept
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = (-1, 1, 1)              # devices along ('data', 'fsdp', 'tensor'); -1 fills
-  c.mesh.axes = ('data', 'fsdp', 'tensor')  # mesh axis names
+  # Devices along ('data', 'fsdp', 'tensor', 'context'); -1 fills, left-out trailing
+  # axes are 1. 'context' splits each clip's activations (context parallelism): the
+  # clip's frames in spatial layers, its rows in temporal ones (stunet.layers.split_clip),
+  # so a global batch may hold fewer clips than there are devices.
+  c.mesh.shape = (-1, 1, 1, 1)
+  c.mesh.axes = ('data', 'fsdp', 'tensor', 'context')  # mesh axis names
   # Logical axis -> mesh axes (None = replicated). Parameters: output features over
-  # 'tensor' (Megatron-style); activations: the batch over data x fsdp. A mesh axis
-  # that does not divide a dimension is dropped for that parameter.
+  # 'tensor' (Megatron-style); activations: the batch over data x fsdp, one clip over
+  # 'context'. A mesh axis that does not divide a dimension is dropped there.
   c.mesh.rules = (('batch', ('data', 'fsdp')), ('conv_out', 'tensor'), ('mlp', 'tensor'),
                   ('embed', None), ('conv_in', None), ('conv_h', None), ('conv_w', None),
                   ('conv_t', None), ('norm', None), ('vocab', None), ('heads', None),
-                  ('time', None), ('height', None), ('width', None), ('act_channels', None))
+                  ('time', None), ('height', None), ('width', None), ('act_channels', None),
+                  ('context', 'context'))
   # FSDP: every parameter with at least this many elements is also split along
-  # 'fsdp' (its largest dimension the axis divides), and so is its optimizer state.
+  # 'fsdp' and 'context' (its largest dimension they divide), and so is its optimizer
+  # state.
   c.mesh.fsdp_min_size = 2 ** 14
   # Refuse to start when more than this fraction of the parameter bytes is not split
-  # over the model axes (fsdp x tensor); not checked when both have size 1.
+  # over the model axes (fsdp x tensor x context); not checked when all have size 1.
   c.mesh.max_replicated_fraction = 0.1
 
   c.sample = ml_collections.ConfigDict()

@@ -29,15 +29,130 @@ NORM = ('norm',)
 # Logical axes of the main activations [b, t, h, w, c]: the batch is split over the
 # data-parallel mesh axes, the rest is left to the partitioner (see configs rules).
 ACTIVATION = ('batch', 'time', 'height', 'width', 'act_channels')
+# The logical axis that splits one clip over devices (context parallelism); the config's
+# rules map it onto mesh axes (configs/common.py: the 'context' mesh axis).
+CONTEXT = 'context'
 
 
 def _p(init, names):
   return nn.with_logical_partitioning(init, names)
 
 
+def _mesh_axes(names) -> list:
+  """Each logical name's mesh axes (a tuple, maybe empty) under the current rules."""
+  spec = nn.logical_to_mesh_axes(names)
+  return [() if a is None else (a,) if isinstance(a, str) else tuple(a) for a in spec]
+
+
+def _mesh():
+  """The mesh being traced for, or None outside a mesh + logical-rules context."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh.empty or not nn.get_logical_axis_rules() else mesh
+
+
+def _size(mesh, axes) -> int:
+  return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+
+
+def _dividing(mesh, shape, axes) -> list:
+  """Per dimension, its mesh axes, or none where they do not divide it."""
+  return [a if n % _size(mesh, a) == 0 else () for n, a in zip(shape, axes)]
+
+
+def _constrain_axes(x: jax.Array, axes) -> jax.Array:
+  spec = jax.sharding.PartitionSpec(*[None if not a else a[0] if len(a) == 1 else a
+                                      for a in axes])
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
 def constrain(x: jax.Array, names) -> jax.Array:
-  """Sharding constraint by logical names; a no-op outside a mesh + rules context."""
-  return nn.with_logical_constraint(x, names)
+  """Sharding constraint by logical names; a no-op outside a mesh + rules context.
+  A mesh axis that does not divide its dimension is dropped there (a batch of one clip
+  on a mesh with two data shards is replicated over them, not refused)."""
+  mesh = _mesh()
+  if mesh is None:
+    return x
+  return _constrain_axes(x, _dividing(mesh, x.shape, _mesh_axes(names)))
+
+
+def context_size() -> int:
+  """Devices that one clip is split over (the mesh axes of the logical CONTEXT axis)."""
+  mesh = _mesh()
+  return 1 if mesh is None else _size(mesh, _mesh_axes((CONTEXT,))[0])
+
+
+# Which dimension of [b, t, h, w, c] carries the clip's split, in order of preference:
+# spatial layers see every frame alone, so they split time; temporal layers see every
+# pixel alone, so they split height. Between the two the partitioner moves the data
+# with an all-to-all (Dynamic Sequence Parallelism, Zhao et al. 2024). A dimension that
+# the context devices do not divide (few frames after temporal downsampling) gives way
+# to the next: spatial layers then split height (a convolution's rows need a halo,
+# a collective-permute), temporal layers width, then time.
+_SPLIT_ORDER = {'space': (1, 2, 3), 'time': (2, 3, 1)}
+
+
+def _clip_axes(shape, kind: str):
+  """Mesh axes of each dimension of a video [b, t, h, w, c] of ``shape`` for a layer of
+  ``kind`` (see _SPLIT_ORDER), or None outside a mesh."""
+  mesh = _mesh()
+  if mesh is None:
+    return None
+  names = list(ACTIVATION)
+  n = context_size()
+  if n > 1:
+    for dim in _SPLIT_ORDER[kind]:
+      if shape[dim] % n == 0:
+        names[dim] = CONTEXT
+        break
+  return _dividing(mesh, shape, _mesh_axes(tuple(names)))
+
+
+# The four functions below take a video in and out of the layouts of spatial layers
+# ([b*t, h, w, c]: frames independent) and temporal ones ([b*h*w, t, c]: pixels
+# independent), stating the split at both ends (the batch over the data-parallel axes,
+# one clip over the context axis; the folded axis keeps both splits). Stated at both
+# ends, each layer runs where its data are and the switch is an all-to-all; left to
+# the partitioner, it computed convolutions in the other layout (halos both ways) and
+# their weight gradients all-gathered whole activations.
+def fold_frames(x: jax.Array) -> jax.Array:
+  """[b, t, h, w, c] -> [b*t, h, w, c] for a spatial layer."""
+  axes = _clip_axes(x.shape, 'space')
+  if axes is None:
+    return fold_time(x)
+  h = fold_time(_constrain_axes(x, axes))
+  return _constrain_axes(h, [axes[0] + axes[1]] + axes[2:])
+
+
+def unfold_frames(h: jax.Array, t: int) -> jax.Array:
+  """Inverse of fold_frames: a spatial layer's output [b*t, h, w, c] -> [b, t, h, w, c]."""
+  x = unfold_time(h, t)
+  axes = _clip_axes(x.shape, 'space')
+  if axes is None:
+    return x
+  h = _constrain_axes(h, [axes[0] + axes[1]] + axes[2:])
+  return _constrain_axes(unfold_time(h, t), axes)
+
+
+def fold_pixels(x: jax.Array) -> jax.Array:
+  """[b, t, h, w, c] -> [b*h*w, t, c] for a temporal layer."""
+  b, t, hh, ww, c = x.shape
+  axes = _clip_axes(x.shape, 'time')
+  if axes is not None:
+    x = _constrain_axes(x, axes)
+  h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
+  if axes is None:
+    return h
+  return _constrain_axes(h, [axes[0] + axes[2] + axes[3], axes[1], axes[4]])
+
+
+def unfold_pixels(h: jax.Array, shape) -> jax.Array:
+  """Inverse of fold_pixels: [b*h*w, t, c] -> [b, t, h, w, c] (shape: b, t, h, w)."""
+  b, t, hh, ww = shape
+  axes = _clip_axes((b, t, hh, ww, h.shape[-1]), 'time')
+  if axes is not None:
+    h = _constrain_axes(h, [axes[0] + axes[2] + axes[3], axes[1], axes[4]])
+  x = jnp.moveaxis(h.reshape(b, hh, ww, t, h.shape[-1]), 3, 1)
+  return x if axes is None else _constrain_axes(x, axes)
 
 
 def fold_time(x: jax.Array) -> jax.Array:
@@ -121,7 +236,7 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x, emb):  # x: [b, t, h, w, c], emb: [b, d]
     t = x.shape[1]
-    h = fold_time(x)
+    h = fold_frames(x)
     skip = h
     h = nn.swish(group_norm('norm_0', h.shape[-1], self.dtype)(h))
     h = conv2d(self.features, 'conv_0', self.dtype)(h)
@@ -132,7 +247,7 @@ class ResBlock(nn.Module):
     h = conv2d(self.features, 'conv_1', self.dtype, zero=True)(nn.swish(h))
     if skip.shape[-1] != self.features:
       skip = conv2d(self.features, 'skip', self.dtype, kernel=1)(skip)
-    return unfold_time(skip + h, t)
+    return unfold_frames(skip + h, t)
 
 
 class SpatialAttention(nn.Module):
@@ -147,7 +262,7 @@ class SpatialAttention(nn.Module):
     # x: [b, t, h, w, c], text: [b, L, d], text_mask: [b, L] bool
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
-    h = fold_time(x).reshape(b * t, hh * ww, c)
+    h = fold_frames(x).reshape(b * t, hh * ww, c)
     if self.self_attn:
       y = group_norm('self_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
       qkv = dense(3 * c, 'self_qkv', self.dtype, use_bias=False)(y)
@@ -166,7 +281,7 @@ class SpatialAttention(nn.Module):
       y = attention(q.reshape(b * t, hh * ww, heads, hd), k, v, cmask)
       h = h + dense(c, 'cross_out', self.dtype, zero=True, names=DENSE_OUT)(
           y.reshape(b * t, hh * ww, c))
-    return h.reshape(b, t, hh, ww, c)
+    return unfold_frames(h.reshape(b * t, hh, ww, c), t)
 
 
 def temporal_kernel(taps):
@@ -200,7 +315,7 @@ class TemporalConv(nn.Module):
             'identity': identity_temporal_kernel, 'he': nn.initializers.he_normal(),
             'down': temporal_kernel((0., .5, .5)),
             'up': temporal_kernel((.25, .5, .25))}[self.init_scheme]
-    h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
+    h = fold_pixels(x)
     padding = 'SAME'
     if self.pad == 'edge':
       # Slices and a concatenate, not jnp.pad(mode='edge'): the same values, but the
@@ -211,7 +326,7 @@ class TemporalConv(nn.Module):
     h = nn.Conv(self.features, (self.kernel_size,), padding=padding, dtype=self.dtype,
                 name='conv', kernel_init=_p(init, TCONV),
                 bias_init=_p(nn.initializers.zeros, ('conv_out',)))(h)
-    return jnp.moveaxis(h.reshape(b, hh, ww, t, self.features), 3, 1)
+    return unfold_pixels(h, (b, t, hh, ww))
 
 
 def film(h, emb, name: str, dtype: Dtype):
@@ -237,13 +352,13 @@ class SpaceTimeConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, emb=None):
     t, c = x.shape[1], x.shape[-1]
-    h = nn.swish(group_norm('norm_0', c, self.dtype)(fold_time(x)))
+    h = nn.swish(group_norm('norm_0', c, self.dtype)(fold_frames(x)))
     h = conv2d(c, 'spatial_conv', self.dtype)(h)
     h = group_norm('norm_1', c, self.dtype)(h)
     if emb is not None:
       h = film(h, emb, 'emb_proj', self.dtype)
     h = TemporalConv(c, init_scheme='zeros', dtype=self.dtype, name='temporal_conv')(
-        unfold_time(nn.swish(h), t))
+        unfold_frames(nn.swish(h), t))
     return x + h
 
 
@@ -264,7 +379,7 @@ class TemporalAttention(nn.Module):
   def __call__(self, x, emb=None, text=None, text_mask=None):
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
-    h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
+    h = fold_pixels(x)
     # Frame positions, so attention knows the order of frames.
     pos = timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(self.dtype)
     y = layer_norm('norm', self.dtype)(h)
@@ -285,7 +400,7 @@ class TemporalAttention(nn.Module):
       y = attention(q.reshape(b, hh * ww * t, heads, hd), k, v, text_mask)
       y = dense(c, 'text_out', self.dtype, zero=True, names=DENSE_OUT)(y.reshape(b, -1, c))
       h = h + y.reshape(b * hh * ww, t, c)
-    return jnp.moveaxis(h.reshape(b, hh, ww, t, c), 3, 1)
+    return unfold_pixels(h, (b, t, hh, ww))
 
 
 class LayoutBias(nn.Module):
@@ -326,7 +441,7 @@ class Downsample(nn.Module):
   @nn.compact
   def __call__(self, x):
     t, c = x.shape[1], x.shape[-1]
-    return unfold_time(conv2d(c, 'conv', self.dtype, stride=2)(fold_time(x)), t)
+    return unfold_frames(conv2d(c, 'conv', self.dtype, stride=2)(fold_frames(x)), t)
 
 
 class Upsample(nn.Module):
@@ -336,9 +451,9 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x):
     t, c = x.shape[1], x.shape[-1]
-    h = fold_time(x)
+    h = fold_frames(x)
     h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-    return unfold_time(conv2d(c, 'conv', self.dtype)(h), t)
+    return unfold_frames(conv2d(c, 'conv', self.dtype)(h), t)
 
 
 class TemporalDownsample(nn.Module):

@@ -8,6 +8,7 @@ along the ``fsdp`` axis (ZeRO-3 / FSDP), and so are its optimizer state and EMA,
 which share its logical names.
 """
 
+import re
 from typing import Any
 
 import jax
@@ -17,12 +18,20 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ('data', 'fsdp')
-MODEL_AXES = ('fsdp', 'tensor')  # axes that split parameters
+# ZeRO-3: large parameters (and their EMA and Adam moments) are split over these. The
+# devices of the context axis share one clip, so they also share its parameters.
+FSDP_AXES = ('fsdp', 'context')
+MODEL_AXES = ('fsdp', 'tensor', 'context')  # axes that split parameters
 
 
-def mesh_shape(shape, num_devices: int) -> tuple:
-  """Fills one -1 entry with the remaining devices; checks the product."""
+def mesh_shape(shape, num_devices: int, num_axes: int = 0) -> tuple:
+  """Fills one -1 entry with the remaining devices; checks the product. A shape shorter
+  than ``num_axes`` gets size 1 on the axes it leaves out ((2, 4) is (2, 4, 1, 1))."""
   shape = list(shape)
+  if num_axes and len(shape) > num_axes:
+    raise ValueError(f'config.mesh.shape={tuple(shape)} has more entries than the '
+                     f'{num_axes} axes of config.mesh.axes.')
+  shape += [1] * max(0, num_axes - len(shape))
   if shape.count(-1) > 1:
     raise ValueError(f'config.mesh.shape={tuple(shape)} has more than one -1.')
   known = int(np.prod([s for s in shape if s != -1]))
@@ -41,7 +50,15 @@ def check_batch(config, num_devices: int) -> None:
   """Refuses, before anything is built, a batch that the data-parallel devices
   (data x fsdp) cannot split evenly, naming the config fields to change."""
   t = config.train
-  shape = dict(zip(config.mesh.axes, mesh_shape(config.mesh.shape, num_devices)))
+  shape = dict(zip(config.mesh.axes, mesh_shape(config.mesh.shape, num_devices,
+                                                len(config.mesh.axes))))
+  context = shape.get('context', 1)
+  local = num_devices // jax.process_count()
+  if context > 1 and local % context:
+    raise ValueError(
+        f'config.mesh.shape={tuple(shape.values())}: a context axis of {context} spans '
+        f'processes ({local} devices each); the devices that share a clip must be on one '
+        f'host. Use a context size that divides {local}.')
   split = int(np.prod([shape.get(a, 1) for a in BATCH_AXES]))
   clips = t.batch_size // t.frames_per_clip if t.stage == 't2i' else t.batch_size
   for n, what in ((clips, 'clips per step'),
@@ -57,7 +74,7 @@ def check_batch(config, num_devices: int) -> None:
 
 def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
   devices = jax.devices() if devices is None else devices
-  shape = mesh_shape(mesh_config.shape, len(devices))
+  shape = mesh_shape(mesh_config.shape, len(devices), len(mesh_config.axes))
   # Auto axes: XLA's partitioner propagates shardings from the annotated inputs,
   # parameters and activation constraints (the pjit model).
   axis_types = (jax.sharding.AxisType.Auto,) * len(shape)
@@ -87,13 +104,19 @@ def param_spec(shape, logical, mesh, mesh_config) -> P:
   for n, e in zip(shape, entries):
     axes = tuple(a for a in _axes(e) if mesh.shape[a] > 1)
     dims.append(axes if axes and n % int(np.prod([mesh.shape[a] for a in axes])) == 0 else ())
-  fsdp = mesh.shape.get('fsdp', 1)
   used = {a for d in dims for a in d}
-  if fsdp > 1 and 'fsdp' not in used and int(np.prod(shape)) >= mesh_config.fsdp_min_size:
-    for i in sorted(range(len(shape)), key=lambda i: -shape[i]):
-      split = int(np.prod([mesh.shape[a] for a in dims[i]])) * fsdp
-      if shape[i] % split == 0:
-        dims[i] = ('fsdp',) + dims[i]
+  fsdp = tuple(a for a in FSDP_AXES if mesh.shape.get(a, 1) > 1 and a not in used)
+  if fsdp and int(np.prod(shape)) >= mesh_config.fsdp_min_size:
+    # All the FSDP axes on the largest dimension they divide, else as many as divide.
+    for axes in (fsdp,) + tuple((a,) for a in fsdp):
+      found = False
+      for i in sorted(range(len(shape)), key=lambda i: -shape[i]):
+        split = int(np.prod([mesh.shape[a] for a in dims[i] + axes]))
+        if shape[i] % split == 0:
+          dims[i] = axes + dims[i]
+          found = True
+          break
+      if found:
         break
   return P(*[None if not d else d[0] if len(d) == 1 else d for d in dims])
 
@@ -140,10 +163,10 @@ def check_replication(abstract_params: Any, mesh, mesh_config) -> float:
                       sorted(rep.items(), key=lambda kv: -kv[1])[:3])
     raise ValueError(
         f'{frac:.0%} of the parameter bytes are replicated on every device of the '
-        f'fsdp x tensor axes (limit config.mesh.max_replicated_fraction='
+        f'fsdp x tensor x context axes (limit config.mesh.max_replicated_fraction='
         f'{mesh_config.max_replicated_fraction}); the largest: {worst}. Lower '
         f'config.mesh.fsdp_min_size (now {mesh_config.fsdp_min_size} elements) so they '
-        f'are split, or use a mesh with fsdp=tensor=1 for pure data parallelism.')
+        f'are split, or use a mesh with fsdp=tensor=context=1 for pure data parallelism.')
   return frac
 
 
@@ -157,3 +180,36 @@ def global_batch(local: dict, mesh) -> dict:
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}
+
+
+COLLECTIVES = ('all-gather', 'all-reduce', 'reduce-scatter', 'all-to-all',
+               'collective-permute')
+_ITEMSIZE = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16': 2,
+             'f32': 4, 's32': 4, 'u32': 4, 'f64': 8, 's64': 8, 'u64': 8}
+_ARRAY = re.compile(r'\b(pred|[suf]\d+|bf16)\[([\d,]*)\]')
+_OP = re.compile(r'= (.+?) (' + '|'.join(COLLECTIVES) + r')(?:-start)?\(')
+
+
+def hlo_collectives(hlo_text: str) -> list:
+  """The collectives of a compiled (per-device) HLO module: (kind, result shapes, bytes)
+  per op; the bytes are those of its result on one device (for an all-gather, what the
+  device receives and keeps; for an all-to-all or a permute, what it exchanges)."""
+  out = []
+  for line in hlo_text.splitlines():
+    m = _OP.search(line)
+    if not m or '-done(' in line:
+      continue
+    shapes = [(t, tuple(int(d) for d in dims.split(',') if d))
+              for t, dims in _ARRAY.findall(m.group(1))]
+    nbytes = sum(_ITEMSIZE.get(t, 4) * int(np.prod(s)) for t, s in shapes)
+    out.append((m.group(2), shapes, nbytes))
+  return out
+
+
+def collective_bytes(hlo_text: str) -> dict:
+  """kind -> (number of ops, bytes per device) of a compiled HLO module's collectives."""
+  out = {k: [0, 0] for k in COLLECTIVES}
+  for kind, _, nbytes in hlo_collectives(hlo_text):
+    out[kind][0] += 1
+    out[kind][1] += nbytes
+  return {k: tuple(v) for k, v in out.items()}

@@ -105,7 +105,7 @@ def describe_sharding(setup: train_lib.Setup) -> None:
     total, per_device = sharding.shard_bytes(getattr(abstract, name))
     parts.append(f'{name} {total / 2**20:.1f} MiB ({per_device / 2**20:.1f} MiB/device)')
   report('mesh %s over %d devices in %d process(es); %s; %.0f%% of parameter bytes '
-         'replicated over fsdp x tensor', dict(setup.mesh.shape), setup.mesh.size,
+         'replicated over fsdp x tensor x context', dict(setup.mesh.shape), setup.mesh.size,
          jax.process_count(), ', '.join(parts), 100 * frac)
 
 

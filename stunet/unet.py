@@ -107,7 +107,7 @@ class UNet(nn.Module):
                         name=f'{prefix}_temporal_attn_{j}')(h, temporal_emb, *tokens)
     elif self.temporal:
       h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h, temporal_emb)
-    return L.constrain(h, L.ACTIVATION)
+    return h
 
   @nn.compact
   def __call__(self, x, t, text, text_mask, cond_t=None):
@@ -137,7 +137,7 @@ class UNet(nn.Module):
     lvl = lambda h, i, prefix, features: self._level(
         h, emb, text, text_mask, i, prefix, features, temporal_emb)
 
-    h = L.unfold_time(L.conv2d(self.channels, 'conv_in', self.dtype)(L.fold_time(x)), frames)
+    h = L.unfold_frames(L.conv2d(self.channels, 'conv_in', self.dtype)(L.fold_frames(x)), frames)
     skips = [h]
     for i, mult in enumerate(self.channel_mult):
       for r in range(self.num_res_blocks):
@@ -165,8 +165,9 @@ class UNet(nn.Module):
                                  name=f'up_{i}_temporal_resize')(h)
     assert not skips
 
-    h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(L.fold_time(h)))
-    h = L.unfold_time(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h), frames)
+    h = L.fold_frames(h)
+    h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(h))
+    h = L.unfold_frames(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h), frames)
     if self.temporal and self.layout_basis:
       h = h + L.LayoutBias(self.layout_basis, self.out_channels, dtype=self.dtype,
                            name='temporal_layout_bias')(

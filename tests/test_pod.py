@@ -118,8 +118,56 @@ def checkpoint_restores_on_another_mesh():
   assert np.isfinite(float(metrics['loss']))
 
 
+def context_parallel_step_equals_one_device():
+  """Two clips, each split over 4 devices (mesh data 2 x context 4) and over 8 (context
+  8): two steps equal the one-device steps. With 4, every level has frames for every
+  device (8 and 4 frames): no activation is all-gathered, only parameters (FSDP over
+  fsdp x context), and the layouts switch through all-to-alls. With 8, the coarse level
+  (4 frames) splits rows instead, and XLA gathers that level's activations (2 clips x 4
+  frames) for its convolutions and attention; the 8-frame levels gather nothing."""
+  cfg1 = small_config('scratch')
+  cfg1.train.batch_size = 2
+  s1, m1, f1 = _setup(cfg1, jax.devices()[:1])
+  init = jax.device_get(s1.init(jax.random.key(0)))
+  batch = real_batch(cfg1)
+  st1 = jax.device_put(init, s1.shardings)
+  for _ in range(2):  # the first step has learning rate 0 (warmup)
+    st1, mt1 = f1(st1, sharding.global_batch(batch, m1), jax.random.key(1))
+  p1 = _flat(st1.params)
+  param_shapes = {tuple(x.shape) for x in jax.tree.leaves(init.params)}
+  for mesh_shape in ((2, 1, 1, 4), (1, 1, 1, 8)):
+    cfg = small_config('scratch')
+    cfg.train.batch_size = 2
+    cfg.mesh.shape, cfg.mesh.fsdp_min_size = mesh_shape, 64
+    s, m, f = _setup(cfg)
+    st = jax.device_put(init, s.shardings)
+    args = (st, sharding.global_batch(batch, m), jax.random.key(1))
+    step = f.lower(*args).compile()
+    ops = sharding.hlo_collectives(step.as_text())
+    assert any(kind == 'all-to-all' for kind, _, _ in ops), mesh_shape
+    # Gathered video activations: not a parameter's shape, and at least a quarter of
+    # one clip's smallest activation (4 frames x 8x8 x 16 channels); what is left are
+    # the text's embeddings and masks ([b, 8, 16] at most).
+    gathered = [sh for kind, shapes, _ in ops if kind == 'all-gather' for _, sh in shapes
+                if sh not in param_shapes and np.prod(sh) >= 1024]
+    if mesh_shape[-1] == 4:
+      assert not gathered, gathered
+    else:  # the coarse level's (4 frames) activations, and only those, are gathered
+      assert gathered and all(sh[0] == 2 * 4 for sh in gathered), gathered
+    for _ in range(2):
+      st, mt = step(st, sharding.global_batch(batch, m), jax.random.key(1))
+    np.testing.assert_allclose(float(mt['loss']), float(mt1['loss']), rtol=1e-5)
+    np.testing.assert_allclose(float(mt['grad_norm']), float(mt1['grad_norm']), rtol=1e-5)
+    p = _flat(st.params)
+    for k in p1:
+      np.testing.assert_allclose(p[k], p1[k], rtol=1e-5, atol=1e-6, err_msg=f'{mesh_shape} {k}')
+    # The parameters are split over fsdp x context (ZeRO-3 over the context devices).
+    assert 'context' in str(st.params['unet']['down_0_0_res']['conv_0']['kernel'].sharding.spec)
+
+
 def test_on_8_devices_sharded_step_equals_one_device_and_checkpoints_change_mesh():
-  run_with_devices(['sharded_step_equals_single_device', 'checkpoint_restores_on_another_mesh'])
+  run_with_devices(['sharded_step_equals_single_device', 'checkpoint_restores_on_another_mesh',
+                    'context_parallel_step_equals_one_device'])
 
 
 def test_gradient_accumulation_matches_the_full_batch():
