@@ -34,6 +34,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import jax
 import numpy as np
 
 from configs import common
@@ -42,6 +43,7 @@ from stunet import cli
 from stunet import conditioning
 from stunet import editing
 from stunet import sampling
+from stunet import sharding
 from stunet import train_lib
 from stunet import video_io
 
@@ -85,6 +87,10 @@ _OUTPAINT = flags.DEFINE_bool('outpaint', False, 'With --video and --mask/--box:
                               'outside the region and keep it (outpainting).')
 _CINEMAGRAPH = flags.DEFINE_bool('cinemagraph', False, 'With --image and --mask/--box: keep '
                                  'the image still and animate only the region.')
+_MESH = flags.DEFINE_list('mesh', None, 'Device mesh to sample on, sizes along (data, fsdp, '
+                          'tensor, context), -1 fills, e.g. 2,1,1,4: prompts (and '
+                          'MultiDiffusion windows) over data x fsdp, each clip over context '
+                          '(default: the workdir\'s config.mesh).')
 _STYLE = flags.DEFINE_string('style', None, 'A style fine-tune\'s workdir '
                              '(configs/tiny.py:stage=style; shipped: '
                              'pretrained/style_outline): its spatial weights are mixed in.')
@@ -136,6 +142,13 @@ def _check_flags() -> str:
     raise app.UsageError(f'--guidance={_GUIDANCE.value}: must be >= 0 (0 is plain '
                          f'conditional sampling; a negative weight steers away from the '
                          f'prompt).')
+  if _MESH.value is not None:
+    try:
+      shape = tuple(int(x) for x in _MESH.value)
+      sharding.mesh_shape(shape, jax.device_count(), 4)
+    except ValueError as e:
+      raise app.UsageError(f'--mesh={",".join(_MESH.value)}: {e} Give up to 4 whole '
+                           f'numbers (data, fsdp, tensor, context).') from e
   mode = _mode()
   if _STRENGTH.value is not None:
     try:
@@ -252,9 +265,10 @@ def _main(argv):
     ssr_dir, ssr_step = _locate(_SSR_WORKDIR, _SSR_CHECKPOINT, 'ssr_')
   base_windows = {} if cascade else dict(window=_WINDOW.value, overlap=_OVERLAP.value)
   defaults = common.base_config()  # what a saved config.json is merged over
+  mesh_shape = tuple(int(x) for x in _MESH.value) if _MESH.value else None
   gen, config = sampling.Generator.from_workdir(
       workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, **base_windows,
-      defaults=defaults)
+      defaults=defaults, mesh_shape=mesh_shape)
   if gen.ssr:
     raise app.UsageError(f'{workdir} holds an SSR model: pass it as --ssr_workdir, with '
                          f'the base model as --workdir.')
@@ -270,7 +284,8 @@ def _main(argv):
   if cascade:  # load and check the SSR before spending time on the base stage
     ssr_gen, ssr_config = sampling.Generator.from_workdir(
         ssr_dir, ssr_step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value,
-        window=_WINDOW.value, overlap=_OVERLAP.value, defaults=defaults)
+        window=_WINDOW.value, overlap=_OVERLAP.value, defaults=defaults,
+        mesh_shape=mesh_shape)
     if not ssr_gen.ssr:
       raise app.UsageError(f'{ssr_dir} is not an SSR model (config.model.lowres_size is 0).')
     low = ssr_config.model.lowres_size

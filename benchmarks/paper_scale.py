@@ -53,7 +53,8 @@ def parse_args(argv=None):
   p.add_argument('--config', default='configs/paper.py:model=base',
                  help='config file[:variant]')
   p.add_argument('--mesh', default='1,-1,1;4,-1,1',
-                 help="';'-separated mesh shapes (data,fsdp,tensor), -1 fills")
+                 help="';'-separated mesh shapes (data,fsdp,tensor,context), -1 fills, "
+                      "left-out trailing axes are 1")
   p.add_argument('--remat', default='full,dots,none', help="','-separated remat policies")
   p.add_argument('--batch', type=int, default=0, help='global batch (0 = the config\'s)')
   p.add_argument('--set', action='append', default=[],
@@ -68,6 +69,10 @@ def parse_args(argv=None):
   p.add_argument('--table_from', default='',
                  help="','-separated JSON files of earlier runs (--json_out): print "
                       "their rows as one table and exit (no compile)")
+  p.add_argument('--sampler', action='store_true',
+                 help='compile the sampler (one jitted denoising loop, DDIM with '
+                      'guidance, the EMA weights in their training shardings) instead '
+                      'of the train step')
   p.add_argument('--child', default='', help=argparse.SUPPRESS)  # 'mesh|remat'
   return p.parse_args(argv)
 
@@ -94,6 +99,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
 from configs import common  # pylint: disable=g-import-not-at-top
+from stunet import sampling  # pylint: disable=g-import-not-at-top
 from stunet import sharding  # pylint: disable=g-import-not-at-top
 from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
 from stunet import train_lib  # pylint: disable=g-import-not-at-top
@@ -174,11 +180,26 @@ def measure(mesh_str: str, remat: str) -> dict:
       'mask': jax.ShapeDtypeStruct((b, length), jnp.bool_, sharding=bs)}
   null_tokens = np.zeros((length,), np.int32)
   null_tokens[0] = 1  # EOS: the empty caption
-  step = train_lib.make_train_step(setup, null_tokens, null_tokens > 0)
   rng = jax.random.key(0)
+  if ARGS.sampler:  # one denoising step: the loop's body, compiled once for any count
+    row['what'] = 'sampler'
+    fn = sampling.make_sampler(setup.model, (b, frames, d.size, d.size, 3), num_steps=1,
+                               sampler='ddim', threshold=0., mesh=mesh,
+                               rules=sharding.rules(config.mesh))
+    args = [{'params': state.params}, batch['tokens'], batch['mask'], batch['tokens'],
+            batch['mask'], rng, jnp.float32(8.)]
+    if config.model.lowres_size:  # the SSR's low-res clip
+      low = config.model.lowres_size
+      args += [None, jax.ShapeDtypeStruct((b, frames, low, low, 3), jnp.float32,
+                                          sharding=bs), jnp.float32(0.)]
+    step_args = tuple(args)
+  else:
+    row['what'] = 'train step'
+    fn = train_lib.make_train_step(setup, null_tokens, null_tokens > 0)
+    step_args = (state, batch, rng)
 
   t0 = time.perf_counter()
-  lowered = step.lower(state, batch, rng)
+  lowered = fn.lower(*step_args)
   row['lower_s'] = time.perf_counter() - t0
   t0 = time.perf_counter()
   compiled = lowered.compile()
@@ -195,6 +216,16 @@ def measure(mesh_str: str, remat: str) -> dict:
   row['flops_step'] = row['flops_dev'] * row['devices']
   row['bytes_accessed_dev'] = float(cost.get('bytes accessed', 0.))
   row['host_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  # Bytes each device receives or exchanges per step, by collective (an op inside a
+  # loop counts once; the train step has none unless grad_accum > 1).
+  hlo = compiled.as_text()
+  row['collectives'] = sharding.collective_bytes(hlo)
+  row['collective_bytes_dev'] = sum(b for _, b in row['collectives'].values())
+  # All-gathers of anything but a parameter (by shape): activations gathered whole.
+  param_shapes = {tuple(v.shape) for v in jax.tree.leaves(state.params)}
+  row['activation_gather_bytes_dev'] = sum(
+      nbytes for kind, shapes, nbytes in sharding.hlo_collectives(hlo)
+      if kind == 'all-gather' and any(s not in param_shapes for _, s in shapes))
   return row
 
 
@@ -202,7 +233,7 @@ def run_child(mesh_str, remat) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), f'--devices={ARGS.devices}',
          f'--config={ARGS.config}', f'--batch={ARGS.batch}',
          f'--cpu_scheduler={ARGS.cpu_scheduler}', f'--child={mesh_str}|{remat}']
-  cmd += [f'--set={s}' for s in ARGS.set]
+  cmd += [f'--set={s}' for s in ARGS.set] + (['--sampler'] if ARGS.sampler else [])
   t0 = time.perf_counter()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
@@ -224,12 +255,23 @@ def fits(row, gib):
   return 'yes' if row['peak_bytes'] <= gib * GiB else 'no'
 
 
+def _comm(row) -> str:
+  c = row.get('collectives')
+  if not c:
+    return ''
+  kinds = ('all-to-all', 'all-gather', 'all-reduce', 'reduce-scatter', 'collective-permute')
+  return (f"{row['collective_bytes_dev'] / GiB:.2f} ("
+          + ', '.join(f'{c[k][1] / GiB:.2f}' for k in kinds) + ')'
+          + (f"; activations gathered {row['activation_gather_bytes_dev'] / GiB:.2f}"
+             if 'activation_gather_bytes_dev' in row else ''))
+
+
 def table(rows) -> str:
   g = lambda x: f'{x / GiB:.2f}'
-  head = ('| config | sched | devices | mesh (d,f,t) | remat | batch | clips/dev | '
+  head = ('| config | sched | devices | mesh (d,f,t,c) | remat | batch | clips/dev | '
           'params+EMA+opt /dev GiB | args GiB | out GiB | temp GiB | alias GiB | code MiB | '
           'peak est. GiB | fits 16 GiB | fits 32 GiB | TFLOP/dev | PFLOP/step | lower s | '
-          'compile s | host RSS GiB |')
+          'compile s | host RSS GiB | collectives GiB/dev (a2a, ag, ar, rs, cp) |')
   lines = [head, '|' + '---|' * (head.count('|') - 1)]
   for r in rows:
     if 'error' in r:
@@ -239,6 +281,7 @@ def table(rows) -> str:
       continue
     per_dev = r['batch'] / r['devices']  # tensor devices share their group's clips
     name = r['config'].split(':', 1)[-1] + ''.join(f", {s}" for s in r.get('set', []))
+    name += ' (sampler)' if r.get('what') == 'sampler' else ''
     lines.append(
         f"| {name} | {r.get('cpu_scheduler', '?')} | {r['devices']} | "
         f"{r['mesh'].replace('x', ',')} | {r['remat']} | {r['batch']} | {per_dev:g} | "
@@ -248,7 +291,7 @@ def table(rows) -> str:
         f"{r['generated_code_bytes'] / 2**20:.1f} | {g(r['peak_bytes'])} | "
         f"{fits(r, 16)} | {fits(r, 32)} | {r['flops_dev'] / 1e12:.2f} | "
         f"{r['flops_step'] / 1e15:.2f} | {r['lower_s']:.0f} | {r['compile_s']:.0f} | "
-        f"{r['host_rss_bytes'] / GiB:.1f} |")
+        f"{r['host_rss_bytes'] / GiB:.1f} | {_comm(r)} |")
   return '\n'.join(lines)
 
 

@@ -81,14 +81,27 @@ def context_size() -> int:
   return 1 if mesh is None else _size(mesh, _mesh_axes((CONTEXT,))[0])
 
 
-# Which dimension of [b, t, h, w, c] carries the clip's split, in order of preference:
-# spatial layers see every frame alone, so they split time; temporal layers see every
-# pixel alone, so they split height. Between the two the partitioner moves the data
-# with an all-to-all (Dynamic Sequence Parallelism, Zhao et al. 2024). A dimension that
-# the context devices do not divide (few frames after temporal downsampling) gives way
-# to the next: spatial layers then split height (a convolution's rows need a halo,
-# a collective-permute), temporal layers width, then time.
+# Which dimension of [b, t, h, w, c] carries the clip's split: spatial layers see every
+# frame alone, so they split time; temporal layers see every pixel alone, so they split
+# height (else width, else time). Between the two the partitioner moves the data with
+# an all-to-all (Dynamic Sequence Parallelism, Zhao et al. 2024).
 _SPLIT_ORDER = {'space': (1, 2, 3), 'time': (2, 3, 1)}
+
+
+def padded_frames(t: int) -> int:
+  """Frames a spatial layer runs on for a clip of t frames. Where temporal downsampling
+  leaves a frame count that the context devices do not divide (80 frames over 8
+  devices: 20, 10, 5 at the coarse levels), the clip is padded with empty frames up to
+  the next multiple, at most doubling it: spatial layers treat frames independently, so
+  the padding costs only its compute (a few % of the step at the paper's shapes) and the
+  frames stay split. Splitting rows there instead needs halos and, worse, XLA gathered
+  whole activations for the convolutions' weight gradients. Beyond a doubling (1 or 2
+  frames over 8 devices) the rows are split."""
+  n = context_size()
+  if n == 1 or t % n == 0:
+    return t
+  padded = -(-t // n) * n
+  return padded if padded <= 2 * t else t
 
 
 def _clip_axes(shape, kind: str):
@@ -115,22 +128,27 @@ def _clip_axes(shape, kind: str):
 # the partitioner, it computed convolutions in the other layout (halos both ways) and
 # their weight gradients all-gathered whole activations.
 def fold_frames(x: jax.Array) -> jax.Array:
-  """[b, t, h, w, c] -> [b*t, h, w, c] for a spatial layer."""
-  axes = _clip_axes(x.shape, 'space')
-  if axes is None:
+  """[b, t, h, w, c] -> [b*t', h, w, c] for a spatial layer; t' = padded_frames(t)
+  (t outside a mesh)."""
+  if _mesh() is None:
     return fold_time(x)
+  t = x.shape[1]
+  if padded_frames(t) != t:
+    x = jnp.pad(x, ((0, 0), (0, padded_frames(t) - t)) + ((0, 0),) * 3)
+  axes = _clip_axes(x.shape, 'space')
   h = fold_time(_constrain_axes(x, axes))
   return _constrain_axes(h, [axes[0] + axes[1]] + axes[2:])
 
 
 def unfold_frames(h: jax.Array, t: int) -> jax.Array:
-  """Inverse of fold_frames: a spatial layer's output [b*t, h, w, c] -> [b, t, h, w, c]."""
-  x = unfold_time(h, t)
+  """Inverse of fold_frames: a spatial layer's output [b*t', h, w, c] -> [b, t, h, w, c]
+  (the padding frames dropped)."""
+  if _mesh() is None:
+    return unfold_time(h, t)
+  x = unfold_time(h, padded_frames(t))
   axes = _clip_axes(x.shape, 'space')
-  if axes is None:
-    return x
   h = _constrain_axes(h, [axes[0] + axes[1]] + axes[2:])
-  return _constrain_axes(unfold_time(h, t), axes)
+  return _constrain_axes(unfold_time(h, padded_frames(t)), axes)[:, :t]
 
 
 def fold_pixels(x: jax.Array) -> jax.Array:
@@ -241,7 +259,7 @@ class ResBlock(nn.Module):
     h = nn.swish(group_norm('norm_0', h.shape[-1], self.dtype)(h))
     h = conv2d(self.features, 'conv_0', self.dtype)(h)
     scale_shift = dense(2 * self.features, 'emb_proj', self.dtype)(nn.swish(emb))
-    scale_shift = jnp.repeat(scale_shift, t, axis=0)[:, None, None, :]
+    scale_shift = jnp.repeat(scale_shift, h.shape[0] // emb.shape[0], axis=0)[:, None, None, :]
     scale, shift = jnp.split(scale_shift, 2, axis=-1)
     h = group_norm('norm_1', self.features, self.dtype)(h) * (1 + scale) + shift
     h = conv2d(self.features, 'conv_1', self.dtype, zero=True)(nn.swish(h))
@@ -262,26 +280,29 @@ class SpatialAttention(nn.Module):
     # x: [b, t, h, w, c], text: [b, L, d], text_mask: [b, L] bool
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
-    h = fold_frames(x).reshape(b * t, hh * ww, c)
+    h = fold_frames(x)
+    n = h.shape[0]  # b x frames (padded on a mesh, see fold_frames)
+    h = h.reshape(n, hh * ww, c)
     if self.self_attn:
       y = group_norm('self_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
       qkv = dense(3 * c, 'self_qkv', self.dtype, use_bias=False)(y)
-      q, k, v = jnp.split(qkv.reshape(b * t, hh * ww, 3 * heads, hd), 3, axis=2)
-      y = attention(q, k, v).reshape(b * t, hh * ww, c)
+      q, k, v = jnp.split(qkv.reshape(n, hh * ww, 3 * heads, hd), 3, axis=2)
+      y = attention(q, k, v).reshape(n, hh * ww, c)
       h = h + dense(c, 'self_out', self.dtype, zero=True, names=DENSE_OUT)(y)
     if self.cross_attn:
-      # Text LayerNorm as in Imagen; the text is shared by all frames of a clip.
+      # Text LayerNorm as in Imagen; the text is shared by all frames of a clip (its
+      # keys and values are computed once per clip, then repeated per frame).
       ctx = layer_norm('text_norm', self.dtype)(text)
-      ctx = jnp.repeat(ctx, t, axis=0)
-      cmask = jnp.repeat(text_mask, t, axis=0)
+      cmask = jnp.repeat(text_mask, n // b, axis=0)
       y = group_norm('cross_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
       q = dense(c, 'cross_q', self.dtype, use_bias=False)(y)
       kv = dense(2 * c, 'cross_kv', self.dtype, use_bias=False)(ctx)
-      k, v = jnp.split(kv.reshape(b * t, -1, 2 * heads, hd), 2, axis=2)
-      y = attention(q.reshape(b * t, hh * ww, heads, hd), k, v, cmask)
+      kv = jnp.repeat(kv, n // b, axis=0)
+      k, v = jnp.split(kv.reshape(n, -1, 2 * heads, hd), 2, axis=2)
+      y = attention(q.reshape(n, hh * ww, heads, hd), k, v, cmask)
       h = h + dense(c, 'cross_out', self.dtype, zero=True, names=DENSE_OUT)(
-          y.reshape(b * t, hh * ww, c))
-    return unfold_frames(h.reshape(b * t, hh, ww, c), t)
+          y.reshape(n, hh * ww, c))
+    return unfold_frames(h.reshape(n, hh, ww, c), t)
 
 
 def temporal_kernel(taps):

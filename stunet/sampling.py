@@ -13,9 +13,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from stunet import diffusion as D
+from stunet import layers as L
 from stunet import multidiffusion
+from stunet import sharding
 from stunet import ssr
 
 SAMPLERS = ('ddim', 'ddpm')
@@ -62,7 +66,8 @@ def ddpm_step(rng, z, x_hat, t, s):
 
 def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float,
                  t_start: float = 1.0,
-                 windows: Optional[multidiffusion.Windows] = None) -> Callable:
+                 windows: Optional[multidiffusion.Windows] = None,
+                 mesh: Optional[jax.sharding.Mesh] = None, rules=()) -> Callable:
   """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
   z_init=None, lowres=None, lowres_aug=0., cond_video=None, cond_mask=None)``.
 
@@ -77,6 +82,12 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
   instead of the whole clip at once; any sampler works, since what is fused is the
   denoiser's prediction and the step is then taken on the whole clip. Returns
   videos in [-1, 1], float32.
+
+  mesh, rules: run on this device mesh under these logical axis rules (config.mesh's):
+  the network's activations are split as in training (stunet.layers: the batch, and
+  the MultiDiffusion windows stacked along it, over data x fsdp; each clip over the
+  context axis), the parameters stay in the shardings they come in (those of training,
+  ``train_lib.load_params``), and the videos come out split over data x fsdp.
   """
   if sampler not in SAMPLERS:
     raise ValueError(f'unknown sampler {sampler!r}; choose one of {SAMPLERS}.')
@@ -107,7 +118,7 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
     text = model.apply(params, tokens, mask, method='encode_text')
     null_text = model.apply(params, null_tokens, null_mask, method='encode_text')
     noise_rng, step_rng = jax.random.split(rng)
-    z = jax.random.normal(noise_rng, shape, jnp.float32)
+    z = L.constrain(jax.random.normal(noise_rng, shape, jnp.float32), L.ACTIVATION)
     if z_init is not None:
       z = D.q_sample(z_init, jnp.full((b,), t_start), z)
     # Inputs cut with the clip into MultiDiffusion windows, and per-example ones.
@@ -140,7 +151,17 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
     # The last prediction, at the lowest noise level, is the sample.
     return jnp.clip(x_hat, -1., 1.)
 
-  return jax.jit(sample)
+  if mesh is None:
+    return jax.jit(sample)
+
+  def sample_on_mesh(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+      return sample(*args, **kwargs)
+
+  data = tuple(a for a in sharding.BATCH_AXES if mesh.shape.get(a, 1) > 1)
+  split = int(np.prod([mesh.shape[a] for a in data]))
+  out = NamedSharding(mesh, P(data if data and b % split == 0 else None))
+  return jax.jit(sample_on_mesh, out_shardings=out)
 
 
 class Generator:
@@ -154,9 +175,12 @@ class Generator:
 
   def __init__(self, model, params, tokenizer, video_shape, *, num_steps: int,
                sampler: str, threshold: float, window: int, overlap: int, weighting: str,
-               window_batch: int, lowres_aug: float):
-    """The sampler settings are config.sample's (``from_config``, ``from_workdir``)."""
+               window_batch: int, lowres_aug: float,
+               mesh: Optional[jax.sharding.Mesh] = None, rules=()):
+    """The sampler settings are config.sample's (``from_config``, ``from_workdir``);
+    mesh and rules: where and how to run (``make_sampler``; None: plain jit)."""
     self.model, self.params, self.tokenizer = model, params, tokenizer
+    self.mesh, self.rules = mesh, rules
     self.video_shape = tuple(video_shape)  # (t, h, w, c); t: the trained clip length
     self.kw = dict(num_steps=num_steps, sampler=sampler, threshold=threshold)
     self.window = window or self.video_shape[0]
@@ -172,14 +196,23 @@ class Generator:
                    num_steps: Optional[int] = None, sampler: Optional[str] = None,
                    window: Optional[int] = None, overlap: Optional[int] = None,
                    threshold: Optional[float] = None,
-                   defaults: Optional[ml_collections.ConfigDict] = None):
+                   defaults: Optional[ml_collections.ConfigDict] = None,
+                   mesh_shape: Optional[tuple] = None):
     """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
     settings come from the run's config, merged over ``defaults`` (entry points pass
-    ``configs.common.base_config()``). Returns (generator, config)."""
+    ``configs.common.base_config()``). It runs on the mesh of the run's config.mesh
+    (``mesh_shape`` overrides its shape), the parameters restored into their training
+    shardings. Returns (generator, config)."""
+    from stunet import checkpoints  # pylint: disable=g-import-not-at-top
     from stunet import train_lib  # pylint: disable=g-import-not-at-top
     from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
     from stunet.models import build_model  # pylint: disable=g-import-not-at-top
-    config, params = train_lib.load_params(workdir, step=step, defaults=defaults)
+    mesh_config = checkpoints.load_config(workdir, defaults).mesh
+    if mesh_shape:
+      mesh_config.shape = tuple(mesh_shape)
+    mesh = sharding.make_mesh(mesh_config)
+    config, params = train_lib.load_params(workdir, mesh=mesh, step=step, defaults=defaults)
+    config.mesh = mesh_config
     if 'text_encoder' not in params:  # trained on precomputed embeddings
       if not config.model.text.pretrained:
         raise ValueError(f'{workdir} was trained on precomputed text embeddings but its '
@@ -188,16 +221,18 @@ class Generator:
     gen = cls.from_config(build_model(config.model), {'params': params},
                           Tokenizer.from_config(config.data), config, num_steps=num_steps,
                           sampler=sampler, window=window, overlap=overlap,
-                          threshold=threshold)
+                          threshold=threshold, mesh=mesh)
     return gen, config
 
   @classmethod
   def from_config(cls, model, params, tokenizer, config, *,
                   num_steps: Optional[int] = None, sampler: Optional[str] = None,
                   window: Optional[int] = None, overlap: Optional[int] = None,
-                  threshold: Optional[float] = None):
+                  threshold: Optional[float] = None,
+                  mesh: Optional[jax.sharding.Mesh] = None):
     """A Generator of ``model`` with the clip shape of config.data and the sampler
-    settings of config.sample (the arguments that are not None override them)."""
+    settings of config.sample (the arguments that are not None override them); on
+    ``mesh`` (if given) under config.mesh's logical axis rules."""
     d, sc = config.data, config.sample
     frames = d.num_frames if config.model.temporal else 1
     return cls(model, params, tokenizer, (frames, d.size, d.size, 3),
@@ -207,13 +242,20 @@ class Generator:
                window=sc.window if window is None else window,
                overlap=sc.overlap if overlap is None else overlap,
                weighting=sc.weighting, window_batch=sc.window_batch,
-               lowres_aug=sc.lowres_aug)
+               lowres_aug=sc.lowres_aug, mesh=mesh,
+               rules=sharding.rules(config.mesh) if mesh is not None else ())
 
-  def windows(self, num_frames: int) -> Optional[multidiffusion.Windows]:
-    """None (one pass over the clip) when it fits one window, else the windows."""
+  def windows(self, num_frames: int, b: int = 1) -> Optional[multidiffusion.Windows]:
+    """None (one pass over the clip) when it fits one window, else the windows. On a
+    mesh, enough windows per call that the b x windows examples of a call fill the
+    data-parallel devices (data x fsdp): the windows then run in parallel."""
     if num_frames <= self.window:
       return None
-    return multidiffusion.Windows(num_frames, self.window, **self.window_kw)
+    kw = dict(self.window_kw)
+    if self.mesh is not None:
+      split = int(np.prod([self.mesh.shape.get(a, 1) for a in sharding.BATCH_AXES]))
+      kw['batch'] = max(kw['batch'], split // np.gcd(b, split))
+    return multidiffusion.Windows(num_frames, self.window, **kw)
 
   def __call__(self, prompts, *, guidance: float, seed: int = 0,
                num_frames: Optional[int] = None, lowres=None, init=None,
@@ -257,7 +299,7 @@ class Generator:
     if self.conditional and cond is None:  # nothing known: text-to-video
       full = (b, num_frames) + self.video_shape[1:]
       cond = (jnp.zeros(full, jnp.float32), jnp.zeros(full[:-1] + (1,), jnp.float32))
-    windows = self.windows(num_frames)
+    windows = self.windows(num_frames, b)
     factor = self.model.unet.temporal_factor
     if (windows.length if windows else num_frames) % factor:
       raise ValueError(f'this model halves time {factor.bit_length() - 1} times, so it '
@@ -279,7 +321,8 @@ class Generator:
     t0 = time.time()
     key = (b, num_frames, init is not None, t_start, kw['num_steps'])
     if key not in self._compiled:
-      fn = make_sampler(self.model, shape, windows=windows, **kw)
+      fn = make_sampler(self.model, shape, windows=windows, mesh=self.mesh, rules=self.rules,
+                        **kw)
       self._compiled[key] = fn.lower(*args).compile()
     t1 = time.time()
     videos = np.asarray(jax.block_until_ready(self._compiled[key](*args)))

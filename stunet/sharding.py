@@ -68,8 +68,8 @@ def check_batch(config, num_devices: int) -> None:
           f'config.train.batch_size={t.batch_size} gives {n} {what}, which the {split} '
           f'data-parallel devices (data x fsdp of config.mesh.shape={tuple(shape.values())}'
           f' on {num_devices} devices) cannot split evenly. Use a batch_size (and '
-          f'grad_accum) giving a multiple of {split}, or put devices on the tensor axis '
-          f'(e.g. config.mesh.shape=(1, 1, {num_devices})).')
+          f'grad_accum) giving a multiple of {split}, or split each clip over devices '
+          f'on the context axis (e.g. config.mesh.shape=(1, 1, 1, {num_devices})).')
 
 
 def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:

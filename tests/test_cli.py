@@ -137,6 +137,8 @@ def sample_main():
     ({'num_steps': 0}, '--num_steps=0: must be at least 1'),
     ({'frames': 0}, '--frames=0: must be at least 1'),
     ({'guidance': -1.}, '--guidance=-1.0: must be >= 0'),
+    ({'mesh': ['2', '1', '1', '4']}, r'--mesh=2,1,1,4: .*needs 8 devices, but 1 are'),
+    ({'mesh': ['1', 'x']}, r'--mesh=1,x: .*Give up to 4 whole numbers'),
     ({'output': ['v.avi']}, "unknown video extension '.avi'"),
     ({'output': ['a_file/v.mp4']}, 'cannot write in'),
     ({'output': ['/proc/stunet_nope/v.mp4']}, 'cannot write in'),  # os.access lies to root

@@ -76,13 +76,23 @@ def test_a_batch_the_data_parallel_devices_cannot_split_is_refused_up_front():
   c.train.batch_size = 4
   sharding.check_batch(c, 4)  # 4 clips over data=4
   with pytest.raises(ValueError, match=r'batch_size=4 gives 4 clips per step, which the 8 '
-                     r'data-parallel devices .*mesh\.shape=\(1, 1, 8\)'):
+                     r'data-parallel devices .*mesh\.shape=\(1, 1, 1, 8\)'):
     sharding.check_batch(c, 8)
+  c.mesh.shape = (2, 1, 1, 4)  # 2 data shards, each clip over 4 context devices
+  sharding.check_batch(c, 8)
+  c.train.batch_size = 1
+  c.mesh.shape = (1, 1, 1, 8)  # one clip over 8 devices: fewer clips than devices
+  sharding.check_batch(c, 8)
+  c.train.batch_size = 4
+  c.mesh.shape = (-1, 1, 1, 1)
   c.train.grad_accum = 2  # 2 clips per micro-batch over 4 devices
   with pytest.raises(ValueError, match='2 examples per micro-batch'):
     sharding.check_batch(c, 4)
-  c.mesh.shape = (2, 1, -1)  # data=2, tensor=2: 2 per micro-batch divide
+  c.mesh.shape = (2, 1, -1)  # data=2, tensor=2: 2 per micro-batch divide (context: 1)
   sharding.check_batch(c, 4)
+  assert sharding.mesh_shape((2, 1, -1), 4, 4) == (2, 1, 2, 1)
+  with pytest.raises(ValueError, match='more entries than the 4 axes'):
+    sharding.mesh_shape((1, 1, 1, 1, 1), 1, 4)
   t2i = small_config('t2i')  # 2 frames per clip: a batch of 2 frames is 1 clip
   with pytest.raises(ValueError, match='gives 1 clips per step'):
     sharding.check_batch(t2i, 2)
