@@ -223,9 +223,11 @@ def measure(mesh_str: str, remat: str) -> dict:
   row['collective_bytes_dev'] = sum(b for _, b in row['collectives'].values())
   # All-gathers of anything but a parameter (by shape): activations gathered whole.
   param_shapes = {tuple(v.shape) for v in jax.tree.leaves(state.params)}
-  row['activation_gather_bytes_dev'] = sum(
-      nbytes for kind, shapes, nbytes in sharding.hlo_collectives(hlo)
-      if kind == 'all-gather' and any(s not in param_shapes for _, s in shapes))
+  gathers = [(nbytes, str(shapes), op) for kind, shapes, nbytes, op in
+             sharding.hlo_collectives(hlo, with_ops=True)
+             if kind == 'all-gather' and any(s not in param_shapes for _, s in shapes)]
+  row['activation_gather_bytes_dev'] = sum(g[0] for g in gathers)
+  row['activation_gathers_top'] = sorted(gathers, reverse=True)[:8]
   return row
 
 

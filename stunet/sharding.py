@@ -190,10 +190,14 @@ _ARRAY = re.compile(r'\b(pred|[suf]\d+|bf16)\[([\d,]*)\]')
 _OP = re.compile(r'= (.+?) (' + '|'.join(COLLECTIVES) + r')(?:-start)?\(')
 
 
-def hlo_collectives(hlo_text: str) -> list:
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def hlo_collectives(hlo_text: str, with_ops: bool = False) -> list:
   """The collectives of a compiled (per-device) HLO module: (kind, result shapes, bytes)
-  per op; the bytes are those of its result on one device (for an all-gather, what the
-  device receives and keeps; for an all-to-all or a permute, what it exchanges)."""
+  per op, and with ``with_ops`` the jax op it came from; the bytes are those of its
+  result on one device (for an all-gather, what the device receives and keeps; for an
+  all-to-all or a permute, what it exchanges)."""
   out = []
   for line in hlo_text.splitlines():
     m = _OP.search(line)
@@ -202,7 +206,11 @@ def hlo_collectives(hlo_text: str) -> list:
     shapes = [(t, tuple(int(d) for d in dims.split(',') if d))
               for t, dims in _ARRAY.findall(m.group(1))]
     nbytes = sum(_ITEMSIZE.get(t, 4) * int(np.prod(s)) for t, s in shapes)
-    out.append((m.group(2), shapes, nbytes))
+    if with_ops:
+      op = _OP_NAME.search(line)
+      out.append((m.group(2), shapes, nbytes, op.group(1) if op else ''))
+    else:
+      out.append((m.group(2), shapes, nbytes))
   return out
 
 

@@ -60,36 +60,56 @@ def _light_config():
   return cfg
 
 
-def _sharded_config(mesh_shape=(2, 4, 1), light=False):
+def _sharded_config(mesh_shape, light=False):
   cfg = _light_config() if light else small_config('scratch')
-  cfg.train.batch_size = 8
+  cfg.train.batch_size = 4
   cfg.mesh.shape, cfg.mesh.fsdp_min_size = mesh_shape, 64
   return cfg
 
 
-def sharded_step_equals_single_device():
+def sharded_steps_equal_one_device():
+  """Four clips on 8 devices, two meshes: data 2 x fsdp 2 x context 2 (each clip over 2
+  devices, parameters over fsdp x context) and context 8 (every clip over all 8; the
+  coarse level's 4 frames are padded to 8, see layers.padded_frames). Two steps equal
+  the one-device steps (loss, gradient norm, every parameter), the compiled steps
+  switch layouts through all-to-alls and gather parameters only, never an activation."""
   assert jax.device_count() == 8
   cfg1 = _sharded_config((1, 1, 1))
   s1, m1, f1 = _setup(cfg1, jax.devices()[:1])
-  cfg8 = _sharded_config()
-  s8, m8, f8 = _setup(cfg8)
-  st1 = s1.init(jax.random.key(0))
-  st8 = jax.device_put(jax.device_get(st1), s8.shardings)
+  init = jax.device_get(s1.init(jax.random.key(0)))
   batch = real_batch(cfg1)
+  st1 = jax.device_put(init, s1.shardings)
   for _ in range(2):  # the first step has learning rate 0 (warmup)
     st1, mt1 = f1(st1, sharding.global_batch(batch, m1), jax.random.key(1))
-    st8, mt8 = f8(st8, sharding.global_batch(batch, m8), jax.random.key(1))
-  np.testing.assert_allclose(float(mt8['loss']), float(mt1['loss']), rtol=1e-5)
-  np.testing.assert_allclose(float(mt8['grad_norm']), float(mt1['grad_norm']), rtol=1e-4)
-  p1, p8 = _flat(st1.params), _flat(st8.params)
-  for k in p1:
-    np.testing.assert_allclose(p8[k], p1[k], rtol=1e-4, atol=1e-6, err_msg=k)
-  # Parameters, their EMA and Adam moments really are split along fsdp.
-  kernel = 'unet/down_0_0_res/conv_0/kernel'
+  p1 = _flat(st1.params)
+  param_shapes = {tuple(x.shape) for x in jax.tree.leaves(init.params)}
+  for mesh_shape in ((2, 2, 1, 2), (1, 1, 1, 8)):
+    cfg8 = _sharded_config(mesh_shape)
+    s8, m8, f8 = _setup(cfg8)
+    st8 = jax.device_put(init, s8.shardings)
+    step = f8.lower(st8, sharding.global_batch(batch, m8), jax.random.key(1)).compile()
+    ops = sharding.hlo_collectives(step.as_text())
+    assert any(kind == 'all-to-all' for kind, _, _ in ops), mesh_shape
+    # Gathered video activations: not a parameter's shape, and at least a quarter of
+    # one clip's smallest activation (4 frames x 8x8 x 16 channels).
+    gathered = [sh for kind, shapes, _ in ops if kind == 'all-gather' for _, sh in shapes
+                if sh not in param_shapes and np.prod(sh) >= 1024]
+    assert not gathered, (mesh_shape, gathered)
+    for _ in range(2):
+      st8, mt8 = step(st8, sharding.global_batch(batch, m8), jax.random.key(1))
+    np.testing.assert_allclose(float(mt8['loss']), float(mt1['loss']), rtol=1e-5)
+    np.testing.assert_allclose(float(mt8['grad_norm']), float(mt1['grad_norm']), rtol=1e-5)
+    p8 = _flat(st8.params)
+    for k in p1:
+      np.testing.assert_allclose(p8[k], p1[k], rtol=1e-5, atol=1e-6, err_msg=f'{mesh_shape} {k}')
+  # (2, 2, 1, 2): parameters, their EMA and Adam moments are split along fsdp x context.
+  cfg8 = _sharded_config((2, 2, 1, 2))
+  s8, m8, _ = _setup(cfg8)
+  st8 = jax.device_put(init, s8.shardings)
   for tree in (st8.params, st8.ema_params, st8.opt_state):
     leaves = [x for x in jax.tree.leaves(tree) if x.shape == (3, 3, 8, 8)]
-    assert leaves and all('fsdp' in str(x.sharding.spec) for x in leaves)
-  x = train_lib._flat(st8.params)[kernel]  # pylint: disable=protected-access
+    assert leaves and all("('fsdp', 'context')" in str(x.sharding.spec) for x in leaves)
+  x = train_lib._flat(st8.params)['unet/down_0_0_res/conv_0/kernel']  # pylint: disable=protected-access
   assert x.addressable_shards[0].data.shape == (3, 3, 2, 8)
   assert sharding.check_replication(s8.abstract_state.params, m8, cfg8.mesh) < 0.1
   # Too much replication is refused, with the fix in the message.
@@ -118,54 +138,10 @@ def checkpoint_restores_on_another_mesh():
   assert np.isfinite(float(metrics['loss']))
 
 
-def context_parallel_step_equals_one_device():
-  """Two clips, each split over 4 devices (mesh data 2 x context 4) and over 8 (context
-  8): two steps equal the one-device steps. With 4, every level has frames for every
-  device (8 and 4 frames): no activation is all-gathered, only parameters (FSDP over
-  fsdp x context), and the layouts switch through all-to-alls. With 8, the coarse level
-  (4 frames) splits rows instead, and XLA gathers that level's activations (2 clips x 4
-  frames) for its convolutions and attention; the 8-frame levels gather nothing."""
-  cfg1 = small_config('scratch')
-  cfg1.train.batch_size = 2
-  s1, m1, f1 = _setup(cfg1, jax.devices()[:1])
-  init = jax.device_get(s1.init(jax.random.key(0)))
-  batch = real_batch(cfg1)
-  st1 = jax.device_put(init, s1.shardings)
-  for _ in range(2):  # the first step has learning rate 0 (warmup)
-    st1, mt1 = f1(st1, sharding.global_batch(batch, m1), jax.random.key(1))
-  p1 = _flat(st1.params)
-  param_shapes = {tuple(x.shape) for x in jax.tree.leaves(init.params)}
-  for mesh_shape in ((2, 1, 1, 4), (1, 1, 1, 8)):
-    cfg = small_config('scratch')
-    cfg.train.batch_size = 2
-    cfg.mesh.shape, cfg.mesh.fsdp_min_size = mesh_shape, 64
-    s, m, f = _setup(cfg)
-    st = jax.device_put(init, s.shardings)
-    args = (st, sharding.global_batch(batch, m), jax.random.key(1))
-    step = f.lower(*args).compile()
-    ops = sharding.hlo_collectives(step.as_text())
-    assert any(kind == 'all-to-all' for kind, _, _ in ops), mesh_shape
-    # Gathered video activations: not a parameter's shape, and at least a quarter of
-    # one clip's smallest activation (4 frames x 8x8 x 16 channels); what is left are
-    # the text's embeddings and masks ([b, 8, 16] at most).
-    gathered = [sh for kind, shapes, _ in ops if kind == 'all-gather' for _, sh in shapes
-                if sh not in param_shapes and np.prod(sh) >= 1024]
-    assert not gathered, gathered
-    for _ in range(2):
-      st, mt = step(st, sharding.global_batch(batch, m), jax.random.key(1))
-    np.testing.assert_allclose(float(mt['loss']), float(mt1['loss']), rtol=1e-5)
-    np.testing.assert_allclose(float(mt['grad_norm']), float(mt1['grad_norm']), rtol=1e-5)
-    p = _flat(st.params)
-    for k in p1:
-      np.testing.assert_allclose(p[k], p1[k], rtol=1e-5, atol=1e-6, err_msg=f'{mesh_shape} {k}')
-    # The parameters are split over fsdp x context (ZeRO-3 over the context devices).
-    assert 'context' in str(st.params['unet']['down_0_0_res']['conv_0']['kernel'].sharding.spec)
-
-
 def sampler_on_the_mesh_equals_one_device():
   """make_sampler on mesh data 2 x context 4 == on one device (same seed): two prompts
-  of one 8-frame window, and one prompt over 16 frames in MultiDiffusion windows, two
-  per call (the Generator's choice for data 2), so the windows run in parallel."""
+  over 16 frames in MultiDiffusion windows of 8, two windows per call, so the four
+  clip-windows of a call are split over the data devices (each over 4 context ones)."""
   from conftest import FixedTokens  # pylint: disable=g-import-not-at-top
   from stunet import multidiffusion  # pylint: disable=g-import-not-at-top
   from stunet import sampling  # pylint: disable=g-import-not-at-top
@@ -177,25 +153,24 @@ def sampler_on_the_mesh_equals_one_device():
   rng = np.random.default_rng(0)  # perturbed, so the zero-initialised layers act
   params = jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape).astype(p.dtype),
                         jax.device_get(s1.init(jax.random.key(0)).params))
-  for b, frames, windows in ((2, 8, None), (1, 16, multidiffusion.Windows(16, 8, 2, batch=2))):
-    tokens, mask = FixedTokens().encode(['a red square', 'a blue circle grows'][:b])
-    null, null_mask = FixedTokens().null(b)
-    args = (tokens, mask, null, null_mask, jax.random.key(3), np.float32(2.))
-    kw = dict(num_steps=2, sampler='ddpm', threshold=0., windows=windows)
-    shape = (b, frames, 16, 16, 3)
-    one = sampling.make_sampler(s1.model, shape, **kw)({'params': params}, *args)
-    fn = sampling.make_sampler(s.model, shape, mesh=mesh, rules=sharding.rules(cfg.mesh), **kw)
-    sharded = jax.device_put(params, s.shardings.params)
-    compiled = fn.lower({'params': sharded}, *args).compile()
-    assert any(k == 'all-to-all' for k, _, _ in sharding.hlo_collectives(compiled.as_text()))
-    out = compiled({'params': sharded}, *args)
-    assert len(out.sharding.device_set) == 8
-    np.testing.assert_allclose(np.asarray(out), np.asarray(one), atol=2e-5, err_msg=str(shape))
+  tokens, mask = FixedTokens().encode(['a red square', 'a blue circle grows'])
+  null, null_mask = FixedTokens().null(2)
+  args = (tokens, mask, null, null_mask, jax.random.key(3), np.float32(2.))
+  kw = dict(num_steps=2, sampler='ddpm', threshold=0.,
+            windows=multidiffusion.Windows(16, 8, 2, batch=2))
+  shape = (2, 16, 16, 16, 3)
+  one = sampling.make_sampler(s1.model, shape, **kw)({'params': params}, *args)
+  fn = sampling.make_sampler(s.model, shape, mesh=mesh, rules=sharding.rules(cfg.mesh), **kw)
+  sharded = jax.device_put(params, s.shardings.params)
+  compiled = fn.lower({'params': sharded}, *args).compile()
+  assert any(k == 'all-to-all' for k, _, _ in sharding.hlo_collectives(compiled.as_text()))
+  out = compiled({'params': sharded}, *args)
+  assert len(out.sharding.device_set) == 8
+  np.testing.assert_allclose(np.asarray(out), np.asarray(one), atol=2e-5)
 
 
-def test_on_8_devices_sharded_step_equals_one_device_and_checkpoints_change_mesh():
-  run_with_devices(['sharded_step_equals_single_device', 'checkpoint_restores_on_another_mesh',
-                    'context_parallel_step_equals_one_device',
+def test_on_8_devices_steps_and_sampling_equal_one_device_and_checkpoints_change_mesh():
+  run_with_devices(['sharded_steps_equal_one_device', 'checkpoint_restores_on_another_mesh',
                     'sampler_on_the_mesh_equals_one_device'])
 
 
