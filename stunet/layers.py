@@ -120,67 +120,92 @@ def _clip_axes(shape, kind: str):
   return _dividing(mesh, shape, _mesh_axes(tuple(names)))
 
 
-# The four functions below take a video in and out of the layouts of spatial layers
-# ([b*t, h, w, c]: frames independent) and temporal ones ([b*h*w, t, c]: pixels
-# independent), stating the split at both ends (the batch over the data-parallel axes,
-# one clip over the context axis; the folded axis keeps both splits). Stated at both
-# ends, each layer runs where its data are and the switch is an all-to-all; left to
-# the partitioner, it computed convolutions in the other layout (halos both ways) and
-# their weight gradients all-gathered whole activations.
-def fold_frames(x: jax.Array) -> jax.Array:
-  """[b, t, h, w, c] -> [b*t', h, w, c] for a spatial layer; t' = padded_frames(t)
-  (t outside a mesh)."""
-  if _mesh() is None:
-    return fold_time(x)
-  t = x.shape[1]
-  if padded_frames(t) != t:
-    x = jnp.pad(x, ((0, 0), (0, padded_frames(t) - t)) + ((0, 0),) * 3)
-  axes = _clip_axes(x.shape, 'space')
-  h = fold_time(_constrain_axes(x, axes))
-  return _constrain_axes(h, [axes[0] + axes[1]] + axes[2:])
+def _merge(x: jax.Array, k: int, splits) -> jax.Array:
+  """Merges x's first k dims [n_0, ..., n_k-1, *rest] into one, device-major: ordered
+  (s_0, ..., s_k-1, n_0/s_0, ..., n_k-1/s_k-1) for the splits s_i of the dims, so that
+  each device's shard is a contiguous block of the merged dim (plain row-major order
+  when at most one dim has more than one element per device)."""
+  dims, rest = x.shape[:k], x.shape[k:]
+  y = x.reshape([d for n, s in zip(dims, splits) for d in (s, n // s)] + list(rest))
+  perm = [2 * i for i in range(k)] + [2 * i + 1 for i in range(k)]
+  return y.transpose(perm + list(range(2 * k, y.ndim))).reshape((-1,) + rest)
 
 
-def unfold_frames(h: jax.Array, t: int) -> jax.Array:
-  """Inverse of fold_frames: a spatial layer's output [b*t', h, w, c] -> [b, t, h, w, c]
-  (the padding frames dropped)."""
-  if _mesh() is None:
-    return unfold_time(h, t)
-  x = unfold_time(h, padded_frames(t))
-  axes = _clip_axes(x.shape, 'space')
-  h = _constrain_axes(h, [axes[0] + axes[1]] + axes[2:])
-  return _constrain_axes(unfold_time(h, padded_frames(t)), axes)[:, :t]
+def _unmerge(h: jax.Array, dims, splits) -> jax.Array:
+  """Inverse of _merge: [prod(dims), *rest] -> [*dims, *rest]."""
+  k, rest = len(dims), h.shape[1:]
+  y = h.reshape(list(splits) + [n // s for n, s in zip(dims, splits)] + list(rest))
+  perm = [j for i in range(k) for j in (i, k + i)]
+  return y.transpose(perm + list(range(2 * k, y.ndim))).reshape(tuple(dims) + rest)
 
 
-def fold_pixels(x: jax.Array) -> jax.Array:
-  """[b, t, h, w, c] -> [b*h*w, t, c] for a temporal layer."""
-  b, t, hh, ww, c = x.shape
-  axes = _clip_axes(x.shape, 'time')
-  if axes is not None:
-    x = _constrain_axes(x, axes)
-  h = jnp.moveaxis(x, 1, 3).reshape(b * hh * ww, t, c)
-  if axes is None:
-    return h
-  return _constrain_axes(h, [axes[0] + axes[2] + axes[3], axes[1], axes[4]])
+class Fold:
+  """A video [b, t, h, w, c] in and out of the layout of a spatial layer (kind='space':
+  [b*t', h, w, c], frames independent; t' = padded_frames(t)) or of a temporal one
+  ('time': [b*h*w, t, c], pixels independent), on the current mesh.
 
+  The split is stated at both ends (the batch over the data-parallel axes, one clip over
+  the context axis along the dimension _SPLIT_ORDER picks), and the folded axis is
+  ordered device-major (_merge), so folding moves no data: each layer runs where its
+  data are and the switch between the two layouts is an all-to-all. Left to the
+  partitioner, it computed convolutions in the other layout (halos both ways) and their
+  weight gradients all-gathered whole activations; with plain row-major folding,
+  several clips per device group cost a collective-permute of every activation.
+  Outside a mesh this is plain reshaping.
+  """
 
-def unfold_pixels(h: jax.Array, shape) -> jax.Array:
-  """Inverse of fold_pixels: [b*h*w, t, c] -> [b, t, h, w, c] (shape: b, t, h, w)."""
-  b, t, hh, ww = shape
-  axes = _clip_axes((b, t, hh, ww, h.shape[-1]), 'time')
-  if axes is not None:
-    h = _constrain_axes(h, [axes[0] + axes[2] + axes[3], axes[1], axes[4]])
-  x = jnp.moveaxis(h.reshape(b, hh, ww, t, h.shape[-1]), 3, 1)
-  return x if axes is None else _constrain_axes(x, axes)
+  def __init__(self, shape, kind: str):
+    b, t, hh, ww, c = shape
+    self.kind, self.shape = kind, tuple(shape)
+    self.on_mesh = _mesh() is not None
+    self.frames = padded_frames(t) if kind == 'space' and self.on_mesh else t
+    self.axes = _clip_axes((b, self.frames, hh, ww, c), kind) if self.on_mesh else None
+    mesh = _mesh()
+    sizes = [_size(mesh, a) for a in self.axes] if self.axes else [1] * 5
+    # The dims merged into the folded axis, and their splits.
+    self.merged = (b, self.frames) if kind == 'space' else (b, hh, ww)
+    self.splits = tuple(sizes[:2]) if kind == 'space' else (sizes[0], sizes[2], sizes[3])
 
+  def _folded_axes(self, a):
+    """The folded array's axes, from those of the video a (5 entries)."""
+    if self.kind == 'space':
+      return [a[0] + a[1]] + list(a[2:])
+    return [a[0] + a[2] + a[3], a[1], a[4]]
 
-def fold_time(x: jax.Array) -> jax.Array:
-  """[b, t, h, w, c] -> [b*t, h, w, c]: spatial layers see frames independently."""
-  b, t = x.shape[:2]
-  return x.reshape((b * t,) + x.shape[2:])
+  def fold(self, x: jax.Array) -> jax.Array:
+    t = x.shape[1]
+    if self.frames != t:
+      x = jnp.pad(x, ((0, 0), (0, self.frames - t)) + ((0, 0),) * 3)
+    if self.axes is not None:
+      x = _constrain_axes(x, self.axes)
+    if self.kind == 'time':
+      x = jnp.moveaxis(x, 1, 3)
+    h = _merge(x, len(self.merged), self.splits)
+    return h if self.axes is None else _constrain_axes(h, self._folded_axes(self.axes))
 
+  def unfold(self, h: jax.Array) -> jax.Array:
+    """A layer's output (any channels; for 'space' maybe resized) -> [b, t, h', w', c']."""
+    axes = None
+    if self.axes is not None:  # the batch and frame splits stay; the rest as for its size
+      if self.kind == 'space':
+        axes = self.axes[:2] + _dividing(_mesh(), h.shape[1:3] + h.shape[-1:],
+                                         self.axes[2:])
+      else:
+        axes = self.axes[:4] + [()]
+      h = _constrain_axes(h, self._folded_axes(axes))
+    x = _unmerge(h, self.merged, self.splits)
+    if self.kind == 'time':
+      x = jnp.moveaxis(x, 3, 1)
+    if axes is not None:
+      x = _constrain_axes(x, axes)
+    return x[:, :self.shape[1]]
 
-def unfold_time(x: jax.Array, t: int) -> jax.Array:
-  return x.reshape((-1, t) + x.shape[1:])
+  def per_clip(self, v: jax.Array) -> jax.Array:
+    """v [b, ...] (one value per clip) -> [b*t', ...] or [b*h*w, ...], each row the value
+    of its clip, in the folded order."""
+    v = jnp.broadcast_to(v.reshape((v.shape[0],) + (1,) * (len(self.merged) - 1) + v.shape[1:]),
+                         self.merged + v.shape[1:])
+    return _merge(v, len(self.merged), self.splits)
 
 
 def _groups(channels: int) -> int:
@@ -253,19 +278,19 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, emb):  # x: [b, t, h, w, c], emb: [b, d]
-    t = x.shape[1]
-    h = fold_frames(x)
+    f = Fold(x.shape, 'space')
+    h = f.fold(x)
     skip = h
     h = nn.swish(group_norm('norm_0', h.shape[-1], self.dtype)(h))
     h = conv2d(self.features, 'conv_0', self.dtype)(h)
     scale_shift = dense(2 * self.features, 'emb_proj', self.dtype)(nn.swish(emb))
-    scale_shift = jnp.repeat(scale_shift, h.shape[0] // emb.shape[0], axis=0)[:, None, None, :]
+    scale_shift = f.per_clip(scale_shift)[:, None, None, :]
     scale, shift = jnp.split(scale_shift, 2, axis=-1)
     h = group_norm('norm_1', self.features, self.dtype)(h) * (1 + scale) + shift
     h = conv2d(self.features, 'conv_1', self.dtype, zero=True)(nn.swish(h))
     if skip.shape[-1] != self.features:
       skip = conv2d(self.features, 'skip', self.dtype, kernel=1)(skip)
-    return unfold_frames(skip + h, t)
+    return f.unfold(skip + h)
 
 
 class SpatialAttention(nn.Module):
@@ -280,8 +305,9 @@ class SpatialAttention(nn.Module):
     # x: [b, t, h, w, c], text: [b, L, d], text_mask: [b, L] bool
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
-    h = fold_frames(x)
-    n = h.shape[0]  # b x frames (padded on a mesh, see fold_frames)
+    f = Fold(x.shape, 'space')
+    h = f.fold(x)
+    n = h.shape[0]  # b x frames (padded on a mesh, see padded_frames)
     h = h.reshape(n, hh * ww, c)
     if self.self_attn:
       y = group_norm('self_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
@@ -293,16 +319,16 @@ class SpatialAttention(nn.Module):
       # Text LayerNorm as in Imagen; the text is shared by all frames of a clip (its
       # keys and values are computed once per clip, then repeated per frame).
       ctx = layer_norm('text_norm', self.dtype)(text)
-      cmask = jnp.repeat(text_mask, n // b, axis=0)
+      cmask = f.per_clip(text_mask)
       y = group_norm('cross_norm', c, self.dtype)(h[:, :, None, :])[:, :, 0]
       q = dense(c, 'cross_q', self.dtype, use_bias=False)(y)
       kv = dense(2 * c, 'cross_kv', self.dtype, use_bias=False)(ctx)
-      kv = jnp.repeat(kv, n // b, axis=0)
+      kv = f.per_clip(kv)
       k, v = jnp.split(kv.reshape(n, -1, 2 * heads, hd), 2, axis=2)
       y = attention(q.reshape(n, hh * ww, heads, hd), k, v, cmask)
       h = h + dense(c, 'cross_out', self.dtype, zero=True, names=DENSE_OUT)(
           y.reshape(n, hh * ww, c))
-    return unfold_frames(h.reshape(n, hh, ww, c), t)
+    return f.unfold(h.reshape(n, hh, ww, c))
 
 
 def temporal_kernel(taps):
@@ -331,12 +357,12 @@ class TemporalConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    b, t, hh, ww, c = x.shape
     init = {'lecun': nn.initializers.lecun_normal(), 'zeros': nn.initializers.zeros,
             'identity': identity_temporal_kernel, 'he': nn.initializers.he_normal(),
             'down': temporal_kernel((0., .5, .5)),
             'up': temporal_kernel((.25, .5, .25))}[self.init_scheme]
-    h = fold_pixels(x)
+    f = Fold(x.shape, 'time')
+    h = f.fold(x)
     padding = 'SAME'
     if self.pad == 'edge':
       # Slices and a concatenate, not jnp.pad(mode='edge'): the same values, but the
@@ -347,15 +373,14 @@ class TemporalConv(nn.Module):
     h = nn.Conv(self.features, (self.kernel_size,), padding=padding, dtype=self.dtype,
                 name='conv', kernel_init=_p(init, TCONV),
                 bias_init=_p(nn.initializers.zeros, ('conv_out',)))(h)
-    return unfold_pixels(h, (b, t, hh, ww))
+    return f.unfold(h)
 
 
-def film(h, emb, name: str, dtype: Dtype):
-  """Feature-wise scale and shift of h [n, ..., c] from emb [b, d] (n = b x k),
-  zero-initialised so that it starts as the identity."""
+def film(h, emb, name: str, dtype: Dtype, per_clip):
+  """Feature-wise scale and shift of folded h [n, ..., c] from emb [b, d] (per_clip:
+  the Fold's, [b, ...] -> [n, ...]), zero-initialised so that it starts as the identity."""
   c = h.shape[-1]
-  ss = dense(2 * c, name, dtype, zero=True)(nn.swish(emb))
-  ss = jnp.repeat(ss, h.shape[0] // emb.shape[0], axis=0)
+  ss = per_clip(dense(2 * c, name, dtype, zero=True)(nn.swish(emb)))
   scale, shift = jnp.split(ss.reshape((h.shape[0],) + (1,) * (h.ndim - 2) + (2 * c,)), 2, -1)
   return h * (1 + scale) + shift
 
@@ -372,14 +397,15 @@ class SpaceTimeConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, emb=None):
-    t, c = x.shape[1], x.shape[-1]
-    h = nn.swish(group_norm('norm_0', c, self.dtype)(fold_frames(x)))
+    c = x.shape[-1]
+    f = Fold(x.shape, 'space')
+    h = nn.swish(group_norm('norm_0', c, self.dtype)(f.fold(x)))
     h = conv2d(c, 'spatial_conv', self.dtype)(h)
     h = group_norm('norm_1', c, self.dtype)(h)
     if emb is not None:
-      h = film(h, emb, 'emb_proj', self.dtype)
+      h = film(h, emb, 'emb_proj', self.dtype, f.per_clip)
     h = TemporalConv(c, init_scheme='zeros', dtype=self.dtype, name='temporal_conv')(
-        unfold_frames(nn.swish(h), t))
+        f.unfold(nn.swish(h)))
     return x + h
 
 
@@ -400,12 +426,13 @@ class TemporalAttention(nn.Module):
   def __call__(self, x, emb=None, text=None, text_mask=None):
     b, t, hh, ww, c = x.shape
     heads, hd = self.num_heads, c // self.num_heads
-    h = fold_pixels(x)
+    f = Fold(x.shape, 'time')
+    h = f.fold(x)
     # Frame positions, so attention knows the order of frames.
     pos = timestep_embedding(jnp.arange(t) / 1000., c)[None].astype(self.dtype)
     y = layer_norm('norm', self.dtype)(h)
     if emb is not None:
-      y = film(y, emb, 'emb_proj', self.dtype)
+      y = film(y, emb, 'emb_proj', self.dtype, f.per_clip)
     y = y + pos
     qkv = dense(3 * c, 'qkv', self.dtype, use_bias=False)(y)
     q, k, v = jnp.split(qkv.reshape(b * hh * ww, t, 3 * heads, hd), 3, axis=2)
@@ -413,15 +440,16 @@ class TemporalAttention(nn.Module):
     h = h + dense(c, 'out', self.dtype, zero=True, names=DENSE_OUT)(y)
     if text is not None:
       # Every (pixel, frame) of a clip queries that clip's tokens: [b, hh*ww*t, c].
-      y = (layer_norm('text_query_norm', self.dtype)(h) + pos).reshape(b, hh * ww * t, c)
+      y = layer_norm('text_query_norm', self.dtype)(h) + pos
+      y = _unmerge(y, f.merged, f.splits).reshape(b, hh * ww * t, c)
       q = dense(c, 'text_q', self.dtype, use_bias=False)(y)
       ctx = layer_norm('text_norm', self.dtype)(text)
       kv = dense(2 * c, 'text_kv', self.dtype, use_bias=False)(ctx)
       k, v = jnp.split(kv.reshape(b, -1, 2 * heads, hd), 2, axis=2)
       y = attention(q.reshape(b, hh * ww * t, heads, hd), k, v, text_mask)
       y = dense(c, 'text_out', self.dtype, zero=True, names=DENSE_OUT)(y.reshape(b, -1, c))
-      h = h + y.reshape(b * hh * ww, t, c)
-    return unfold_pixels(h, (b, t, hh, ww))
+      h = h + _merge(y.reshape(b, hh, ww, t, c), 3, f.splits)
+    return f.unfold(h)
 
 
 class LayoutBias(nn.Module):
@@ -461,8 +489,8 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    t, c = x.shape[1], x.shape[-1]
-    return unfold_frames(conv2d(c, 'conv', self.dtype, stride=2)(fold_frames(x)), t)
+    f = Fold(x.shape, 'space')
+    return f.unfold(conv2d(x.shape[-1], 'conv', self.dtype, stride=2)(f.fold(x)))
 
 
 class Upsample(nn.Module):
@@ -471,10 +499,10 @@ class Upsample(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    t, c = x.shape[1], x.shape[-1]
-    h = fold_frames(x)
+    f = Fold(x.shape, 'space')
+    h = f.fold(x)
     h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-    return unfold_frames(conv2d(c, 'conv', self.dtype)(h), t)
+    return f.unfold(conv2d(x.shape[-1], 'conv', self.dtype)(h))
 
 
 class TemporalDownsample(nn.Module):

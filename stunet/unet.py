@@ -137,7 +137,8 @@ class UNet(nn.Module):
     lvl = lambda h, i, prefix, features: self._level(
         h, emb, text, text_mask, i, prefix, features, temporal_emb)
 
-    h = L.unfold_frames(L.conv2d(self.channels, 'conv_in', self.dtype)(L.fold_frames(x)), frames)
+    f = L.Fold(x.shape, 'space')
+    h = f.unfold(L.conv2d(self.channels, 'conv_in', self.dtype)(f.fold(x)))
     skips = [h]
     for i, mult in enumerate(self.channel_mult):
       for r in range(self.num_res_blocks):
@@ -165,9 +166,9 @@ class UNet(nn.Module):
                                  name=f'up_{i}_temporal_resize')(h)
     assert not skips
 
-    h = L.fold_frames(h)
-    h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(h))
-    h = L.unfold_frames(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h), frames)
+    f = L.Fold(h.shape, 'space')
+    h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(f.fold(h)))
+    h = f.unfold(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h))
     if self.temporal and self.layout_basis:
       h = h + L.LayoutBias(self.layout_basis, self.out_channels, dtype=self.dtype,
                            name='temporal_layout_bias')(
