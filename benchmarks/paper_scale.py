@@ -1,9 +1,14 @@
 """Per-chip memory and FLOPs of the paper-scale train step, on a mesh of fake CPU devices.
 
-  python benchmarks/paper_scale.py                                # base, 64 devices
-  python benchmarks/paper_scale.py --devices=256 --mesh='1,256,1;4,64,1' --remat=full
-  python benchmarks/paper_scale.py --config=configs/paper.py:model=ssr --remat=full
+  python benchmarks/paper_scale.py --batch=8                      # base, 64 devices
+  python benchmarks/paper_scale.py --devices=256 --batch=32 --mesh='1,32,1,8;1,256,1,1'
+  python benchmarks/paper_scale.py --config=configs/paper.py:model=ssr --batch=8
+  python benchmarks/paper_scale.py --batch=8 --sampler            # one denoising step
   python benchmarks/paper_scale.py --devices=8 --set=data.num_frames=16 --set=data.size=64 --batch=8
+
+--batch sets the global batch of one compiled step and leaves out gradient accumulation
+(configs/paper.py's 64 clips in 8 micro-batches run this step's program 8 times per
+update: its memory and its collectives per micro-batch are these).
 
 The train state is abstract (``Setup.abstract_state``: ShapeDtypeStructs carrying the
 shardings train.py would use) and so is the batch: nothing is allocated, the step is
@@ -52,10 +57,10 @@ def parse_args(argv=None):
   p.add_argument('--devices', type=int, default=64, help='fake CPU devices')
   p.add_argument('--config', default='configs/paper.py:model=base',
                  help='config file[:variant]')
-  p.add_argument('--mesh', default='1,-1,1;4,-1,1',
+  p.add_argument('--mesh', default='1,-1,1,8',
                  help="';'-separated mesh shapes (data,fsdp,tensor,context), -1 fills, "
                       "left-out trailing axes are 1")
-  p.add_argument('--remat', default='full,dots,none', help="','-separated remat policies")
+  p.add_argument('--remat', default='full', help="','-separated remat policies")
   p.add_argument('--batch', type=int, default=0, help='global batch (0 = the config\'s)')
   p.add_argument('--set', action='append', default=[],
                  help='config override key=value (python literal), e.g. data.num_frames=16')
@@ -131,7 +136,7 @@ def build_config(mesh_shape, remat):
     config.mesh.shape = tuple(mesh_shape)
     config.model.remat = remat
     if ARGS.batch:
-      config.train.batch_size = ARGS.batch
+      config.train.batch_size, config.train.grad_accum = ARGS.batch, 1
     needs_t2i = config.train.freeze_spatial or config.train.stage == 'stunet'
     if needs_t2i and not config.train.init_from:
       config.train.init_from = '(benchmark: abstract weights)'

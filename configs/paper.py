@@ -130,8 +130,9 @@ def get_config(arg: str = 'model=base'):
   # Placeholder: the T2I run (same widths, model.temporal=False) whose U-Net and text
   # encoder are inflated and frozen. It must exist before training starts.
   t.init_from = 'workdir/paper_t2i' if model == 'base' else 'workdir/paper_ssr_t2i'
-  t.batch_size = 64                      # clips (base) or windows (ssr) per step; the
-                                         # paper does not say; 1 per chip on 64 chips
+  t.batch_size = 64                      # clips (base) or windows (ssr) per step (the
+                                         # paper does not say), in 8 micro-batches: on 64
+  t.grad_accum = 8                       # chips one clip per 8-chip context group
   t.num_steps = 500_000
   t.lr = 1e-4
   t.warmup_steps = 10_000
@@ -144,7 +145,9 @@ def get_config(arg: str = 'model=base'):
   t.ckpt_every = 1000
   t.keep = 3
 
-  config.mesh.shape = (1, -1, 1)         # pure FSDP: batch and parameters over all chips
+  # Each clip over 8 chips (the context axis: its frames in spatial layers, its rows in
+  # temporal ones), clips over the remaining chips (fsdp), parameters over all of them.
+  config.mesh.shape = (1, -1, 1, 8)
 
   config.sample.sampler = 'ddim'
   config.sample.num_steps = 64

@@ -201,7 +201,8 @@ class Generator:
     """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
     settings come from the run's config, merged over ``defaults`` (entry points pass
     ``configs.common.base_config()``). It runs on the mesh of the run's config.mesh
-    (``mesh_shape`` overrides its shape), the parameters restored into their training
+    (``mesh_shape`` overrides its shape; a shape made for another number of devices
+    becomes data parallelism over these), the parameters restored into their training
     shardings. Returns (generator, config)."""
     from stunet import checkpoints  # pylint: disable=g-import-not-at-top
     from stunet import train_lib  # pylint: disable=g-import-not-at-top
@@ -210,6 +211,11 @@ class Generator:
     mesh_config = checkpoints.load_config(workdir, defaults).mesh
     if mesh_shape:
       mesh_config.shape = tuple(mesh_shape)
+    else:
+      try:
+        sharding.mesh_shape(mesh_config.shape, jax.device_count(), len(mesh_config.axes))
+      except ValueError:  # trained on another number of devices: data-parallel here
+        mesh_config.shape = (-1,)
     mesh = sharding.make_mesh(mesh_config)
     config, params = train_lib.load_params(workdir, mesh=mesh, step=step, defaults=defaults)
     config.mesh = mesh_config

@@ -205,6 +205,9 @@ def hlo_collectives(hlo_text: str, with_ops: bool = False) -> list:
       continue
     shapes = [(t, tuple(int(d) for d in dims.split(',') if d))
               for t, dims in _ARRAY.findall(m.group(1))]
+    if ' ' + m.group(2) + '-start(' in line and len(shapes) > 1:
+      # Async form (GPU/TPU): the result tuple also holds the operand (and contexts).
+      shapes = shapes[-1:] if m.group(2) == 'all-gather' else shapes[1:2]
     nbytes = sum(_ITEMSIZE.get(t, 4) * int(np.prod(s)) for t, s in shapes)
     if with_ops:
       op = _OP_NAME.search(line)

@@ -170,9 +170,6 @@ class TextEncoder(nn.Module):
     dense = lambda f, name, names=L.DENSE: L.dense(f, f'layer_{i}_{name}', self.dtype,
                                                    use_bias=False, names=names)
     for i in range(self.num_layers):
-      # The batch over the data-parallel axes (left to it, the partitioner gathered
-      # the whole batch's activations for the MLP's matmuls on an FSDP mesh).
-      x = L.constrain(x, ('batch', None, None))
       y = RMSNorm(self.eps, name=f'layer_{i}_attn_norm')(x)
       q, k, v = (dense(inner, c)(y).reshape(b, n, heads, hd) for c in 'qkv')
       y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=attn_mask, scale=1.0)

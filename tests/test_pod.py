@@ -175,6 +175,27 @@ def test_on_8_devices_steps_and_sampling_equal_one_device_and_checkpoints_change
                     'sampler_on_the_mesh_equals_one_device'])
 
 
+def test_hlo_collectives_reads_each_op_once_with_its_result_bytes():
+  hlo = """
+  %ag = bf16[4,8]{1,0} all-gather(%x), dimensions={0}, metadata={op_name="jit(f)/u/conv"}
+  %a2a = (f32[2,3]{1,0}, f32[2,3]{1,0}) all-to-all(%a, %b), channel_id=2
+  %ags = (f32[2]{0}, f32[8]{0}) all-gather-start(%y), channel_id=3
+  %agd = f32[8]{0} all-gather-done(%ags)
+  %ar = f32[] all-reduce(%z), to_apply=%add
+  %cp = s32[5]{0} collective-permute(%w), source_target_pairs={{0,1}}
+  %mul = f32[4,8]{1,0} multiply(%ag, %ag)
+  """
+  ops = sharding.hlo_collectives(hlo, with_ops=True)
+  assert ops == [('all-gather', [('bf16', (4, 8))], 64, 'jit(f)/u/conv'),
+                 ('all-to-all', [('f32', (2, 3)), ('f32', (2, 3))], 48, ''),
+                 ('all-gather', [('f32', (8,))], 32, ''),
+                 ('all-reduce', [('f32', ())], 4, ''),
+                 ('collective-permute', [('s32', (5,))], 20, '')]
+  assert sharding.collective_bytes(hlo) == {
+      'all-gather': (2, 96), 'all-reduce': (1, 4), 'reduce-scatter': (0, 0),
+      'all-to-all': (1, 48), 'collective-permute': (1, 20)}
+
+
 def test_gradient_accumulation_matches_the_full_batch():
   cfg = _light_config()
   cfg.train.batch_size = 4
