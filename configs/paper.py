@@ -21,21 +21,22 @@ fake CPU devices and prints per-device memory and FLOPs.
 
 Parameter counts (jax.eval_shape, float32 parameters; tests/test_paper_config.py
 checks the base U-Net's):
-  model=base  U-Net 1,171.7M (of which 217.8M temporal: what trains at stage=stunet),
+  model=base  U-Net 1,231.5M (of which 277.6M temporal: what trains at stage=stunet),
               text encoder 4,762.3M (T5-XXL encoder's shape, frozen)
-  model=ssr   U-Net   353.9M (of which  50.1M temporal), text encoder 4,762.3M
+  model=ssr   U-Net   368.0M (of which  64.1M temporal), text encoder 4,762.3M
 (window=8 has the same counts.)
 
 Memory (benchmarks/paper_scale.py, XLA:CPU estimates with its memory-optimized
-scheduler, remat=full, per device; a TPU/GPU compile will differ): the parameters,
-EMA and optimizer state are small once split (<0.5 GiB per device on 64), the
-activations are not. One 80x128x128 clip per device needs ~89 GiB (1,64,1); a quarter
-clip per device (mesh (1,16,4), batch 16, activations split over 'tensor') ~39 GiB; an
-eighth (mesh (1,8,8), batch 8) ~31 GiB. The SSR at full 1024 px frames needs ~550 GiB
-per 16-frame window; on 256 px crops ~35 GiB (8 frames: ~18 GiB; mesh (1,16,4),
-batch 16: ~14 GiB). So train the SSR on crops (Imagen trained its 1024 px SR model on
-256 px crops; it is fully convolutional), e.g. --config.data.size=256, once the data
-pipeline can take random crops (it reads clips at their stored size today).
+scheduler, remat=full, per device; a TPU/GPU compile will differ; README "Measuring"):
+the parameters, EMA and optimizer state are small once split (<0.5 GiB per device on
+64), the activations are not. One 80x128x128 clip per device needs ~104 GiB (mesh
+(1, 64, 1, 1)); a clip split over 4 devices (context axis, (1, 16, 1, 4)) ~26 GiB; over 8
+(this config's (1, -1, 1, 8): 8 clips per micro-batch on 64 devices) ~14 GiB, on 64 and
+on 256 devices. The SSR at full 1024 px frames needs ~76 GiB per device with a 16-frame
+window over 8 devices and ~38 GiB over 16 (one frame each); train it on crops (Imagen
+trained its 1024 px SR model on 256 px crops; it is fully convolutional), e.g.
+--config.data.size=256, once the data pipeline can take random crops (it reads clips
+at their stored size today).
 """
 
 from configs import common
@@ -80,8 +81,8 @@ def get_config(arg: str = 'model=base'):
     # halve four times to 5 (the paper's arithmetic in SPEC.md), so we use 5 levels:
     # widths 256, 512, 768, 1024, 1024 at 128, 64, 32, 16, 8 px (80, 40, 20, 10, 5
     # frames). At 128 px the widths are half of Imagen's 512 so that the activations
-    # of 80 full-resolution frames stay affordable; the U-Net comes to ~1.17B
-    # parameters (Imagen's class), 0.22B of them the temporal layers.
+    # of 80 full-resolution frames stay affordable; the U-Net comes to ~1.23B
+    # parameters (Imagen's class), 0.28B of them the temporal layers.
     m.channels = 256
     m.channel_mult = (1, 2, 3, 4, 4)
     m.num_res_blocks = 3
@@ -106,7 +107,7 @@ def get_config(arg: str = 'model=base'):
     # Imagen's 1024 px SSR (Efficient U-Net): channels 128, mult (1, 2, 4, 8), no
     # self-attention at high resolution, cross-attention to the text only at the
     # lowest resolution; ~400M parameters. Here: widths 128, 256, 512, 1024 at 1024,
-    # 512, 256, 128 px, 2 ResBlocks per level: 354M parameters.
+    # 512, 256, 128 px, 2 ResBlocks per level: 368M parameters.
     m.channels = 128
     m.channel_mult = (1, 2, 4, 8)
     m.num_res_blocks = 2
