@@ -26,8 +26,8 @@ TCONV = ('conv_t', 'conv_in', 'conv_out')
 DENSE = ('embed', 'mlp')
 DENSE_OUT = ('mlp', 'embed')
 NORM = ('norm',)
-# Logical axes of the main activations [b, t, h, w, c]: the batch is split over the
-# data-parallel mesh axes, the rest is left to the partitioner (see configs rules).
+# Logical axes of the main activations [b, t, h, w, c] (the config's rules map them onto
+# mesh axes: the batch over the data-parallel ones); Fold adds the clip's split.
 ACTIVATION = ('batch', 'time', 'height', 'width', 'act_channels')
 # The logical axis that splits one clip over devices (context parallelism); the config's
 # rules map it onto mesh axes (configs/common.py: the 'context' mesh axis).
@@ -93,8 +93,8 @@ def padded_frames(t: int) -> int:
   leaves a frame count that the context devices do not divide (80 frames over 8
   devices: 20, 10, 5 at the coarse levels), the clip is padded with empty frames up to
   the next multiple, at most doubling it: spatial layers treat frames independently, so
-  the padding costs only its compute (a few % of the step at the paper's shapes) and the
-  frames stay split. Splitting rows there instead needs halos and, worse, XLA gathered
+  the padding costs only its compute (0.1% of the step's FLOPs at the paper's shapes,
+  whose padded levels are the small coarse ones) and the frames stay split. Splitting rows there instead needs halos and, worse, XLA gathered
   whole activations for the convolutions' weight gradients. Beyond a doubling (1 or 2
   frames over 8 devices) the rows are split."""
   n = context_size()
@@ -157,10 +157,9 @@ class Fold:
   def __init__(self, shape, kind: str):
     b, t, hh, ww, c = shape
     self.kind, self.shape = kind, tuple(shape)
-    self.on_mesh = _mesh() is not None
-    self.frames = padded_frames(t) if kind == 'space' and self.on_mesh else t
-    self.axes = _clip_axes((b, self.frames, hh, ww, c), kind) if self.on_mesh else None
     mesh = _mesh()
+    self.frames = padded_frames(t) if kind == 'space' and mesh is not None else t
+    self.axes = _clip_axes((b, self.frames, hh, ww, c), kind) if mesh is not None else None
     sizes = [_size(mesh, a) for a in self.axes] if self.axes else [1] * 5
     # The dims merged into the folded axis, and their splits.
     self.merged = (b, self.frames) if kind == 'space' else (b, hh, ww)
