@@ -257,8 +257,8 @@ def _conditioning(mode: str, config):
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()  # first: checking --mesh starts jax, which logs its backends
   mode = _check_flags()
-  cli.quiet_library_logs()
   cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
   workdir, step = _locate(_WORKDIR, _CHECKPOINT, conditional=mode in CONDITIONAL_MODES)
   if cascade:
