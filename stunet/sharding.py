@@ -197,7 +197,8 @@ def hlo_collectives(hlo_text: str, with_ops: bool = False) -> list:
   """The collectives of a compiled (per-device) HLO module: (kind, result shapes, bytes)
   per op, and with ``with_ops`` the jax op it came from; the bytes are those of its
   result on one device (for an all-gather, what the device receives and keeps; for an
-  all-to-all or a permute, what it exchanges)."""
+  all-to-all or a permute, what it exchanges). An op inside a loop (a lax.scan, e.g.
+  gradient accumulation) is read once, not once per iteration."""
   out = []
   for line in hlo_text.splitlines():
     m = _OP.search(line)
