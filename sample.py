@@ -131,6 +131,19 @@ def main(argv):
     raise app.UsageError(str(e)) from e
 
 
+def _mesh_shape():
+  """--mesh as a tuple of ints checked against the devices, or None (the config's)."""
+  if _MESH.value is None:
+    return None
+  try:
+    shape = tuple(int(x) for x in _MESH.value)
+    sharding.mesh_shape(shape, jax.device_count(), 4)
+  except ValueError as e:
+    raise app.UsageError(f'--mesh={",".join(_MESH.value)}: {e} Give up to 4 whole '
+                         f'numbers (data, fsdp, tensor, context).') from e
+  return shape
+
+
 def _check_flags() -> str:
   """Refuses bad values before anything is loaded or compiled; returns the application
   the flags ask for (``_mode``)."""
@@ -142,13 +155,6 @@ def _check_flags() -> str:
     raise app.UsageError(f'--guidance={_GUIDANCE.value}: must be >= 0 (0 is plain '
                          f'conditional sampling; a negative weight steers away from the '
                          f'prompt).')
-  if _MESH.value is not None:
-    try:
-      shape = tuple(int(x) for x in _MESH.value)
-      sharding.mesh_shape(shape, jax.device_count(), 4)
-    except ValueError as e:
-      raise app.UsageError(f'--mesh={",".join(_MESH.value)}: {e} Give up to 4 whole '
-                           f'numbers (data, fsdp, tensor, context).') from e
   mode = _mode()
   if _STRENGTH.value is not None:
     try:
@@ -259,13 +265,13 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()  # first: checking --mesh starts jax, which logs its backends
   mode = _check_flags()
+  mesh_shape = _mesh_shape()
   cascade = bool(_SSR_WORKDIR.value or _SSR_CHECKPOINT.value)
   workdir, step = _locate(_WORKDIR, _CHECKPOINT, conditional=mode in CONDITIONAL_MODES)
   if cascade:
     ssr_dir, ssr_step = _locate(_SSR_WORKDIR, _SSR_CHECKPOINT, 'ssr_')
   base_windows = {} if cascade else dict(window=_WINDOW.value, overlap=_OVERLAP.value)
   defaults = common.base_config()  # what a saved config.json is merged over
-  mesh_shape = tuple(int(x) for x in _MESH.value) if _MESH.value else None
   gen, config = sampling.Generator.from_workdir(
       workdir, step, num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, **base_windows,
       defaults=defaults, mesh_shape=mesh_shape)
