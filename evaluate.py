@@ -35,6 +35,9 @@ from stunet import video_io
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model); '
                                'default: the shipped model, pretrained/stunet_tiny.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of --workdir (default: latest).')
+_TSR = flags.DEFINE_string('tsr_workdir', None, 'A stage=tsr run: --workdir is then the '
+                           'stage=keyframes run and the videos come from the keyframe + TSR '
+                           'cascade (stunet/cascade.py).')
 _SOURCE = flags.DEFINE_enum('source', 'model', ['model', 'data', 'noise'],
                             'Videos to score: generated, real dataset clips, or noise.')
 _NUM = flags.DEFINE_integer('num_samples', 32, 'Number of prompts/videos.')
@@ -68,12 +71,18 @@ def _default_workdir():
 
 
 def generated(prompts, workdir):
+  from stunet import cascade  # pylint: disable=g-import-not-at-top
   from stunet import sampling  # pylint: disable=g-import-not-at-top
-  gen, config = sampling.Generator.from_workdir(workdir, _STEP.value,
-                                                num_steps=_NUM_STEPS.value,
-                                                sampler=_SAMPLER.value,
-                                                threshold=_THRESHOLD.value,
-                                                defaults=common.base_config())
+  kw = dict(num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, threshold=_THRESHOLD.value,
+            defaults=common.base_config())
+  gen, config = sampling.Generator.from_workdir(workdir, _STEP.value, **kw)
+  if _TSR.value:  # the keyframe run's step; the TSR run's latest
+    tsr, tsr_config = sampling.Generator.from_workdir(_TSR.value, None, **kw)
+    gen = cascade.Cascade.from_stages(gen, config, tsr, tsr_config, (workdir, _TSR.value))
+  elif cascade.role(config):
+    raise app.UsageError(f'{workdir} is a {cascade.role(config)} model of the keyframe + TSR '
+                         f'cascade: score the cascade with --workdir=<its keyframe run> '
+                         f'--tsr_workdir=<its TSR run>.')
   if not config.model.temporal:
     raise app.UsageError(f'{workdir} is a T2I run; motion needs a STUNet workdir.')
   sc = config.sample

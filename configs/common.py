@@ -76,6 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: the STUNet adds to its output a smooth space-time pattern (this many cosines
   # per axis) chosen by the timestep + text embedding (stunet.layers.LayoutBias).
   c.model.layout_basis = 0
+  # The keyframe + temporal super-resolution cascade that the paper argues against
+  # (stunet/cascade.py; README "Reproducing the paper"). role '': the STUNet, every
+  # frame. 'keyframes': the model sees every stride-th frame of each clip. 'tsr': it
+  # sees windows of `window` frames starting at multiples of stride, given the frames
+  # at multiples of stride (a conditional model: model.conditional=True).
+  c.cascade = ml_collections.ConfigDict(dict(role='', stride=4, window=8))
   c.model.remat = 'none'                 # none | full | dots | dots_no_batch (unet.py)
   c.model.dtype = 'float32'              # compute dtype (bfloat16 on accelerators);
                                          # parameters and optimizer stay float32
@@ -256,6 +262,7 @@ def validate(config) -> None:
   if t.grad_accum < 1 or examples % t.grad_accum:
     raise ValueError(f'config.train.grad_accum={t.grad_accum} must be >= 1 and divide '
                      f'config.train.batch_size={t.batch_size}.')
+  _validate_cascade(config)
   if m.lowres_size:
     if not 0 < m.lowres_size < d.size:
       raise ValueError(f'config.model.lowres_size={m.lowres_size} must be below '
@@ -281,3 +288,30 @@ def validate(config) -> None:
     raise ValueError(f'config.train.t_power={t.t_power} must be > 0 (1 = uniform noise levels).')
   if not 0. <= t.cfg_drop < 1.:
     raise ValueError(f'config.train.cfg_drop={t.cfg_drop} must be in [0, 1).')
+
+
+def _validate_cascade(config) -> None:
+  cas, m, d = config.get('cascade'), config.model, config.data
+  if not cas or not cas.role:
+    return
+  if cas.role not in ('keyframes', 'tsr'):
+    raise ValueError(f"config.cascade.role={cas.role!r}: use '' (the STUNet), keyframes or tsr.")
+  if not m.temporal or m.lowres_size:
+    raise ValueError('config.cascade.role is a base-STUNet option: not for T2I or SSR models.')
+  if cas.stride < 2 or d.num_frames % cas.stride:
+    raise ValueError(f'config.cascade.stride={cas.stride} must be >= 2 and divide '
+                     f'config.data.num_frames={d.num_frames}.')
+  factor = 2 ** (len(m.channel_mult) - 1) if m.temporal_resample else 1
+  frames = d.num_frames // cas.stride if cas.role == 'keyframes' else cas.window
+  if cas.role == 'tsr' and (cas.window % cas.stride or not cas.stride < cas.window
+                            <= d.num_frames):
+    raise ValueError(f'config.cascade.window={cas.window} must be a multiple of '
+                     f'config.cascade.stride={cas.stride}, more than it and at most '
+                     f'config.data.num_frames={d.num_frames}.')
+  if frames % factor:
+    raise ValueError(f'the {cas.role} model sees {frames} frames, not a multiple of {factor} '
+                     f'(the STUNet halves time {factor.bit_length() - 1} times): change '
+                     f'config.cascade.stride or window.')
+  if (cas.role == 'tsr') != bool(m.get('conditional', False)):
+    raise ValueError('config.cascade.role=tsr is a conditional model (given its keyframes) '
+                     'and keyframes is not: set config.model.conditional=True for tsr only.')

@@ -13,6 +13,11 @@ Variants (big_vision style, after a colon):
   configs/tiny.py:stage=style     the shipped model's spatial weights fine-tuned on the
                                   outlined-shapes style (data.style='outline'), its
                                   temporal layers frozen (sample.py --style)
+  configs/tiny.py:stage=keyframes the keyframe model of the keyframe + TSR cascade
+                                  (every 4th frame of each clip; README "Reproducing
+                                  the paper"), from --config.train.init_from
+  configs/tiny.py:stage=tsr       its temporal super-resolution model: 8-frame windows
+                                  given the frames at 0 and 4, from init_from
 Fields not set here keep the defaults of configs/common.py.
 """
 
@@ -21,7 +26,7 @@ from configs import common
 
 def get_config(arg: str = 'stage=stunet'):
   stage = common.parse_arg(arg, stage='stunet')['stage']
-  stages = ('t2i', 'stunet', 'scratch', 'conditional', 'style')
+  stages = ('t2i', 'stunet', 'scratch', 'conditional', 'style', 'keyframes', 'tsr')
   if stage not in stages:
     raise ValueError(f'unknown stage {stage!r}; use stage= one of {", ".join(stages)}.')
   config = common.base_config()
@@ -42,7 +47,7 @@ def get_config(arg: str = 'stage=stunet'):
   m.temporal_resample_init = 'linear'
 
   t = config.train
-  t.stage = 'stunet' if stage == 'style' else stage
+  t.stage = {'style': 'stunet', 'keyframes': 'stunet', 'tsr': 'conditional'}.get(stage, stage)
   # At this scale the whole network fine-tuned on clips learns motion sooner than the
   # temporal layers alone on a frozen 600-step image model (README, "Motion").
   t.freeze_spatial = False
@@ -65,6 +70,10 @@ def get_config(arg: str = 'stage=stunet'):
     if stage == 'style':
       config.data.style = 'outline'
       t.freeze_temporal = True
+
+  if stage in ('keyframes', 'tsr'):  # 4 keyframes; TSR windows [0, 8), [4, 12), [8, 16)
+    config.cascade.role, config.cascade.stride, config.cascade.window = stage, 4, 8
+    m.conditional = stage == 'tsr'
 
   # Ancestral sampling gave cleaner, more coherent clips than DDIM for these short
   # runs (same checkpoint, 32 prompts: colour 0.88 vs 0.81, see the README).

@@ -16,6 +16,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from stunet import cascade
 from stunet import diffusion as D
 from stunet import layers as L
 from stunet import multidiffusion
@@ -240,7 +241,7 @@ class Generator:
     settings of config.sample (the arguments that are not None override them); on
     ``mesh`` (if given) under config.mesh's logical axis rules."""
     d, sc = config.data, config.sample
-    frames = d.num_frames if config.model.temporal else 1
+    frames = cascade.model_frames(config)  # the clip, or a cascade stage's part of it
     return cls(model, params, tokenizer, (frames, d.size, d.size, 3),
                num_steps=sc.num_steps if num_steps is None else num_steps,
                sampler=sampler or sc.sampler,

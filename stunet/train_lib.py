@@ -22,6 +22,7 @@ from flax import linen as nn
 from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from stunet import cascade
 from stunet import checkpoints
 from stunet import conditioning
 from stunet import diffusion as D
@@ -110,7 +111,7 @@ def precomputed_text(config) -> bool:
 def example_inputs(config, batch: int = 1):
   """Zero inputs of the model's shapes (for init and abstract evaluation): tokens, or
   text embeddings [batch, L, width] with ``data.precomputed_text``."""
-  frames = config.data.num_frames if config.model.temporal else 1
+  frames = cascade.model_frames(config)
   s, low = config.data.size, config.model.lowres_size
   n = config.data.max_text_len
   text = (jnp.zeros((batch, n, config.model.text.width)) if precomputed_text(config)
@@ -204,6 +205,7 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
   t2i = not config.model.temporal
   lowres_size = config.model.lowres_size
   conditional = bool(config.model.get('conditional', False))
+  cascade_role = cascade.role(config)
   accum = tc.grad_accum
   logical_rules = sharding.rules(config.mesh)
   batch_axes = sharding.BATCH_AXES
@@ -222,6 +224,10 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
       video = jnp.take_along_axis(video, idx[:, :, None, None, None], axis=1)
       video = video.reshape((b * k, 1) + video.shape[2:])
       tokens, mask = jnp.repeat(tokens, k, axis=0), jnp.repeat(mask, k, axis=0)
+    if cascade_role:  # a cascade stage: the keyframes, or a TSR window given its keyframes
+      video, cond = cascade.training_view(jax.random.fold_in(r_frames, 1), video,
+                                          cascade_role, config.cascade.stride,
+                                          config.cascade.window)
     t = D.sample_times(r_t, video.shape[0], tc.t_power)
     eps = jax.random.normal(r_eps, video.shape, jnp.float32)
     ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
@@ -229,7 +235,9 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
       r_aug = jax.random.fold_in(r_eps, 1)  # (base-model runs keep their randomness)
       ex['lowres'], ex['aug_t'] = ssr.training_condition(r_aug, video, lowres_size,
                                                          tc.lowres_aug_max)
-    if conditional:  # a random mask of each application, or none
+    if cascade_role == 'tsr':
+      ex['cond'], ex['cond_mask'] = cond
+    elif conditional:  # a random mask of each application, or none
       ex['cond'], ex['cond_mask'], _ = conditioning.training_condition(
           jax.random.fold_in(r_eps, 2), video, tuple(tc.condition_mix))
     return ex
