@@ -111,3 +111,19 @@ def test_t2i_batches_are_whole_clips():
   t2i.train.batch_size = 30  # not whole clips of 4 frames
   with pytest.raises(ValueError, match='whole clips'):
     common.validate(t2i)
+
+
+def test_every_reproduction_experiment_names_valid_arms():
+  from configs import reproduce  # pylint: disable=g-import-not-at-top
+  for name in reproduce.EXPERIMENTS:
+    c = reproduce.get_config(f'experiment={name}')
+    assert c.experiment == name and c.seeds
+    for arm in c.arms.values():  # every arm is a tiny stage that validates
+      path, stage = arm.config.split(':')
+      assert path == 'configs/tiny.py'
+      cfg = tiny.get_config(stage)
+      cfg.train.init_from = arm.init_from
+      common.validate(cfg)
+  assert set(reproduce.get_config('experiment=cascade').arms) == {'stunet', 'keyframes', 'tsr'}
+  with pytest.raises(ValueError, match='unknown experiment'):
+    reproduce.get_config('experiment=everything')
