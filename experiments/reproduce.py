@@ -29,6 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from stunet import cli  # pylint: disable=g-import-not-at-top
 from stunet import monitoring  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/reproduce.py:experiment=init',
@@ -37,6 +38,7 @@ _ONLY_REPORT = flags.DEFINE_bool('only_report', False, 'Train and score nothing:
                                  'runs that exist.')
 
 METRICS = ('color_acc', 'shape_acc', 'motion_acc', 'all_acc', 'fvd')
+LOSSES = ('mean_loss', 'final_loss')  # train v-loss: over the whole run, at its end
 
 
 def _run(cmd, log) -> float:
@@ -157,20 +159,19 @@ def plot_losses(path, curves: dict, title: str, smooth: int = 5) -> None:
   except ImportError as e:
     raise SystemExit("the figures need matplotlib: pip install -e '.[experiments]'") from e
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-  kernel = np.ones(smooth) / smooth
   for i, (arm, runs) in enumerate(curves.items()):
     colour = f'C{i}'
     ys = []
     for steps, loss in runs:
-      y = np.convolve(loss, kernel, mode='valid')
-      x = np.asarray(steps[smooth - 1:])
+      y = np.array([np.mean(loss[max(0, i - smooth + 1):i + 1]) for i in range(len(loss))])
+      x = np.asarray(steps)
       ax.plot(x, y, color=colour, lw=0.6, alpha=0.5)
       ys.append(y)
     n = min(map(len, ys))
     ax.plot(x[:n], np.mean([y[:n] for y in ys], 0), color=colour, lw=2,
             label=f'{arm} (mean of {len(ys)} seeds)')
   ax.set_xlabel('STUNet step')
-  ax.set_ylabel(f'train v-loss (moving average of {smooth} logs)')
+  ax.set_ylabel(f'train v-loss (mean of the last {smooth} logs)')
   ax.set_yscale('log')
   ax.set_title(title)
   ax.legend()
@@ -189,21 +190,26 @@ def ablation(c) -> dict:
       record = train(c, arm, seed, c.steps)
       workdir = os.path.join(c.runs_dir, f'{arm}_s{seed}')
       steps, loss = loss_curve(workdir)
-      tail = float(np.mean(loss[-5:]))  # the last 50 steps (log_every 10)
-      runs.append(dict(record, final_loss=tail, **summary(evaluate(c, workdir))))
+      runs.append(dict(record, mean_loss=float(np.mean(loss)),     # the whole run
+                       final_loss=float(np.mean(loss[-5:])),       # its last 5 logs
+                       **summary(evaluate(c, workdir))))
       curves.setdefault(arm, []).append((steps, loss))
-    stats = {k: mean_spread([r[k] for r in runs]) for k in ('final_loss',) + METRICS}
+    stats = {k: mean_spread([r[k] for r in runs]) for k in LOSSES + METRICS}
     stats['flops_per_step'] = runs[0]['flops_per_step']
     stats['train_wall_s'] = mean_spread([r['train_wall_s'] for r in runs])
     arms[arm] = dict(runs=runs, stats=stats)
   a, b = list(arms)
   comparisons = {k: compare(arms[a]['stats'][k], arms[b]['stats'][k])
-                 for k in ('final_loss',) + METRICS}
+                 for k in LOSSES + METRICS}
+  # The same seed draws the same data, times and noise in both arms: paired differences.
+  paired = {k: [rb[k] - ra[k] for ra, rb in zip(arms[a]['runs'], arms[b]['runs'])
+                if ra[k] is not None and rb[k] is not None] for k in LOSSES + METRICS}
   titles = {'init': 'temporal resampling init: identity vs He',
             'frozen': 'spatial weights: trained vs frozen'}
   figure = os.path.join(c.results_dir, f'{c.experiment}_loss.png')
   plot_losses(figure, curves, titles[c.experiment])
-  return dict(arms=arms, comparisons={f'{a} vs {b}': comparisons}, figures=[figure])
+  return dict(arms=arms, comparisons={f'{a} vs {b}': comparisons},
+              paired_differences={f'{b} - {a}': paired}, figures=[figure])
 
 
 def probe_flops(c, arm_name) -> float:
@@ -343,25 +349,31 @@ def print_table(result: dict) -> None:
   if 'seams' in result:
     print(json.dumps(result['seams'], indent=1)[:3000])
     return
-  print('| arm | seeds | final loss | colour | shape | motion | all | FVD | GFLOP/step |')
-  print('|---|---|---|---|---|---|---|---|---|')
+  print('| arm | seeds | mean loss | final loss | colour | shape | motion | all | FVD | '
+        'GFLOP/step |')
+  print('|---|---|---|---|---|---|---|---|---|---|')
   for arm, r in result['arms'].items():
     s = r['stats']
     if 'runs' not in r:  # one seed (cascade): the scores themselves
-      print(f'| {arm} | 1 | - | {s["color_acc"]:.3f} | {s["shape_acc"]:.3f} | '
+      print(f'| {arm} | 1 | - | - | {s["color_acc"]:.3f} | {s["shape_acc"]:.3f} | '
             f'{s["motion_acc"]:.3f} | {s["all_acc"]:.3f} | {s["fvd"]:.0f} | - |')
       print('    by motion: ' + ', '.join(f'{m} {a:.2f}' for m, a in s['by_motion'].items()))
       continue
     cell = lambda k, f='.3f': (f'{s[k]["mean"]:{f}} ± {s[k]["std"]:{f}}' if s.get(k) else '-')
-    print(f'| {arm} | {len(r["runs"])} | {cell("final_loss", ".4f")} | {cell("color_acc")} | '
+    print(f'| {arm} | {len(r["runs"])} | {cell("mean_loss", ".4f")} | '
+          f'{cell("final_loss", ".4f")} | {cell("color_acc")} | '
           f'{cell("shape_acc")} | {cell("motion_acc")} | {cell("all_acc")} | '
           f'{cell("fvd", ".0f")} | {s["flops_per_step"] / 1e9:.2f} |')
   for pair, comp in result.get('comparisons', {}).items():
     print(f'{pair}: ' + ', '.join(f'{k} {v}' for k, v in comp.items()))
+  for pair, diffs in result.get('paired_differences', {}).items():
+    print(f'{pair}, per seed: ' + '; '.join(
+        f'{k} ' + ' '.join(f'{d:+.4f}' for d in v) for k, v in diffs.items() if v))
 
 
 def main(argv):
   del argv
+  cli.quiet_library_logs()  # the cascade's figures load models in this process
   c = _CONFIG.value
   os.makedirs(c.results_dir, exist_ok=True)
   os.makedirs(c.runs_dir, exist_ok=True)
