@@ -29,6 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from stunet import cascade  # pylint: disable=g-import-not-at-top
 from stunet import cli  # pylint: disable=g-import-not-at-top
 from stunet import monitoring  # pylint: disable=g-import-not-at-top
 
@@ -77,6 +78,14 @@ def ensure_t2i(c) -> None:
         f'--workdir={c.t2i}'], c.t2i + '.log')
 
 
+def _train_command(c, arm, workdir, steps, *extra) -> list:
+  """train.py for an arm: its config, its start (the shared T2I run for 't2i') and flags."""
+  init_from = c.t2i if arm.init_from == 't2i' else arm.init_from
+  return [sys.executable, 'train.py', f'--config={arm.config}', f'--workdir={workdir}',
+          f'--config.train.init_from={init_from}', f'--config.train.num_steps={steps}',
+          *extra, *arm.flags]
+
+
 def train(c, arm_name, seed, steps) -> dict:
   """Trains one arm for one seed (unless done); its run record."""
   arm = c.arms[arm_name]
@@ -87,11 +96,9 @@ def train(c, arm_name, seed, steps) -> dict:
   if _ONLY_REPORT.value:
     raise FileNotFoundError(f'{workdir}: not trained yet (run without --only_report).')
   os.makedirs(workdir, exist_ok=True)
-  init_from = c.t2i if arm.init_from == 't2i' else arm.init_from
-  cmd = [sys.executable, 'train.py', f'--config={arm.config}', f'--workdir={workdir}',
-         f'--config.seed={seed}', f'--config.train.init_from={init_from}',
-         f'--config.train.num_steps={steps}', f'--config.train.ckpt_every={steps}',
-         f'--config.train.log_every={c.log_every}', *arm.flags]
+  cmd = _train_command(c, arm, workdir, steps, f'--config.seed={seed}',
+                       f'--config.train.ckpt_every={steps}',
+                       f'--config.train.log_every={c.log_every}')
   print(f'{arm_name} seed {seed}: training {steps} steps', flush=True)
   wall = _run(cmd, os.path.join(workdir, 'train.log'))
   record = dict(arm=arm_name, seed=seed, steps=steps, command=' '.join(cmd[1:]),
@@ -150,14 +157,19 @@ def compare(a: dict, b: dict) -> str:
   return 'inconclusive'
 
 
-def plot_losses(path, curves: dict, title: str, smooth: int = 5) -> None:
-  """Loss against step, one colour per arm: each seed thin, the seeds' mean bold."""
+def _pyplot():
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise SystemExit("the figures need matplotlib: pip install -e '.[experiments]'") from e
+  return plt
+
+
+def plot_losses(path, curves: dict, title: str, smooth: int = 5) -> None:
+  """Loss against step, one colour per arm: each seed thin, the seeds' mean bold."""
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
   for i, (arm, runs) in enumerate(curves.items()):
     colour = f'C{i}'
@@ -218,9 +230,7 @@ def probe_flops(c, arm_name) -> float:
   workdir = os.path.join(c.runs_dir, f'_probe_{arm_name}')
   shutil.rmtree(workdir, ignore_errors=True)
   os.makedirs(workdir)
-  _run([sys.executable, 'train.py', f'--config={arm.config}', f'--workdir={workdir}',
-        f'--config.train.init_from={arm.init_from}', '--config.train.num_steps=1', *arm.flags],
-       os.path.join(workdir, 'train.log'))
+  _run(_train_command(c, arm, workdir, 1), os.path.join(workdir, 'train.log'))
   flops = train_flops(workdir)
   shutil.rmtree(workdir)
   return flops
@@ -240,11 +250,8 @@ def projections(videos, axis: str) -> np.ndarray:
 def coherence_figures(c, stunet_dir, keyframe_dir, tsr_dir, scores, stride) -> list:
   """Frame-to-frame change per frame pair (real, STUNet, cascade) and Y-T / X-T images
   of the same prompts and seeds side by side."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
   from data import shapes  # pylint: disable=g-import-not-at-top
-  from stunet import cascade  # pylint: disable=g-import-not-at-top
   from stunet import sampling  # pylint: disable=g-import-not-at-top
   from configs import common  # pylint: disable=g-import-not-at-top
 
@@ -301,12 +308,13 @@ def cascade_experiment(c) -> dict:
   seed = c.seeds[0]
   stunet = train(c, 'stunet', seed, c.steps)
   budget = c.steps * stunet['flops_per_step']
-  flops = {arm: probe_flops(c, arm) for arm in ('keyframes', 'tsr')}
-  steps = {'keyframes': round(c.keyframe_share * budget / flops['keyframes']),
-           'tsr': round((1 - c.keyframe_share) * budget / flops['tsr'])}
   runs = {'stunet': stunet}
-  for arm in ('keyframes', 'tsr'):
-    runs[arm] = train(c, arm, seed, steps[arm])
+  for arm, share in (('keyframes', c.keyframe_share), ('tsr', 1 - c.keyframe_share)):
+    done = os.path.join(c.runs_dir, f'{arm}_s{seed}', 'run.json')
+    if os.path.exists(done):  # trained: its steps were set from the FLOPs then
+      runs[arm] = json.load(open(done))
+    else:
+      runs[arm] = train(c, arm, seed, round(share * budget / probe_flops(c, arm)))
   dirs = {arm: os.path.join(c.runs_dir, f'{arm}_s{seed}') for arm in runs}
   casc_dir = os.path.join(c.runs_dir, f'cascade_s{seed}')
   os.makedirs(casc_dir, exist_ok=True)
@@ -320,7 +328,7 @@ def cascade_experiment(c) -> dict:
   frames, stride, window = (cas['data']['num_frames'], cas['cascade']['stride'],
                             cas['cascade']['window'])
   per_clip = {'stunet': frames, 'cascade': frames // stride +
-              len(range(0, frames - window + 1, stride)) * window}
+              len(cascade.window_starts(frames, stride, window)) * window}
   figures = coherence_figures(c, dirs['stunet'], dirs['keyframes'], dirs['tsr'], scores,
                               stride)
   return dict(runs=runs, train_flops=train_flops_total,
@@ -381,7 +389,9 @@ def main(argv):
   run = {'init': ablation, 'frozen': ablation, 'cascade': cascade_experiment,
          'seams': seams_experiment}[c.experiment]
   result = run(c)
-  result.update(experiment=c.experiment, config=c.to_dict(), wall_s=time.time() - t0)
+  result.update(experiment=c.experiment, config=c.to_dict())
+  if not _ONLY_REPORT.value:  # what this command took (a report alone takes seconds)
+    result['wall_s'] = time.time() - t0
   path = os.path.join(c.results_dir, f'{c.experiment}.json')
   json.dump(result, open(path, 'w'), indent=1)
   print_table(result)
