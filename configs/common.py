@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: the STUNet adds to its output a smooth space-time pattern (this many cosines
   # per axis) chosen by the timestep + text embedding (stunet.layers.LayoutBias).
   c.model.layout_basis = 0
+  # Row, column (and frame) coordinates at the input, through zero-initialised 1x1
+  # projections (stunet.unet.UNet._coordinates): absolute position from step 0.
+  c.model.coord_channels = False
   # The keyframe + temporal super-resolution cascade that the paper argues against
   # (stunet/cascade.py; README "Reproducing the paper"). role '': the STUNet, every
   # frame. 'keyframes': the model sees every stride-th frame of each clip. 'tsr': it
@@ -121,6 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Train only the spatial (T2I) layers, the temporal ones frozen: the stylized
   # generation fine-tune (sample.py --style).
   c.train.freeze_temporal = False
+  # Keep the text encoder at its (random) init: a fixed representation in which every
+  # word differs from the start (a pretrained T5 is always frozen).
+  c.train.freeze_text = False
   # Conditional stage: the share of each kind of training mask, in the order of
   # stunet.conditioning.KINDS (unconditional, image-to-video, inpainting,
   # outpainting, cinemagraph).

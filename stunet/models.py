@@ -24,6 +24,7 @@ def build_model(model_config) -> unet_lib.TextToVideo:
       temporal_resample=m.temporal_resample,
       temporal_resample_init=m.temporal_resample_init,
       temporal_cond=m.temporal_cond, layout_basis=m.layout_basis,
+      coord_channels=m.coord_channels,
       remat=unet_lib.remat_policy_name(m.remat), dtype=dtype)
   t = m.text
   text = TextEncoder(vocab_size=t.vocab_size, width=t.width, num_layers=t.num_layers,

@@ -134,7 +134,7 @@ class Setup:
     self.tx = make_optimizer(config.train)
     self.freeze = bool(config.train.freeze_spatial)
     self.freeze_temporal = bool(config.train.get('freeze_temporal', False))
-    self.freeze_text = bool(config.model.text.pretrained)
+    self.freeze_text = bool(config.model.text.pretrained or config.train.freeze_text)
     self.precomputed_text = precomputed_text(config)
 
   def split(self, params):

@@ -53,7 +53,7 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng,
     params = inflate.inflate(src_params, params)
     report('initialised %s from %s', 'every weight it has' if src_config.model.temporal
            else 'spatial weights', src)
-  if setup.freeze_text and not setup.precomputed_text:
+  if config.model.text.pretrained and not setup.precomputed_text:
     params = train_lib.with_pretrained_text(config.model, params)
     report('loaded the frozen text encoder from %s', config.model.text.pretrained)
   if params is not state.params:
@@ -67,7 +67,8 @@ def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng,
 # Fields of config.model that the run in config.train.init_from must share with this
 # one: they decide the shapes of the weights that are copied.
 SHARED_MODEL_FIELDS = ('channels', 'channel_mult', 'num_res_blocks', 'attn_levels',
-                       'cross_attn_levels', 'num_heads', 'lowres_size', 'text.width',
+                       'cross_attn_levels', 'num_heads', 'lowres_size', 'coord_channels',
+                       'text.width',
                        'text.num_layers', 'text.num_heads', 'text.mlp_dim')
 
 

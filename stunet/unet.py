@@ -72,6 +72,10 @@ class UNet(nn.Module):
   # > 0: a smooth space-time pattern chosen by the timestep + text embedding is added
   # to the output (layers.LayoutBias, this many cosines per axis); STUNet only.
   layout_basis: int = 0
+  # Absolute position at the input: the row and column (and, in the STUNet, the frame)
+  # of every pixel in [-1, 1], each through a zero-initialised 1x1 projection added to
+  # the first convolution's output. The frame's projection is a temporal layer.
+  coord_channels: bool = False
   remat: str = 'none'                        # rematerialisation policy, see REMAT_POLICIES
   dtype: Any = jnp.float32
 
@@ -109,6 +113,19 @@ class UNet(nn.Module):
       h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h, temporal_emb)
     return h
 
+  def _coordinates(self, shape):
+    """Zero-initialised projections of the pixel's (row, column) and frame position,
+    [1, t, h, w, channels] (broadcast over the batch)."""
+    _, t, hh, ww, _ = shape
+    axis = lambda n: jnp.linspace(-1., 1., n) if n > 1 else jnp.zeros((1,))
+    rows, cols = jnp.meshgrid(axis(hh), axis(ww), indexing='ij')
+    space = jnp.stack([rows, cols], -1).astype(self.dtype)[None, None]  # [1, 1, h, w, 2]
+    out = L.dense(self.channels, 'coords_in', self.dtype, zero=True)(space)
+    if self.temporal:
+      frames = axis(t).astype(self.dtype).reshape(1, t, 1, 1, 1)
+      out = out + L.dense(self.channels, 'temporal_frame_in', self.dtype, zero=True)(frames)
+    return out
+
   @nn.compact
   def __call__(self, x, t, text, text_mask, cond_t=None):
     b, frames = x.shape[:2]
@@ -139,6 +156,8 @@ class UNet(nn.Module):
 
     f = L.Fold(x.shape, 'space')
     h = f.unfold(L.conv2d(self.channels, 'conv_in', self.dtype)(f.fold(x)))
+    if self.coord_channels:
+      h = h + self._coordinates(x.shape)
     skips = [h]
     for i, mult in enumerate(self.channel_mult):
       for r in range(self.num_res_blocks):
