@@ -26,10 +26,10 @@ import tqdm
 from absl import app
 from absl import flags
 
-from configs import common
 from data import shapes
 from data import shapes_metrics as metrics
 from stunet import cli
+from stunet import sampling
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model); '
@@ -44,7 +44,7 @@ _NUM = flags.DEFINE_integer('num_samples', 32, 'Number of prompts/videos.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Videos generated per sampler call.')
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight (default: config).')
-_SAMPLER = flags.DEFINE_enum('sampler', None, ['ddim', 'ddpm'], 'Default: config.')
+_SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: config.')
 _THRESHOLD = flags.DEFINE_float('threshold', None, 'Dynamic-thresholding percentile, 0 for a '
                                 'plain clip (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the prompts and of the sampler.')
@@ -56,7 +56,8 @@ _FVD = flags.DEFINE_bool('fvd', True, 'Also report FVD (Kinetics-400 I3D feature
                          'such sets): about 1 s per video on 2 CPU cores.')
 
 
-def prompts_and_labels(n: int, seed: int):
+def benchmark_prompts(n: int, seed: int) -> list:
+  """n captions drawn uniformly from the valid (colour, shape, motion) combinations."""
   rng = np.random.default_rng(seed)
   combos = [shapes.COMBINATIONS[i] for i in rng.integers(len(shapes.COMBINATIONS), size=n)]
   return [shapes.caption(*c) for c in combos]
@@ -72,15 +73,14 @@ def _default_workdir():
 
 def generated(prompts, workdir):
   from stunet import cascade  # pylint: disable=g-import-not-at-top
-  from stunet import sampling  # pylint: disable=g-import-not-at-top
-  kw = dict(num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, threshold=_THRESHOLD.value,
-            defaults=common.base_config())
-  gen, config = sampling.Generator.from_workdir(workdir, _STEP.value, **kw)
+  from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
+  kw = dict(num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, threshold=_THRESHOLD.value)
+  gen, config = Generator.from_workdir(workdir, _STEP.value, **kw)
   if _TSR.value:  # the keyframe run's step; the TSR run's latest
-    tsr, tsr_config = sampling.Generator.from_workdir(_TSR.value, None, **kw)
+    tsr, tsr_config = Generator.from_workdir(_TSR.value, None, **kw)
     gen = cascade.Cascade.from_stages(gen, config, tsr, tsr_config, (workdir, _TSR.value))
-  elif cascade.role(config):
-    raise app.UsageError(f'{workdir} is a {cascade.role(config)} model of the keyframe + TSR '
+  elif config.cascade.role:
+    raise app.UsageError(f'{workdir} is a {config.cascade.role} model of the keyframe + TSR '
                          f'cascade: score the cascade with --workdir=<its keyframe run> '
                          f'--tsr_workdir=<its TSR run>.')
   if not config.model.temporal:
@@ -127,7 +127,7 @@ def frechet_video_distance(videos, real, prompts) -> dict | None:
 def main(argv):
   del argv
   cli.quiet_library_logs()
-  prompts = prompts_and_labels(_NUM.value, _SEED.value)
+  prompts = benchmark_prompts(_NUM.value, _SEED.value)
   if _SOURCE.value == 'model':
     try:
       videos = generated(prompts, _WORKDIR.value or _default_workdir())

@@ -52,38 +52,30 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  from configs import common  # pylint: disable=g-import-not-at-top
   from data import pipeline  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
-  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
-  from stunet import sharding  # pylint: disable=g-import-not-at-top
-  from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
   from stunet import monitoring  # pylint: disable=g-import-not-at-top
-  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  from stunet import train_loop  # pylint: disable=g-import-not-at-top
   from stunet import workdir_lock  # pylint: disable=g-import-not-at-top
   cli.quiet_library_logs()
   config = _CONFIG.value
   try:  # a bad config or init_from is the user's to fix: a message, no traceback
     ingested_tokenizer = records.resolve_tokenizer(config)
-    text_lib.resolve(config)
-    common.validate(config)
-    sharding.check_batch(config, jax.device_count())
-    if not checkpoints.Checkpointer.has_checkpoint(_WORKDIR.value):
-      trainer.check_init_from(config, common.base_config())
+    train_loop.prepare(config, _WORKDIR.value)
+    inputs = pipeline.TrainInputs(config)
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from e
   logging.info('config:\n%s', config)
   monitoring.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
-                 'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
-                 jax.process_count())
+                    'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
+                    jax.process_count())
   if ingested_tokenizer:
     monitoring.report('tokenizer: %s (trained by data/ingest.py on these captions)',
-                   ingested_tokenizer)
-  inputs = pipeline.TrainInputs(config)
+                      ingested_tokenizer)
   for line in inputs.text_warnings():
     monitoring.report('warning: %s', line)
   try:
-    trainer.train_and_evaluate(config, _WORKDIR.value, inputs, defaults=common.base_config())
+    train_loop.train(config, _WORKDIR.value, inputs)
   except (workdir_lock.WorkdirLocked, NotADirectoryError) as e:  # raised before training
     raise app.UsageError(str(e)) from e
 

@@ -103,11 +103,12 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
-from configs import common  # pylint: disable=g-import-not-at-top
+import hlo  # pylint: disable=g-import-not-at-top  # benchmarks/hlo.py, beside this script
+from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
 from stunet import sampling  # pylint: disable=g-import-not-at-top
 from stunet import sharding  # pylint: disable=g-import-not-at-top
 from stunet import text as text_lib  # pylint: disable=g-import-not-at-top
-from stunet import train_lib  # pylint: disable=g-import-not-at-top
+from stunet import train_step  # pylint: disable=g-import-not-at-top
 
 
 def load_config(spec: str):
@@ -141,7 +142,7 @@ def build_config(mesh_shape, remat):
     if needs_t2i and not config.train.init_from:
       config.train.init_from = '(benchmark: abstract weights)'
   text_lib.resolve(config)
-  common.validate(config)
+  config_lib.validate(config)
   return config
 
 
@@ -161,15 +162,15 @@ def measure(mesh_str: str, remat: str) -> dict:
              cpu_scheduler=ARGS.cpu_scheduler,
              mesh='x'.join(map(str, mesh.devices.shape)), remat=remat)
   t0 = time.perf_counter()
-  setup = train_lib.Setup(config, mesh)
-  state = setup.abstract_state
+  spec = train_step.TrainSpec(config, mesh)
+  state = spec.abstract_state
   row['state_s'] = time.perf_counter() - t0
 
   params = traverse_util.flatten_dict(state.params, sep='/')
   n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
   row['unet_params'] = n({k: v for k, v in params.items() if k.startswith('unet/')})
   row['text_params'] = n({k: v for k, v in params.items() if k.startswith('text_encoder/')})
-  row['trained_params'] = n(setup.split(state.params)[0])
+  row['trained_params'] = n(spec.split(state.params)[0])
   for name in ('params', 'ema_params', 'opt_state'):
     row[f'{name}_bytes'], row[f'{name}_bytes_dev'] = sharding.shard_bytes(getattr(state, name))
   row['state_bytes'], row['state_bytes_dev'] = sharding.shard_bytes(state)
@@ -188,7 +189,7 @@ def measure(mesh_str: str, remat: str) -> dict:
   rng = jax.random.key(0)
   if ARGS.sampler:  # one denoising step: the loop's body, compiled once for any count
     row['what'] = 'sampler'
-    fn = sampling.make_sampler(setup.model, (b, frames, d.size, d.size, 3), num_steps=1,
+    fn = sampling.make_sampler(spec.model, (b, frames, d.size, d.size, 3), num_steps=1,
                                sampler='ddim', threshold=0., mesh=mesh,
                                rules=sharding.rules(config.mesh))
     args = [{'params': state.params}, batch['tokens'], batch['mask'], batch['tokens'],
@@ -200,7 +201,7 @@ def measure(mesh_str: str, remat: str) -> dict:
     step_args = tuple(args)
   else:
     row['what'] = 'train step'
-    fn = train_lib.make_train_step(setup, null_tokens, null_tokens > 0)
+    fn = train_step.make_train_step(spec, null_tokens, null_tokens > 0)
     step_args = (state, batch, rng)
 
   t0 = time.perf_counter()
@@ -223,13 +224,13 @@ def measure(mesh_str: str, remat: str) -> dict:
   row['host_rss_bytes'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   # Bytes each device receives or exchanges per step, by collective (an op inside a
   # loop counts once; the train step has none unless grad_accum > 1).
-  hlo = compiled.as_text()
-  row['collectives'] = sharding.collective_bytes(hlo)
+  hlo_text = compiled.as_text()
+  row['collectives'] = hlo.collective_bytes(hlo_text)
   row['collective_bytes_dev'] = sum(b for _, b in row['collectives'].values())
   # All-gathers of anything but a parameter (by shape): activations gathered whole.
   param_shapes = {tuple(v.shape) for v in jax.tree.leaves(state.params)}
   gathers = [(nbytes, str(shapes), op) for kind, shapes, nbytes, op in
-             sharding.hlo_collectives(hlo, with_ops=True)
+             hlo.hlo_collectives(hlo_text, with_ops=True)
              if kind == 'all-gather' and any(s not in param_shapes for _, s in shapes)]
   row['activation_gather_bytes_dev'] = sum(g[0] for g in gathers)
   row['activation_gathers_top'] = sorted(gathers, reverse=True)[:8]

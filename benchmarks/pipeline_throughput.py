@@ -24,12 +24,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from configs import common
 from data import ingest
 from data import pipeline
 from data import shapes
+from stunet import config as config_lib
 from stunet import sharding
-from stunet import train_lib
+from stunet import train_step
 from stunet import video_io
 from stunet.text import Tokenizer
 from stunet import text as text_lib
@@ -63,7 +63,7 @@ def main(argv):
   with config.unlocked():
     d.records, d.frame_strides = out, (1, 2)
   text_lib.resolve(config)
-  common.validate(config)
+  config_lib.validate(config)
   clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
   batches = pipeline.train_batches(config, Tokenizer.from_config(d).encode)
   for _ in range(5):
@@ -74,11 +74,11 @@ def main(argv):
   pipe_s = (time.perf_counter() - t0) / _BATCHES.value
 
   mesh = sharding.make_mesh(config.mesh)
-  setup = train_lib.Setup(config, mesh)
-  state = setup.init(jax.random.key(0))
+  spec = train_step.TrainSpec(config, mesh)
+  state = spec.init(jax.random.key(0))
   null = np.zeros(d.max_text_len, np.int32)
   null[0] = 1
-  step = train_lib.make_train_step(setup, null, null > 0)
+  step = train_step.make_train_step(spec, null, null > 0)
   gbatch = sharding.global_batch({k: batch[k] for k in ('video', 'tokens', 'mask')}, mesh)
   rng = jax.random.key(1)
   compiled = step.lower(state, gbatch, rng).compile()

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from configs import common
+from stunet import config as config_lib
 from stunet import multidiffusion
 from stunet import sampling
 from stunet import sharding
-from stunet import train_lib
+from stunet import train_step
 from stunet.text import Tokenizer
 from stunet import text as text_lib
 
@@ -59,11 +59,11 @@ def main(argv):
   del argv
   config = _CONFIG.value
   text_lib.resolve(config)
-  common.validate(config)
+  config_lib.validate(config)
   if not config.model.lowres_size:
     raise app.UsageError('--config must be an SSR config (model.lowres_size > 0).')
-  setup = train_lib.Setup(config, sharding.make_mesh(config.mesh))
-  params = {'params': setup.init(jax.random.key(0)).params}
+  spec = train_step.TrainSpec(config, sharding.make_mesh(config.mesh))
+  params = {'params': spec.init(jax.random.key(0)).params}
   tok = Tokenizer.from_config(config.data)
   b, size, low = _BATCH.value, config.data.size, config.model.lowres_size
   tokens, mask = tok.encode(['a red square moves left'] * b)
@@ -84,7 +84,7 @@ def main(argv):
     if _WHOLE.value:
       modes.append(('whole clip', None))
     for name, windows in modes:
-      r = measure(setup.model, params, shape, windows, args)
+      r = measure(spec.model, params, shape, windows, args)
       n = len(windows.starts) if windows else 1
       print(f'{frames:6d} {name:>15s} {n:7d} {r["temp"]:9.1f} {r["args"]:9.1f} '
             f'{r["peak"]:9.1f} {r["per_step"]:7.2f} {r["compile"]:9.1f}', flush=True)

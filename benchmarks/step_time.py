@@ -25,8 +25,7 @@ from ml_collections import config_flags
 
 import synthetic  # benchmarks/synthetic.py, beside this script
 from stunet import cli
-from stunet import sampling
-from stunet import train_lib
+from stunet.generator import Generator
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/tiny.py:stage=scratch',
                                           'Config file.')
@@ -55,9 +54,8 @@ def main(argv):
   del argv
   cli.quiet_library_logs()
   config = _CONFIG.value
-  setup, state, compiled, batch, rng, compile_s = synthetic.train_step(config)
-  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
-                                                setup.freeze_text)
+  spec, state, compiled, batch, rng, compile_s = synthetic.train_step(config)
+  n_train, n_frozen = spec.count_params(state.params)
   tc, d = config.train, config.data
   flops = _flops(compiled)
   mem = compiled.memory_analysis()
@@ -68,7 +66,7 @@ def main(argv):
     return m['loss']
   step_s = _timed(one, _STEPS.value)
 
-  gen = sampling.Generator.from_config(setup.model, {'params': holder['state'].params},
+  gen = Generator.from_config(spec.model, {'params': holder['state'].params},
                                        _FakeTokenizer(d.max_text_len), config,
                                        num_steps=_SAMPLE_STEPS.value)
   frames = d.num_frames if config.model.temporal else 1  # what the sampler generates
@@ -79,7 +77,7 @@ def main(argv):
   # XLA counts a scan's body once, so count one denoising step (the guided batch of
   # 2b through the U-Net) on its own.
   b2 = 2 * len(prompts)
-  denoise = jax.jit(lambda p, z, t, txt, m: setup.model.apply(p, z, t, txt, m, method='denoise'))
+  denoise = jax.jit(lambda p, z, t, txt, m: spec.model.apply(p, z, t, txt, m, method='denoise'))
   sample_flops = _flops(denoise.lower(
       {'params': holder['state'].params}, jnp.zeros((b2, frames, d.size, d.size, 3)),
       jnp.zeros((b2,)), jnp.zeros((b2, d.max_text_len, config.model.text.width)),

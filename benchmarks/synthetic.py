@@ -7,14 +7,14 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from configs import common
+from stunet import config as config_lib
 from stunet import sharding
-from stunet import train_lib
 from stunet import text as text_lib
+from stunet import train_step as train_step_lib
 
 
 class TrainStep(NamedTuple):
-  setup: Any           # train_lib.Setup
+  spec: Any            # train_step.TrainSpec
   state: Any           # the initial TrainState
   compiled: Any        # compiled(state, batch, rng) -> (state, metrics)
   batch: Any
@@ -29,13 +29,13 @@ def train_step(config) -> TrainStep:
   if needs_t2i and not config.train.init_from:
     config.train.init_from = '(benchmark: random spatial weights)'
   text_lib.resolve(config)
-  common.validate(config)
+  config_lib.validate(config)
   mesh = sharding.make_mesh(config.mesh)
-  setup = train_lib.Setup(config, mesh)
-  state = setup.init(jax.random.key(0))
+  spec = train_step_lib.TrainSpec(config, mesh)
+  state = spec.init(jax.random.key(0))
   null = np.zeros(config.data.max_text_len, np.int32)
   null[0] = 1
-  step = train_lib.make_train_step(setup, null, null > 0)
+  step = train_step_lib.make_train_step(spec, null, null > 0)
   tc, d = config.train, config.data
   clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
   batch = sharding.global_batch({
@@ -45,4 +45,4 @@ def train_step(config) -> TrainStep:
   rng = jax.random.key(1)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, rng).compile()
-  return TrainStep(setup, state, compiled, batch, rng, time.perf_counter() - t0)
+  return TrainStep(spec, state, compiled, batch, rng, time.perf_counter() - t0)

@@ -19,27 +19,12 @@ sentencepiece model, and a T2I workdir at these widths. They are meant for pods
 host); `benchmarks/paper_scale.py` compiles their train step for a large mesh of
 fake CPU devices and prints per-device memory and FLOPs.
 
-Parameter counts (jax.eval_shape, float32 parameters; tests/test_paper_config.py
-checks the base U-Net's):
-  model=base  U-Net 1,231.5M (of which 277.6M temporal: what trains at stage=stunet),
-              text encoder 4,762.3M (T5-XXL encoder's shape, frozen)
-  model=ssr   U-Net   368.0M (of which  64.1M temporal), text encoder 4,762.3M
-(window=8 has the same counts.)
-
-Memory (benchmarks/paper_scale.py, XLA:CPU estimates with its memory-optimized
-scheduler, remat=full, per device; a TPU/GPU compile will differ; README "Measuring"):
-the parameters, EMA and optimizer state are small once split (<0.5 GiB per device on
-64), the activations are not. One 80x128x128 clip per device needs ~104 GiB (mesh
-(1, 64, 1, 1)); a clip split over 4 devices (context axis, (1, 16, 1, 4)) ~26 GiB; over 8
-(this config's (1, -1, 1, 8): 8 clips per micro-batch on 64 devices) ~14 GiB, on 64 and
-on 256 devices. The SSR at full 1024 px frames needs ~76 GiB per device with a 16-frame
-window over 8 devices and ~38 GiB over 16 (one frame each); train it on crops (Imagen
-trained its 1024 px SR model on 256 px crops; it is fully convolutional), e.g.
---config.data.size=256, once the data pipeline can take random crops (it reads clips
-at their stored size today).
+Parameter counts and the per-device memory of these configs' train steps are in
+docs/scale.md, with the commands that measure them (tests/test_paper_config.py checks
+the base U-Net's parameter count).
 """
 
-from configs import common
+from stunet import config as config_lib
 
 # T5-XXL encoder's shape (Imagen's and so Lumiere's frozen text encoder): 24 layers of
 # width 4096, 64 heads of 64, gated-GELU MLP of 10240, T5's 32128-token vocabulary,
@@ -49,14 +34,14 @@ T5_MAX_LEN = 128
 
 
 def get_config(arg: str = 'model=base'):
-  args = common.parse_arg(arg, model='base', stage='stunet', window=16)
+  args = config_lib.parse_arg(arg, model='base', stage='stunet', window=16)
   model, stage, window = args['model'], args['stage'], args['window']
   if model not in ('base', 'ssr'):
     raise ValueError(f'unknown model {model!r}; use model=base or model=ssr.')
   if stage not in ('stunet', 'scratch'):
     raise ValueError(f'unknown stage {stage!r}; use stage=stunet (temporal layers train, '
                      f'the rest frozen) or stage=scratch (every weight trains).')
-  config = common.base_config()
+  config = config_lib.base_config()
 
   d = config.data
   d.name = 'webvid'                      # placeholder: a tfds video-caption dataset the
@@ -78,7 +63,7 @@ def get_config(arg: str = 'model=base'):
     d.size = 128
     # Imagen's 2B base U-Net is channels 512, mult (1, 2, 3, 4), 3 ResBlocks, attention
     # at 32, 16 and 8 px of a 64 px image. Lumiere's base runs at 128 px, and 80 frames
-    # halve four times to 5 (the paper's arithmetic in SPEC.md), so we use 5 levels:
+    # halve four times to 5 (80 / 2^4), so we use 5 levels:
     # widths 256, 512, 768, 1024, 1024 at 128, 64, 32, 16, 8 px (80, 40, 20, 10, 5
     # frames). At 128 px the widths are half of Imagen's 512 so that the activations
     # of 80 full-resolution frames stay affordable; the U-Net comes to ~1.23B
@@ -94,7 +79,7 @@ def get_config(arg: str = 'model=base'):
     m.num_temporal_attn = 1
     m.temporal_resample = True
   else:
-    # SSR: 128 -> 1024 per frame. Memory allows only short windows (SPEC: the paper
+    # SSR: 128 -> 1024 per frame. Memory allows only short windows (Lumiere
     # runs the SSR on overlapping windows, 2 frames of overlap, length not given): a
     # 1024x1024 frame at width 128 is 256 MiB of bfloat16 per activation, so a window
     # of 16 frames is 4 GiB per activation per clip, already more than the base model's

@@ -1,4 +1,4 @@
-"""The paper's claims at small scale (README "Reproducing the paper"), one experiment each.
+"""The paper's claims at small scale (docs/reproducing.md), one experiment each.
 
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=init
   configs/reproduce.py:experiment=init      identity vs He init of the temporal resampling
@@ -15,7 +15,7 @@ go to ``results_dir``.
 
 import ml_collections
 
-from configs import common
+from stunet import config as config_lib
 
 EXPERIMENTS = ('init', 'frozen', 'cascade', 'seams')
 
@@ -25,7 +25,7 @@ def _arm(config: str, *flags: str, init_from: str = 't2i') -> ml_collections.Con
 
 
 def get_config(arg: str = 'experiment=init'):
-  name = common.parse_arg(arg, experiment='init')['experiment']
+  name = config_lib.parse_arg(arg, experiment='init')['experiment']
   if name not in EXPERIMENTS:
     raise ValueError(f'unknown experiment {name!r}; use experiment= one of '
                      f'{", ".join(EXPERIMENTS)}.')

@@ -13,14 +13,14 @@ Variants (as configs/tiny.py):
                                  weights frozen (Lumiere's recipe)
 """
 
-from configs import common
+from stunet import config as config_lib
 
 
 def get_config(arg: str = 'stage=scratch'):
-  stage = common.parse_arg(arg, stage='scratch')['stage']
+  stage = config_lib.parse_arg(arg, stage='scratch')['stage']
   if stage not in ('t2i', 'stunet', 'scratch'):
     raise ValueError(f'unknown stage {stage!r}; use stage=t2i, stage=stunet or stage=scratch.')
-  config = common.base_config()
+  config = config_lib.base_config()
 
   d = config.data
   d.num_frames = 8                       # training windows of 8 frames

@@ -14,22 +14,22 @@ Variants (big_vision style, after a colon):
                                   outlined-shapes style (data.style='outline'), its
                                   temporal layers frozen (sample.py --style)
   configs/tiny.py:stage=keyframes the keyframe model of the keyframe + TSR cascade
-                                  (every 4th frame of each clip; README "Reproducing
-                                  the paper"), from --config.train.init_from
+                                  (every 4th frame of each clip; docs/reproducing.md),
+                                  from --config.train.init_from
   configs/tiny.py:stage=tsr       its temporal super-resolution model: 8-frame windows
                                   given the frames at 0 and 4, from init_from
-Fields not set here keep the defaults of configs/common.py.
+Fields not set here keep the defaults of stunet/config.py.
 """
 
-from configs import common
+from stunet import config as config_lib
 
 
 def get_config(arg: str = 'stage=stunet'):
-  stage = common.parse_arg(arg, stage='stunet')['stage']
+  stage = config_lib.parse_arg(arg, stage='stunet')['stage']
   stages = ('t2i', 'stunet', 'scratch', 'conditional', 'style', 'keyframes', 'tsr')
   if stage not in stages:
     raise ValueError(f'unknown stage {stage!r}; use stage= one of {", ".join(stages)}.')
-  config = common.base_config()
+  config = config_lib.base_config()
 
   config.data.num_frames = 16            # 16 frames of 32x32: 8 and 4 at the coarser levels
   config.data.size = 32
@@ -42,14 +42,14 @@ def get_config(arg: str = 'stage=stunet'):
   m.cross_attn_levels = (2,)
   m.temporal = stage != 't2i'
   # Linear-interpolation init of the temporal resampling: with the paper's frame
-  # repetition the tiny model's clips stayed in blocks of 4 identical frames (its
-  # coarsest level's 4 frames, repeated) for at least 1000 steps (README, "Motion").
+  # repetition the tiny model's clips stay in blocks of 4 identical frames (its
+  # coarsest level's 4 frames, repeated) for a long time (docs/choices.md).
   m.temporal_resample_init = 'linear'
 
   t = config.train
   t.stage = {'style': 'stunet', 'keyframes': 'stunet', 'tsr': 'conditional'}.get(stage, stage)
   # At this scale the whole network fine-tuned on clips learns motion sooner than the
-  # temporal layers alone on a frozen 600-step image model (README, "Motion").
+  # temporal layers alone on a frozen 600-step image model (docs/choices.md).
   t.freeze_spatial = False
   if stage == 't2i':
     t.batch_size, t.num_steps = 32, 600   # frames: 8 clips x 4 random frames
@@ -59,7 +59,7 @@ def get_config(arg: str = 'stage=stunet'):
   t.ema_decay = 0.995                    # short runs: a short average
 
   if stage in ('conditional', 'style'):
-    # Fine-tunes of the shipped model (README, "The shipped model"): its architecture
+    # Fine-tunes of the shipped model (docs/models.md): its architecture
     # (the layout bias) and its last recipe (constant lr 3e-4, t_power 2).
     m.layout_basis = 6
     t.init_from = 'pretrained/stunet_tiny'
@@ -75,8 +75,8 @@ def get_config(arg: str = 'stage=stunet'):
     config.cascade.role, config.cascade.stride, config.cascade.window = stage, 4, 8
     m.conditional = stage == 'tsr'
 
-  # Ancestral sampling gave cleaner, more coherent clips than DDIM for these short
-  # runs (same checkpoint, 32 prompts: colour 0.88 vs 0.81, see the README).
+  # Ancestral sampling gives cleaner, more coherent clips than DDIM for these short
+  # runs (docs/choices.md).
   config.sample.sampler = 'ddpm'
   config.sample.num_steps = 24
   # A plain clip of x_hat: dynamic thresholding divides the whole clip by s > 1 when

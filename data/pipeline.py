@@ -165,7 +165,7 @@ def dataset_builder(data_config) -> tfds.core.DatasetBuilder:
     return shapes_tfds.build(
         data_config.data_dir, data_config.num_frames, data_config.size,
         data_config.num_train, data_config.num_test, seed=data_config.dataset_seed,
-        style=data_config.get("style", ""),
+        style=data_config.style,
     )
   builder = tfds.builder(data_config.name, data_dir=data_config.data_dir)
   if not builder.is_prepared():
@@ -242,7 +242,7 @@ def training_captions(data_config, limit: int = 2000) -> list:
 
 
 class TrainInputs:
-  """What the training loop (stunet/trainer.py) reads, for ``config``: this host's
+  """What the training loop (stunet/train_loop.py) reads, for ``config``: this host's
   batches from a step on, and the text of the empty caption (classifier-free
   guidance's null). The loop gets it from train.py, so the library never imports data/.
   """

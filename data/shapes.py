@@ -1,6 +1,6 @@
 """Deterministic toy video-caption data: one coloured shape moving on black.
 
-This is the project's embedded benchmark (see DESIGN.md, "Embedded default data"):
+This is the project's embedded benchmark (docs/evaluation.md):
 small enough to train a tiny model on a CPU, and with ground truth that an analytic
 detector (`data.shapes_metrics.detect`) can read back from a generated video, so samples
 can be *scored* for colour, shape and motion. Periodic motion ('bounces up and down')
@@ -68,14 +68,15 @@ OUTLINE_WIDTH = 0.05
 BOUNCE_PERIODS = 2.0
 
 
-def _valid(shape: str, motion: str) -> bool:
+def valid_combination(shape: str, motion: str) -> bool:
   # A rotating circle looks static, so 'rotates' is only used with polygons.
   return not (shape == "circle" and motion == "rotates")
 
 
 # Every valid (color, shape, motion) triple; labels are sampled uniformly from this.
 COMBINATIONS: tuple[tuple[str, str, str], ...] = tuple(
-    (c, s, m) for c, s, m in itertools.product(COLORS, SHAPES, MOTIONS) if _valid(s, m)
+    (c, s, m) for c, s, m in itertools.product(COLORS, SHAPES, MOTIONS)
+    if valid_combination(s, m)
 )
 
 
@@ -153,7 +154,7 @@ def _coverage(shape: str, cx, cy, r, theta, size: int) -> np.ndarray:
 def _check_labels(labels: dict) -> tuple[str, str, str]:
   color, shape, motion = labels["color"], labels["shape"], labels["motion"]
   caption(color, shape, motion)  # validates names
-  if not _valid(shape, motion):
+  if not valid_combination(shape, motion):
     raise ValueError(f"Invalid combination: a {shape} cannot '{motion}'.")
   return color, shape, motion
 

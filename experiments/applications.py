@@ -47,15 +47,13 @@ from absl import flags
 import numpy as np
 import tqdm
 
-from configs import common
 from data import shapes
 from data import shapes_metrics as metrics
 from stunet import checkpoints
 from stunet import cli
 from stunet import conditioning as C
 from stunet import editing
-from stunet import sampling
-from stunet import train_lib
+from stunet.generator import Generator
 from stunet import video_io
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The text-to-video workdir (default: the '
@@ -267,11 +265,10 @@ def plot(path, series, xlabel, ylabel, title, xlim=(-0.05, 1.05)):
 def main(argv):
   del argv
   cli.quiet_library_logs()
-  out_dir, defaults = _OUTPUT_DIR.value, common.base_config()
+  out_dir = _OUTPUT_DIR.value
   os.makedirs(out_dir, exist_ok=True)
   only = set(_ONLY.value)
-  gen, config = sampling.Generator.from_workdir(
-      _WORKDIR.value or checkpoints.default_workdir(), defaults=defaults)
+  gen, config = Generator.from_workdir(_WORKDIR.value or checkpoints.default_workdir())
   d = config.data
   clips, captions, others = held_out(_NUM_CLIPS.value, _DATA_SEED.value, d.num_frames, d.size)
   rel = lambda path, default: os.path.relpath(path or checkpoints.default_workdir(default))
@@ -285,9 +282,8 @@ def main(argv):
   conditional = [a for a in ('image_to_video', 'inpainting', 'outpainting', 'cinemagraph')
                  if a in only]
   if conditional:
-    cgen, cconfig = sampling.Generator.from_workdir(
-        _CONDITIONAL.value or checkpoints.default_workdir(checkpoints.PRETRAINED_CONDITIONAL),
-        defaults=defaults)
+    cgen, cconfig = Generator.from_workdir(
+        _CONDITIONAL.value or checkpoints.default_workdir(checkpoints.PRETRAINED_CONDITIONAL))
     for name in tqdm.tqdm(conditional, desc='conditional', file=sys.stderr,
                           dynamic_ncols=True):
       row, (inputs, masks, outs) = run_conditional(cgen, cconfig, name, clips, captions,
@@ -315,9 +311,8 @@ def main(argv):
          'similarity to the input (PSNR, dB)', 'accuracy of the new colour or motion',
          'SDEdit: strength sweep (labels: strength)', xlim=None)
   if 'style' in only:
-    _, style = train_lib.load_params(
-        _STYLE.value or checkpoints.default_workdir(checkpoints.PRETRAINED_STYLE),
-        defaults=defaults)
+    _, style = checkpoints.load_params(
+        _STYLE.value or checkpoints.default_workdir(checkpoints.PRETRAINED_STYLE))
     alphas = [editing.check_alpha(float(a)) for a in _ALPHAS.value]
     rows, outputs = run_style(gen, config, style, alphas, captions)
     result['style'] = rows

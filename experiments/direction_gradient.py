@@ -19,7 +19,6 @@ Two measurements on real clips of the shapes data (README "Motion", point 7):
 import numpy as np
 from absl import flags
 
-from configs import common
 from data import shapes
 from stunet import cli
 
@@ -66,14 +65,13 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from stunet import checkpoints, train_lib  # pylint: disable=g-import-not-at-top
+  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
   from stunet.models import build_model  # pylint: disable=g-import-not-at-top
   from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
   cli.quiet_library_logs()
   workdir = _WORKDIR.value or checkpoints.default_workdir()
-  config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value,
-                                         defaults=common.base_config())
+  config, params = checkpoints.load_params(workdir, step=_STEP.value, ema=_EMA.value)
   d = config.data
   ideal_gain(d.num_frames, d.size, 0.995)
 

@@ -17,7 +17,6 @@ Same clips, noise and levels for every checkpoint, so runs compare directly:
 import numpy as np
 from absl import flags
 
-from configs import common
 from data import shapes
 from stunet import cli
 
@@ -35,14 +34,13 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from stunet import checkpoints, train_lib  # pylint: disable=g-import-not-at-top
+  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
   from stunet.models import build_model  # pylint: disable=g-import-not-at-top
   from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
   cli.quiet_library_logs()
   workdir = _WORKDIR.value or checkpoints.default_workdir()
-  config, params = train_lib.load_params(workdir, step=_STEP.value, ema=_EMA.value,
-                                         defaults=common.base_config())
+  config, params = checkpoints.load_params(workdir, step=_STEP.value, ema=_EMA.value)
   model, tok = build_model(config.model), Tokenizer.from_config(config.data)
   d = config.data
   ex = [shapes.example(7, i, d.num_frames, d.size) for i in range(_NUM.value)]
@@ -50,7 +48,8 @@ def main(argv):
   rng = np.random.default_rng(0)
 
   def other_motion(e):
-    others = [m for m in shapes.MOTIONS if m != e['motion'] and shapes._valid(e['shape'], m)]  # pylint: disable=protected-access
+    others = [m for m in shapes.MOTIONS
+              if m != e['motion'] and shapes.valid_combination(e['shape'], m)]
     return shapes.caption(e['color'], e['shape'], others[rng.integers(len(others))])
 
   captions = {'true': [e['caption'] for e in ex], 'wrong_motion': [other_motion(e) for e in ex],

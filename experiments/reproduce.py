@@ -252,8 +252,7 @@ def coherence_figures(c, stunet_dir, keyframe_dir, tsr_dir, scores, stride) -> l
   of the same prompts and seeds side by side."""
   plt = _pyplot()
   from data import shapes  # pylint: disable=g-import-not-at-top
-  from stunet import sampling  # pylint: disable=g-import-not-at-top
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
 
   fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
   pairs = np.arange(len(scores['stunet']['frame_change']['profile'])) + 0.5
@@ -276,10 +275,9 @@ def coherence_figures(c, stunet_dir, keyframe_dir, tsr_dir, scores, stride) -> l
   prompts = ['a red square bounces up and down', 'a blue triangle bounces up and down',
              'a green circle bounces up and down', 'a yellow square moves right',
              'a magenta triangle moves left', 'a cyan square rotates']
-  kw = dict(defaults=common.base_config())
-  stunet, _ = sampling.Generator.from_workdir(stunet_dir, **kw)
-  keys, config = sampling.Generator.from_workdir(keyframe_dir, **kw)
-  cas = cascade.Cascade.from_stages(keys, config, *sampling.Generator.from_workdir(tsr_dir, **kw),
+  stunet, _ = Generator.from_workdir(stunet_dir)
+  keys, config = Generator.from_workdir(keyframe_dir)
+  cas = cascade.Cascade.from_stages(keys, config, *Generator.from_workdir(tsr_dir),
                                     (keyframe_dir, tsr_dir))
   g = config.sample.guidance
   rng = np.random.default_rng(c.eval.seed)

@@ -33,10 +33,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
-from configs import common
 from data import shapes
 from stunet import cli
-from stunet import sampling
+from stunet.generator import Generator
 from stunet import ssr
 from stunet import video_io
 
@@ -87,13 +86,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   workdir = _WORKDIR.value
-  defaults = common.base_config()  # what the saved config.json is merged over
-  window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value, defaults=defaults)
-  gen, config = sampling.Generator.from_workdir(workdir, overlap=_OVERLAP.value, **window_kw)
-  separate, _ = sampling.Generator.from_workdir(workdir, overlap=0, **window_kw)
-  whole, _ = sampling.Generator.from_workdir(workdir, window=_FRAMES.value,
-                                             num_steps=_NUM_STEPS.value,
-                                             defaults=defaults)
+  window_kw = dict(num_steps=_NUM_STEPS.value, window=_WINDOW.value)
+  gen, config = Generator.from_workdir(workdir, overlap=_OVERLAP.value, **window_kw)
+  separate, _ = Generator.from_workdir(workdir, overlap=0, **window_kw)
+  whole, _ = Generator.from_workdir(workdir, window=_FRAMES.value, num_steps=_NUM_STEPS.value)
   for g in (gen, separate, whole):
     if _LOWRES_AUG.value is not None:
       g.lowres_aug = _LOWRES_AUG.value

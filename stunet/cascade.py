@@ -27,28 +27,33 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def role(config) -> str:
-  cas = config.get('cascade')
-  return cas.role if cas else ''
+# config.cascade.role: '' (the STUNet itself, every frame), or a stage of the cascade.
+ROLES = ('', 'keyframes', 'tsr')
 
 
 def model_frames(config) -> int:
   """Frames the model of ``config`` sees: the clip, its keyframes or a TSR window."""
   if not config.model.temporal:
     return 1
-  r = role(config)
-  if r == 'keyframes':
+  role = config.cascade.role
+  if role == 'keyframes':
     return config.data.num_frames // config.cascade.stride
-  return config.cascade.window if r == 'tsr' else config.data.num_frames
+  return config.cascade.window if role == 'tsr' else config.data.num_frames
+
+
+def check_window(num_frames: int, stride: int, window: int) -> None:
+  """Refuses a TSR window that does not fit between keyframes of the clip."""
+  if num_frames % stride or window % stride or not stride < window <= num_frames:
+    raise ValueError(f'a TSR window of {window} frames (config.cascade.window) with '
+                     f'keyframes every {stride} (config.cascade.stride) in a clip of '
+                     f'{num_frames}: the window must be a multiple of the stride, longer '
+                     f'than it and no longer than the clip, which the stride divides.')
 
 
 def window_starts(num_frames: int, stride: int, window: int) -> tuple:
   """First frames of the TSR windows: the multiples of stride that keep the window
   inside the clip (16, 4, 8 -> 0, 4, 8)."""
-  if num_frames % stride or window % stride or not stride < window <= num_frames:
-    raise ValueError(f'a TSR window of {window} frames with keyframes every {stride} in a '
-                     f'clip of {num_frames}: the window must be a multiple of the stride, '
-                     f'longer than it and no longer than the clip, which the stride divides.')
+  check_window(num_frames, stride, window)
   return tuple(range(0, num_frames - window + 1, stride))
 
 
@@ -77,7 +82,7 @@ def training_view(rng, video, cascade_role: str, stride: int, window: int):
 
 
 class Cascade:
-  """Keyframes, then TSR windows. Called like a ``sampling.Generator``:
+  """Keyframes, then TSR windows. Called like a ``generator.Generator``:
   (prompts, guidance, seed) -> videos float32 [b, num_frames, h, w, 3] in [-1, 1].
 
   keyframes / tsr: Generators of a stage=keyframes and a stage=tsr run; each runs its
@@ -93,13 +98,13 @@ class Cascade:
   def from_stages(cls, keyframes, keyframe_config, tsr, tsr_config,
                   names=('the keyframe run', 'the TSR run')):
     """The cascade of a stage=keyframes and a stage=tsr Generator (e.g. from
-    ``sampling.Generator.from_workdir``) and their configs, checked to belong together;
+    ``generator.Generator.from_workdir``) and their configs, checked to belong together;
     names: how errors call the two runs (their workdirs)."""
     for name, config, want in ((names[0], keyframe_config, 'keyframes'),
                                (names[1], tsr_config, 'tsr')):
-      if role(config) != want:
+      if config.cascade.role != want:
         raise ValueError(f'{name} is not a {want} model (config.cascade.role='
-                         f'{role(config)!r}): train it with configs/tiny.py:stage={want}.')
+                         f'{config.cascade.role!r}): train it with configs/tiny.py:stage={want}.')
     kc, tc = keyframe_config, tsr_config
     if (kc.cascade.stride, kc.data.num_frames) != (tc.cascade.stride, tc.data.num_frames):
       raise ValueError(f'{names[0]} takes every {kc.cascade.stride}th of '

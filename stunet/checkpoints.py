@@ -1,21 +1,24 @@
 """The one checkpoint wrapper: orbax CheckpointManager with async saves and restore
-straight into (sharded) arrays described by an abstract tree.
+straight into (sharded) arrays described by an abstract tree; and loading a trained
+run's parameters for sampling or for initialising another run.
 
-Layout of a workdir:  workdir/config.json  (the resolved config of the run)
+Layout of a workdir:  workdir/config.json  (the resolved config of the run, stunet.config)
                       workdir/checkpoints/<step>/...
 """
 
-import json
 import os
 from typing import Any, Optional
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
+from stunet import config as config_lib
+from stunet import sharding
+from stunet import train_step
 
-# The trained models that ship with the project (README, "The shipped model" and
-# "Applications"): sample.py and evaluate.py use them when no --workdir is given.
+# The trained models that ship with the project (docs/models.md): sample.py and
+# evaluate.py use them when no --workdir is given.
 _ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      'pretrained')
 PRETRAINED = os.path.join(_ROOT, 'stunet_tiny')                 # text-to-video
@@ -124,48 +127,30 @@ class Checkpointer:
       self.manager = None
 
 
-def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+def split_checkpoint_path(path: str) -> tuple[str, int]:
+  """workdir/checkpoints/<step> -> (workdir, step); refuses a path without a step."""
+  path = os.path.abspath(path.rstrip('/'))
+  step = os.path.basename(path)
+  if not step.isdigit() or os.path.basename(os.path.dirname(path)) != 'checkpoints':
+    raise ValueError(f'{path} is not a checkpoint folder (workdir/checkpoints/<step>); give '
+                     f'a step folder, or the workdir for its latest step.')
+  return os.path.dirname(os.path.dirname(path)), int(step)
 
 
-def load_config(workdir: str, defaults: Optional[ml_collections.ConfigDict] = None
-                ) -> ml_collections.ConfigDict:
-  """The resolved config saved by train.py in a workdir (or a checkpoints/ dir's parent).
+def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool = True
+                ) -> tuple[ml_collections.ConfigDict, Any]:
+  """(config, params) of a checkpoint (default: the newest readable one) of a train.py
+  workdir, restored into the shardings of training on ``mesh`` (default: the config's).
 
-  defaults: the current defaults (``configs.common.base_config()``, which entry points
-  pass): the saved values are merged over them, so a workdir written before a field
-  existed gets that field's default, once, here; the library reads every field
-  directly. Without it the saved config is returned as written (complete when this
-  version wrote it).
+  ema: the moving average of the weights (what samples should use) or the raw ones.
   """
-  path = os.path.abspath(workdir)
-  if os.path.basename(path) == 'checkpoints':
-    path = os.path.dirname(path)
-  cfg = os.path.join(path, 'config.json')
-  if not os.path.exists(cfg):
-    raise FileNotFoundError(f'{cfg} not found: {workdir!r} is not a train.py workdir.')
-  with open(cfg) as f:
-    saved = _tuplify(json.load(f))
-  if defaults is not None:
-    saved = _merge(defaults.to_dict(), saved)
-  return ml_collections.ConfigDict(saved)
-
-
-def _merge(base: dict, over: dict) -> dict:
-  """``over`` merged into ``base``, recursively for dicts present in both."""
-  out = dict(base)
-  for k, v in over.items():
-    out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-  return out
-
-
-def _tuplify(d):
-  """JSON lists back to tuples, as the configs write them."""
-  if isinstance(d, dict):
-    return {k: _tuplify(v) for k, v in d.items()}
-  if isinstance(d, list):
-    return tuple(_tuplify(v) for v in d)
-  return d
+  config = config_lib.load(workdir)
+  mesh = mesh or sharding.make_mesh(config.mesh)
+  spec = train_step.TrainSpec(config, mesh)
+  ckpt = Checkpointer(workdir, read_only=True)
+  state = ckpt.restore(spec.abstract_state, step)
+  ckpt.close()
+  for bad, reason in ckpt.unreadable:  # fell back to an older step: say so
+    logging.warning('skipped unreadable checkpoint step %d; using step %d. %s', bad,
+                    int(state.step), reason)
+  return config, state.sampling_params() if ema else state.params

@@ -124,7 +124,7 @@ def composite(samples, cond, mask):
 
 def generate(generator, prompts: list, cond, mask, *, guidance: float, seed: int = 0,
              paste: bool = True) -> np.ndarray:
-  """Samples of a conditional ``sampling.Generator`` given conditioning videos [b, t, h,
+  """Samples of a conditional ``generator.Generator`` given conditioning videos [b, t, h,
   w, 3] and masks [b, t, h, w, 1] (from the mask makers, one per prompt; a single
   [t, ...] pair is used for every prompt). paste: the known pixels are the input's
   exactly (``composite``); False returns the model's own output everywhere."""

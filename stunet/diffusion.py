@@ -24,7 +24,7 @@ def alpha_sigma(logsnr):
   return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
 
-def _bcast(a, x):
+def per_example(a, x):
   """Per-example scalars [b] -> broadcastable against x [b, ...]."""
   return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
@@ -32,24 +32,24 @@ def _bcast(a, x):
 def q_sample(x, t, eps):
   """Noised input z_t = alpha_t x + sigma_t eps; x, eps: [b, ...], t: [b]."""
   alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
-  return _bcast(alpha, x) * x + _bcast(sigma, x) * eps
+  return per_example(alpha, x) * x + per_example(sigma, x) * eps
 
 
 def v_target(x, t, eps):
   alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
-  return _bcast(alpha, x) * eps - _bcast(sigma, x) * x
+  return per_example(alpha, x) * eps - per_example(sigma, x) * x
 
 
 def x_from_v(z, t, v):
   """x_hat = alpha_t z - sigma_t v_hat."""
   alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
-  return _bcast(alpha, z) * z - _bcast(sigma, z) * v
+  return per_example(alpha, z) * z - per_example(sigma, z) * v
 
 
 def eps_from_v(z, t, v):
   """eps_hat = sigma_t z + alpha_t v_hat."""
   alpha, sigma = alpha_sigma(logsnr_schedule_cosine(t))
-  return _bcast(sigma, z) * z + _bcast(alpha, z) * v
+  return per_example(sigma, z) * z + per_example(alpha, z) * v
 
 
 def loss_fn(v_pred, x, t, eps):
@@ -73,7 +73,7 @@ def sample_times(rng, batch: int, power: float = 1.):
   """Low-discrepancy u ~ U[0, 1] (as in VDM: lower-variance loss estimates), returned
   as t = 1 - (1 - u)^power. power = 1 is uniform; power > 1 puts more of the batch at
   high noise levels (power 2: 39% at t > 0.85 instead of 15%), where a clip's motion
-  is decided (README, "Motion")."""
+  is decided (docs/choices.md)."""
   u = jax.random.uniform(rng, ())
   u = jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.)
   return u if power == 1. else 1. - (1. - u) ** power

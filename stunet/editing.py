@@ -5,7 +5,7 @@ The input video x is noised to an intermediate time t = ``strength`` (z_t = alph
 sigma_t eps) and denoised from there with the new prompt. What the noise at t has
 not erased (at small t the layout, colours and motion; at large t little) survives;
 what it erased follows the prompt. Lumiere can do this with its base model alone
-because it generates every frame of the clip at once (SPEC, "Applications"): there is
+because it generates every frame of the clip at once (Lumiere, "Applications"): there is
 no keyframe stage that would resample the input's motion.
 
   strength 0: the input, unchanged (nothing is denoised);
@@ -26,17 +26,17 @@ import numpy as np
 
 
 def check_strength(strength: float) -> float:
-  if not 0. <= strength <= 1.:
+  if not 0. <= strength <= 1.:  # (NaN fails too)
     raise ValueError(f'strength {strength} is outside [0, 1]: 0 returns the input video, '
                      f'1 ignores it (on the shipped model a new colour takes about '
-                     f'0.85, README "Applications").')
+                     f'0.85, docs/applications.md).')
   return float(strength)
 
 
 def sdedit(generator, prompts: list, videos: np.ndarray, *, strength: float,
            guidance: float, seed: int = 0) -> np.ndarray:
   """Edits ``videos`` [b, t, h, w, 3] in [-1, 1] towards ``prompts`` (b of them) with a
-  ``sampling.Generator`` -> float32 [b, t, h, w, 3] in [-1, 1]."""
+  ``generator.Generator`` -> float32 [b, t, h, w, 3] in [-1, 1]."""
   strength = check_strength(strength)
   videos = np.asarray(videos, np.float32)
   want = (len(prompts),) + generator.video_shape[1:]
@@ -54,7 +54,7 @@ def sdedit(generator, prompts: list, videos: np.ndarray, *, strength: float,
 
 
 def check_alpha(alpha: float) -> float:
-  if not 0. <= alpha <= 1.:
+  if not 0. <= alpha <= 1.:  # (NaN fails too)
     raise ValueError(f'style alpha {alpha} is outside [0, 1]: 0 keeps the original '
                      f'weights, 1 plugs in the style weights (the paper uses 0.5-1).')
   return float(alpha)

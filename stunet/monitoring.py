@@ -21,6 +21,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 METRICS_FILE = 'metrics.jsonl'
+# config.train.nan_policy: a non-finite step is skipped (counted) or stops the run.
+NAN_POLICIES = ('skip', 'stop')
 
 
 def report(fmt: str, *args) -> None:

@@ -29,7 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Per-frame fusion weights of a window (config.sample.weighting; frame_weights).
 WEIGHTINGS = ('uniform', 'ramp')
+
+
+def check_windows(length: int, overlap: int, length_name: str = 'window length',
+                  overlap_name: str = 'overlap') -> None:
+  """Refuses windows that cannot tile a clip: length >= 1 and 0 <= overlap < length."""
+  if length < 1 or not 0 <= overlap < length:
+    raise ValueError(f'{length_name}={length}, {overlap_name}={overlap}: need a window of '
+                     f'at least 1 frame and 0 <= overlap < window.')
 
 
 def window_starts(num_frames: int, length: int, overlap: int) -> tuple[int, ...]:
@@ -39,9 +48,7 @@ def window_starts(num_frames: int, length: int, overlap: int) -> tuple[int, ...]
   may overlap its neighbour by more). 80 frames, length 16, overlap 2:
   (0, 14, 28, 42, 56, 64).
   """
-  if length < 1 or not 0 <= overlap < length:
-    raise ValueError(f'window length {length} and overlap {overlap}: need length >= 1 and '
-                     f'0 <= overlap < length.')
+  check_windows(length, overlap)
   if length > num_frames:
     raise ValueError(f'window length {length} is longer than the clip ({num_frames} frames); '
                      f'use a window of at most {num_frames} frames.')

@@ -172,6 +172,17 @@ def load_t5(path: str, dtype=np.float32) -> tuple[dict, Any]:
   return arch, traverse_util.unflatten_dict(flat, sep='/')
 
 
+def with_t5_encoder(model_config, params: dict) -> dict:
+  """``params`` with the text encoder's weights read from ``model.text.pretrained``."""
+  path = model_config.text.pretrained
+  arch, enc = load_t5(path)
+  ours = {k: model_config.text[k] for k in arch}
+  if ours != arch:
+    raise ValueError(f'config.model.text {ours} does not describe the checkpoint {path} '
+                     f'({arch}); run stunet.text.resolve(config) on it.')
+  return {**params, 'text_encoder': enc}
+
+
 def save_checkpoint(directory: str, arch: dict, params: Any) -> str:
   """Writes TextEncoder params in the HF layout (config.json + model.safetensors)."""
   os.makedirs(directory, exist_ok=True)

@@ -114,7 +114,7 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param('scale', L._p(nn.initializers.ones, L.NORM), (x.shape[-1],))
+    scale = self.param('scale', L.partitioned(nn.initializers.ones, L.NORM), (x.shape[-1],))
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 ** 2, -1, keepdims=True) + self.eps)
     return (y * scale).astype(x.dtype)
@@ -157,13 +157,13 @@ class TextEncoder(nn.Module):
     b, n = tokens.shape
     heads, hd = self.num_heads, self.head_dim or self.width // self.num_heads
     inner = heads * hd
-    embed = self.param('token_embed', L._p(nn.initializers.normal(1.0), ('vocab', 'embed')),
+    embed = self.param('token_embed', L.partitioned(nn.initializers.normal(1.0), ('vocab', 'embed')),
                        (self.vocab_size, self.width))
     x = jnp.take(embed, tokens, axis=0).astype(self.dtype)
     pos = jnp.arange(n)
     buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets,
                                        self.max_distance)
-    rel = self.param('relpos_bias', L._p(nn.initializers.normal(0.1), (None, 'heads')),
+    rel = self.param('relpos_bias', L.partitioned(nn.initializers.normal(0.1), (None, 'heads')),
                      (self.num_buckets, heads))
     bias = jnp.transpose(rel[buckets], (2, 0, 1))[None].astype(self.dtype)  # [1, H, L, L]
     attn_mask = mask[:, None, None, :].astype(bool)
@@ -197,11 +197,6 @@ def resolve(config) -> None:
       raise ValueError(f'config.model.text.pretrained={text.pretrained!r} has no '
                        f'spiece.model: set config.data.tokenizer to the T5 sentencepiece '
                        f'model its weights were trained with.')
-  if d.precomputed_text and not (d.records and text.pretrained):
-    raise ValueError('config.data.precomputed_text=True reads embeddings stored in records '
-                     'by data/embed_captions.py: set config.data.records to that directory '
-                     'and config.model.text.pretrained to the T5 that embedded them (sampling '
-                     'encodes prompts with it).')
   if not text.vocab_size:
     with config.unlocked():
       text.vocab_size = Tokenizer.from_config(d).vocab_size

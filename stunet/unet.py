@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from stunet import folding
 from stunet import layers as L
 from stunet.text import TextEncoder
 
@@ -38,14 +39,22 @@ REMAT_POLICIES = {
 }
 
 
+# How the temporal layers are conditioned (config.model.temporal_cond; UNet.temporal_cond).
 TEMPORAL_COND = ('none', 'film', 'film_xattn')
 
 
-def remat_policy_name(value) -> str:
-  """Config value -> policy name; old configs stored a bool."""
-  if isinstance(value, bool):
-    return 'full' if value else 'none'
-  return value
+def temporal_factor(channel_mult, temporal: bool, temporal_resample: bool) -> int:
+  """Frames must be divisible by this: one temporal halving per resolution change of a
+  STUNet that resamples time (1 for a T2I U-Net or an SSR)."""
+  return 2 ** (len(channel_mult) - 1) if temporal and temporal_resample else 1
+
+
+def check_frames(num_frames: int, factor: int, what: str, fix: str) -> None:
+  """Refuses a clip (or window) length that the temporal halvings do not divide."""
+  if num_frames % factor:
+    raise ValueError(f'{what}={num_frames} is not divisible by {factor}: the STUNet halves '
+                     f'time {factor.bit_length() - 1} times. Use a multiple of {factor}, '
+                     f'{fix}.')
 
 
 class UNet(nn.Module):
@@ -85,12 +94,10 @@ class UNet(nn.Module):
 
   @property
   def temporal_factor(self) -> int:
-    """Frames must be divisible by this (one halving per resolution change)."""
-    return 2 ** (self.num_levels - 1) if self.temporal and self.temporal_resample else 1
+    """Frames must be divisible by this (``temporal_factor``)."""
+    return temporal_factor(self.channel_mult, self.temporal, self.temporal_resample)
 
   def _block(self, cls, **kw):
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f'remat={self.remat!r}: use one of {sorted(REMAT_POLICIES)}.')
     if self.remat != 'none':
       cls = nn.remat(cls, policy=REMAT_POLICIES[self.remat])
     return cls(dtype=self.dtype, **kw)
@@ -128,11 +135,6 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, t, text, text_mask, cond_t=None):
-    b, frames = x.shape[:2]
-    if frames % self.temporal_factor:
-      raise ValueError(f'{frames} frames is not divisible by {self.temporal_factor} '
-                       f'(2^{self.num_levels - 1} temporal halvings); use a frame count '
-                       f'that is a multiple of {self.temporal_factor}.')
     x = x.astype(self.dtype)
     text = text.astype(self.dtype)
     emb_dim = 4 * self.channels
@@ -143,8 +145,6 @@ class UNet(nn.Module):
     if cond_t is not None:
       c = L.dense(emb_dim, 'aug_mlp_0', self.dtype)(L.timestep_embedding(cond_t, self.channels))
       emb = emb + L.dense(emb_dim, 'aug_mlp_1', self.dtype)(nn.swish(c))
-    if self.temporal_cond not in TEMPORAL_COND:
-      raise ValueError(f'temporal_cond={self.temporal_cond!r}: use one of {TEMPORAL_COND}.')
     temporal_emb = None
     if self.temporal and self.temporal_cond != 'none':
       # The frozen T2I's text pooling learned single frames, where words of motion
@@ -154,7 +154,7 @@ class UNet(nn.Module):
     lvl = lambda h, i, prefix, features: self._level(
         h, emb, text, text_mask, i, prefix, features, temporal_emb)
 
-    f = L.Fold(x.shape, 'space')
+    f = folding.Fold(x.shape, 'space')
     h = f.unfold(L.conv2d(self.channels, 'conv_in', self.dtype)(f.fold(x)))
     if self.coord_channels:
       h = h + self._coordinates(x.shape)
@@ -185,7 +185,7 @@ class UNet(nn.Module):
                                  name=f'up_{i}_temporal_resize')(h)
     assert not skips
 
-    f = L.Fold(h.shape, 'space')
+    f = folding.Fold(h.shape, 'space')
     h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(f.fold(h)))
     h = f.unfold(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h))
     if self.temporal and self.layout_basis:

@@ -13,9 +13,9 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='stunet-xla-'))
 # The tests are compile-bound (tiny models, a few steps each). XLA:CPU options that
 # compile faster for slower execution: backend optimisation level 0, the FAST_COMPILE
-# preset and the classic (non-MLIR) fusion emitters. Measured on the small config's
-# train step (2 cores): compile 16.3 s -> 10.3 s; the step runs as fast (0.74 vs 0.83 s)
-# and the same losses to 1e-7. Subprocesses inherit them; fake-device tests add their
+# preset and the classic (non-MLIR) fusion emitters. On the small config's train step
+# they cut the compile by about a third, the step runs about as fast and gives the same
+# losses (docs/performance.md). Subprocesses inherit them; fake-device tests add their
 # flag with xla_flags().
 FAST_COMPILE = ('--xla_backend_optimization_level=0 --xla_cpu_opt_preset=FAST_COMPILE '
                 '--xla_cpu_use_fusion_emitters=false')
@@ -27,16 +27,19 @@ def xla_flags(devices: int) -> str:
   """XLA_FLAGS for a subprocess with ``devices`` fake CPU devices."""
   return f'{FAST_COMPILE} --xla_force_host_platform_device_count={devices}'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tests/multidevice needs 8 devices: tests/test_multidevice.py runs it in a process of its
+# own (which sets STUNET_MULTIDEVICE) and reports each of its tests.
+collect_ignore = [] if os.environ.get('STUNET_MULTIDEVICE') else ['multidevice']
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
-from configs import common  # pylint: disable=g-import-not-at-top
+from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
 
 
 def small_config(stage: str = 'scratch'):
   """8 frames of 16x16, widths 8/16, 2 levels (one temporal halving)."""
-  c = common.base_config()
+  c = config_lib.base_config()
   c.data.num_frames, c.data.size = 8, 16
   c.data.num_train, c.data.num_test = 32, 16
   c.data.max_text_len = 8
@@ -85,16 +88,75 @@ def real_batch(cfg, rng=0):
           'mask': np.ones((b, n), bool)}
 
 
+def run_program(args, cwd, ok=True) -> str:
+  """Runs ``python <args>`` in cwd as a user would; asserts it succeeded (or, ok=False,
+  failed) and returns its stdout + stderr."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2')
+  out = subprocess.run([sys.executable] + list(args), cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=600, check=False)
+  assert (out.returncode == 0) == ok, out.stdout[-3000:] + out.stderr[-3000:]
+  return out.stdout + out.stderr
+
+
+def light_config():
+  """small_config without spatial self-attention and with cross-attention at the coarse
+  level only: what the step does around the network (accumulation, remat, dtype, the
+  NaN policy, sharding) does not depend on its layers, and the step compiles faster."""
+  cfg = small_config('scratch')
+  cfg.model.attn_levels, cfg.model.cross_attn_levels = (), (1,)
+  return cfg
+
+
+def sharded_config(mesh_shape, light=False):
+  """4 clips of the small (or light) config on a mesh, FSDP from 64 elements."""
+  cfg = light_config() if light else small_config('scratch')
+  cfg.train.batch_size = 4
+  cfg.mesh.shape, cfg.mesh.fsdp_min_size = mesh_shape, 64
+  return cfg
+
+
+def step_setup(cfg, devices=None):
+  """(TrainSpec, mesh, the jitted train step) of a config, with the null prompt of
+  FixedTokens."""
+  from stunet import sharding  # pylint: disable=g-import-not-at-top
+  from stunet import train_step  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh(cfg.mesh, devices)
+  spec = train_step.TrainSpec(cfg, mesh)
+  null, null_mask = FixedTokens().null(1)
+  return spec, mesh, train_step.make_train_step(spec, null[0], null_mask[0])
+
+
+def flat_params(tree) -> dict:
+  """A (device) parameter tree as a flat numpy dict keyed by 'a/b/c'."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from stunet import train_step  # pylint: disable=g-import-not-at-top
+  return train_step.flatten(jax.device_get(tree))
+
+
+def perturb(params, scale=0.05, seed=0, where=None):
+  """params plus N(0, scale^2) noise on every leaf (or on the leaves whose path tuple
+  ``where`` accepts), so that zero-initialised output layers do not hide the inputs (a
+  stand-in for trained weights). The noise is numpy's: drawn inside a jitted init it
+  made the compile ~4x longer."""
+  import jax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  def one(path, p):
+    keys = tuple(getattr(k, 'key', k) for k in path)
+    if where is not None and not where(keys):
+      return p
+    return p + scale * rng.standard_normal(p.shape).astype(p.dtype)
+  return jax.device_put(jax.tree_util.tree_map_with_path(one, jax.device_get(params)))
+
+
 def perturbed_params(model, inputs, seed=0):
-  """Init params plus noise, so zero-initialised output layers do not hide the inputs.
-  The noise is numpy's: drawn inside the jitted init it made the compile ~4x longer."""
+  """A model's init params (under 'params') with ``perturb`` applied."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
 
   params = jax.jit(lambda key: nn.meta.unbox(model.init(key, *inputs)))(jax.random.key(seed))
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda p: p + 0.05 * rng.standard_normal(p.shape).astype(p.dtype), params)
+  return perturb(params, seed=seed)
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ def _module(name):
 
 def test_profile_step_attributes_instructions_to_layers_and_kinds():
   prof = _module('profile_step')
-  instrs = prof._parse_hlo(_HLO)  # pylint: disable=protected-access
-  layer = lambda n: prof._layer(instrs[n][1])  # pylint: disable=protected-access
-  kind = lambda n: prof._kind(n, instrs[n][0])  # pylint: disable=protected-access
+  instrs = prof._parse_hlo(_HLO)
+  layer = lambda n: prof._layer(instrs[n][1])
+  kind = lambda n: prof._kind(n, instrs[n][0])
   # Metadata of its own, of its fused computation, of its operand's producer.
   assert layer('ynn_fusion.3') == 'temporal conv (SpaceTimeConvBlock)'
   assert layer('fusion.1') == 'ResBlock'
@@ -43,3 +43,25 @@ def test_profile_step_attributes_instructions_to_layers_and_kinds():
   assert kind('ynn_fusion.3') == 'matmul / convolution'
   assert kind('transpose_copy_fusion.2') == 'transpose / copy'
   assert kind('fusion.1') == 'elementwise / reduce / other'
+
+
+def test_hlo_collectives_reads_each_op_once_with_its_result_bytes():
+  hlo_module = _module('hlo')
+  text = """
+  %ag = bf16[4,8]{1,0} all-gather(%x), dimensions={0}, metadata={op_name="jit(f)/u/conv"}
+  %a2a = (f32[2,3]{1,0}, f32[2,3]{1,0}) all-to-all(%a, %b), channel_id=2
+  %ags = (f32[2]{0}, f32[8]{0}) all-gather-start(%y), channel_id=3
+  %agd = f32[8]{0} all-gather-done(%ags)
+  %ar = f32[] all-reduce(%z), to_apply=%add
+  %cp = s32[5]{0} collective-permute(%w), source_target_pairs={{0,1}}
+  %mul = f32[4,8]{1,0} multiply(%ag, %ag)
+  """
+  ops = hlo_module.hlo_collectives(text, with_ops=True)
+  assert ops == [('all-gather', [('bf16', (4, 8))], 64, 'jit(f)/u/conv'),
+                 ('all-to-all', [('f32', (2, 3)), ('f32', (2, 3))], 48, ''),
+                 ('all-gather', [('f32', (8,))], 32, ''),
+                 ('all-reduce', [('f32', ())], 4, ''),
+                 ('collective-permute', [('s32', (5,))], 20, '')]
+  assert hlo_module.collective_bytes(text) == {
+      'all-gather': (2, 96), 'all-reduce': (1, 4), 'reduce-scatter': (0, 0),
+      'all-to-all': (1, 48), 'collective-permute': (1, 20)}

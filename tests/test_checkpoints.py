@@ -95,19 +95,3 @@ def test_no_readable_step_is_one_clear_error(workdir):
   with _opened(workdir) as ckpt, pytest.raises(ValueError,
                                                match='no step in .* can be restored'):
     ckpt.restore(_abstract())
-
-
-def test_a_saved_config_is_merged_over_the_current_defaults(tmp_path):
-  """A config.json written before a field existed gets that field's default, once, in
-  load_config; the saved values win; without defaults it is read as written."""
-  import json  # pylint: disable=g-import-not-at-top
-  from configs import common  # pylint: disable=g-import-not-at-top
-  saved = common.base_config().to_dict()
-  del saved['sample']['window_batch'], saved['model']['text']['eps']
-  saved['train']['lr'], saved['model']['channel_mult'] = 1e-3, [1, 3]
-  (tmp_path / 'config.json').write_text(json.dumps(saved))
-  cfg = checkpoints.load_config(str(tmp_path), common.base_config())
-  assert cfg.sample.window_batch == common.base_config().sample.window_batch
-  assert cfg.model.text.eps == common.base_config().model.text.eps
-  assert cfg.train.lr == 1e-3 and cfg.model.channel_mult == (1, 3)
-  assert 'window_batch' not in checkpoints.load_config(str(tmp_path)).sample

@@ -8,14 +8,15 @@ from flax import linen as nn
 from flax import traverse_util
 
 from conftest import FixedTokens
+from conftest import perturb
 from conftest import perturbed_params
 from conftest import real_batch
 from conftest import small_config
 from stunet import conditioning as C
 from stunet import inflate
-from stunet import sampling
 from stunet import sharding
-from stunet import train_lib
+from stunet import train_step
+from stunet.generator import Generator
 from stunet.models import build_model
 
 
@@ -101,12 +102,12 @@ def _configs():
 
 def test_widened_model_starts_as_the_text_to_video_model():
   base, cond = _configs()
-  inputs = train_lib.example_inputs(base, batch=2)
+  inputs = train_step.example_inputs(base, batch=2)
   t2v = build_model(base.model)
   params = perturbed_params(t2v, inputs)['params']
   model = build_model(cond.model)
   assert isinstance(model, C.Conditional)
-  cinputs = train_lib.example_inputs(cond, batch=2)
+  cinputs = train_step.example_inputs(cond, batch=2)
   # Shapes suffice: every parameter is copied from the text-to-video model or widened.
   fresh = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(1), *cinputs)['params'])
   widened = inflate.inflate(params, fresh)
@@ -128,18 +129,16 @@ def test_widened_model_starts_as_the_text_to_video_model():
 def test_a_train_step_reads_the_masks_and_inpainting_keeps_known_pixels():
   _, cfg = _configs()
   mesh = sharding.make_mesh(cfg.mesh)
-  setup = train_lib.Setup(cfg, mesh)
-  state = setup.init(jax.random.key(0))
+  spec = train_step.TrainSpec(cfg, mesh)
+  state = spec.init(jax.random.key(0))
   # Stand-in for a widened trained model: noise on every weight (zero-initialised output
   # layers would block the gradients), the conditioning channels of conv_in at zero.
-  rng = np.random.default_rng(0)
-  flat = traverse_util.flatten_dict(jax.device_get(state.params))
-  flat = {k: v + 0.05 * rng.normal(size=v.shape).astype(v.dtype) for k, v in flat.items()}
+  flat = {k: np.array(v) for k, v in traverse_util.flatten_dict(perturb(state.params)).items()}
   flat[('unet', 'conv_in', 'kernel')][..., 3:, :] = 0.
   state = state.replace(params=jax.device_put(traverse_util.unflatten_dict(flat),
-                                              setup.shardings.params))
+                                              spec.shardings.params))
   n = cfg.data.max_text_len
-  step = train_lib.make_train_step(setup, np.zeros((n,), np.int32), np.zeros((n,), bool))
+  step = train_step.make_train_step(spec, np.zeros((n,), np.int32), np.zeros((n,), bool))
   batch = sharding.global_batch(real_batch(cfg), mesh)
   for _ in range(2):  # the first step has learning rate 0 (warmup)
     state, metrics = step(state, batch, jax.random.key(1))
@@ -149,7 +148,7 @@ def test_a_train_step_reads_the_masks_and_inpainting_keeps_known_pixels():
 
   model = build_model(cfg.model)
   params = {'params': jax.device_get(state.params)}
-  gen = sampling.Generator.from_config(model, params, FixedTokens(), cfg)
+  gen = Generator.from_config(model, params, FixedTokens(), cfg)
   video = real_batch(cfg)['video'][0].astype(np.float32)
   region = C.box_region(cfg.data.size, (4, 4, 12, 12))
   cond, mask = C.inpainting(video, region)
@@ -161,7 +160,7 @@ def test_a_train_step_reads_the_masks_and_inpainting_keeps_known_pixels():
   assert np.abs(raw[keep] - np.broadcast_to(video, out.shape)[keep]).max() > 0
   with pytest.raises(ValueError, match='conditioning videos .* need'):
     gen(['a'], guidance=1., cond=(cond[None, :, :8, :8], mask[None, :, :8, :8]))
-  t2v = sampling.Generator.from_config(build_model(_configs()[0].model), params, FixedTokens(),
+  t2v = Generator.from_config(build_model(_configs()[0].model), params, FixedTokens(),
                                        _configs()[0])
   with pytest.raises(ValueError, match='given to a text-to-video model'):
     C.generate(t2v, ['a'], cond, mask, guidance=1.)

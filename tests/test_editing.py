@@ -8,8 +8,8 @@ from conftest import perturbed_params
 from conftest import real_batch
 from conftest import small_config
 from stunet import editing
-from stunet import sampling
-from stunet import train_lib
+from stunet.generator import Generator
+from stunet import train_step
 from stunet.models import build_model
 
 
@@ -17,8 +17,8 @@ from stunet.models import build_model
 def generator():
   cfg = small_config()
   model = build_model(cfg.model)
-  params = perturbed_params(model, train_lib.example_inputs(cfg))
-  return sampling.Generator.from_config(model, params, FixedTokens(), cfg, num_steps=4)
+  params = perturbed_params(model, train_step.example_inputs(cfg))
+  return Generator.from_config(model, params, FixedTokens(), cfg, num_steps=4)
 
 
 @pytest.fixture(scope='module')

@@ -110,7 +110,7 @@ def test_featurizer_batches_pads_and_keeps_order():
   def fake_forward(variables, batch):
     seen.append(batch.shape)
     return batch[:, 0, 0, 0, :1] * np.ones((1, fvd.NUM_CLASSES), np.float32)
-  featurizer._forward = fake_forward  # pylint: disable=protected-access
+  featurizer._forward = fake_forward
   videos = np.arange(7, dtype=np.float32)[:, None, None, None, None] * np.ones(
       (7, fvd.MIN_FRAMES, 2, 2, 3), np.float32)
   feats = featurizer(videos)

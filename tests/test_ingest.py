@@ -193,9 +193,9 @@ def _records_config(out, steps=2):
 
 def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp_path, capsys):
   """Training on the records (random clips, stored embeddings) and sampling after."""
-  from stunet import sampling  # pylint: disable=g-import-not-at-top
   from data import pipeline  # pylint: disable=g-import-not-at-top
-  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
+  from stunet import train_loop  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / 'rec')
   shutil.copytree(ingested[0], out)
   info = embed_captions.embed_records(out, t5_checkpoint, max_text_len=8, batch_size=4)
@@ -206,11 +206,11 @@ def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp
   text_lib.resolve(c)
   assert c.model.text.width == 48 and c.data.tokenizer.endswith('spiece.model')
   workdir = str(tmp_path / 'run')
-  metrics = trainer.train_and_evaluate(c, workdir, pipeline.TrainInputs(c))
+  metrics = train_loop.train(c, workdir, pipeline.TrainInputs(c))
   assert np.isfinite(float(metrics['loss']))
   assert 'examples/s' in capsys.readouterr().out
   # The checkpoint holds no encoder; sampling reads the T5 from its path.
-  gen, _ = sampling.Generator.from_workdir(workdir, num_steps=2)
+  gen, _ = Generator.from_workdir(workdir, num_steps=2)
   video = gen(['a video called a.mp4'], guidance=2.0)
   assert video.shape == (1, 8, SIZE, SIZE, 3) and np.isfinite(video).all()
   c.data.max_text_len = 16
@@ -223,25 +223,25 @@ def test_a_pretrained_t5_is_loaded_and_frozen(ingested, t5_checkpoint, tmp_path)
   from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   from stunet import sharding  # pylint: disable=g-import-not-at-top
   from stunet import t5  # pylint: disable=g-import-not-at-top
-  from stunet import train_lib  # pylint: disable=g-import-not-at-top
-  from stunet import trainer  # pylint: disable=g-import-not-at-top
+  from stunet import train_step  # pylint: disable=g-import-not-at-top
+  from stunet import train_loop  # pylint: disable=g-import-not-at-top
   c = _records_config(ingested[0])
   c.model.text.vocab_size = 0
   c.model.text.pretrained = t5_checkpoint
   text_lib.resolve(c)
-  setup = train_lib.Setup(c, sharding.make_mesh(c.mesh))
+  spec = train_step.TrainSpec(c, sharding.make_mesh(c.mesh))
   ckpt = checkpoints.Checkpointer(str(tmp_path / 'run'))
-  state = trainer.initial_state(setup, ckpt, jax.random.key(0))
+  state = train_loop.initial_state(spec, ckpt, jax.random.key(0))
   ckpt.close()
   _, want = t5.load_t5(t5_checkpoint)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params['text_encoder']),
                want)
-  train, frozen = setup.split(state.params)
+  train, frozen = spec.split(state.params)
   assert frozen and all(k.startswith('text_encoder/') for k in frozen)
-  assert not any(k.startswith('text_encoder/') for k in train_lib._flat(state.ema_params))  # pylint: disable=protected-access
+  assert not any(k.startswith('text_encoder/') for k in train_step.flatten(state.ema_params))
   c.model.text.width = 32
   with pytest.raises(ValueError, match='does not describe the checkpoint'):
-    train_lib.with_pretrained_text(c.model, state.params)
+    t5.with_t5_encoder(c.model, state.params)
 
 
 def test_ingest_trains_a_tokenizer_of_the_captions_and_training_warns_without_one(ingested):

@@ -1,8 +1,9 @@
-"""The import graph: data flows one way (README, "Architecture").
+"""The import graph: data flows one way (docs/architecture.md).
 
-  configs/  -> (nothing of ours)
   stunet/   -> stunet/ only: the library (models, diffusion, sampling, training step and
-               loop, checkpoints, sharding); it never imports data/ or configs/
+               loop, checkpoints, sharding, the config's defaults and rules); it never
+               imports data/ or configs/
+  configs/  -> stunet/ (the defaults they start from), configs/
   data/     -> stunet/, data/: datasets, pipelines and tools built on the library
   *.py at the top (train.py, sample.py, evaluate.py) -> anything
 
@@ -17,7 +18,7 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALLOWED = {'configs': {'configs'}, 'stunet': {'stunet'}, 'data': {'data', 'stunet'}}
+ALLOWED = {'configs': {'configs', 'stunet'}, 'stunet': {'stunet'}, 'data': {'data', 'stunet'}}
 
 
 def _imports(path):

@@ -26,7 +26,7 @@ def test_window_starts_cover_the_clip():
     assert all(b - a <= length - overlap for a, b in zip(starts, starts[1:]))
   with pytest.raises(ValueError, match='longer than the clip'):
     md.window_starts(8, 16, 2)
-  with pytest.raises(ValueError, match='overlap < length'):
+  with pytest.raises(ValueError, match='overlap < window'):
     md.window_starts(16, 4, 4)
   with pytest.raises(ValueError, match='weighting'):
     md.Windows(16, 8, 2, weighting='gaussian')
@@ -86,12 +86,12 @@ def test_one_window_over_the_whole_clip_equals_plain_sampling():
   """On the SSR with the ancestral sampler: the path with the most inputs (low-res
   video, its noise level, per-step noise). The base model's windows run in
   test_cli's cascade (a clip longer than the trained one)."""
-  from stunet import train_lib  # pylint: disable=g-import-not-at-top
+  from stunet import train_step  # pylint: disable=g-import-not-at-top
   cfg = small_config('scratch')
   cfg.model.lowres_size, cfg.model.temporal_resample = 8, False
   sampler = 'ddpm'
   model = build_model(cfg.model)
-  params = perturbed_params(model, train_lib.example_inputs(cfg))
+  params = perturbed_params(model, train_step.example_inputs(cfg))
   shape = (2, cfg.data.num_frames, 16, 16, 3)
   lowres = jax.random.uniform(jax.random.key(3), (2, cfg.data.num_frames, 8, 8, 3),
                               minval=-1., maxval=1.)

@@ -5,16 +5,16 @@ import os
 import numpy as np
 import pytest
 
-from configs import common
-from stunet import checkpoints
 from data import shapes_metrics as metrics
-from stunet import sampling
+from stunet import checkpoints
+from stunet import config as config_lib
+from stunet.generator import Generator
 
 
 def test_default_workdir_is_the_shipped_stunet():
   workdir = checkpoints.default_workdir()
   assert workdir == checkpoints.PRETRAINED
-  config = checkpoints.load_config(workdir)
+  config = config_lib.load(workdir)
   assert config.model.temporal and config.model.temporal_cond == 'film'
   steps = os.listdir(os.path.join(workdir, 'checkpoints'))
   assert len(steps) == 1 and steps[0].isdigit(), steps  # one checkpoint, not a history
@@ -30,8 +30,7 @@ def test_shipped_model_samples_the_prompted_colour():
   """Loads into the current model code as sample.py does (its config.json merged over
   today's defaults; a renamed or reshaped parameter fails here) and generates, with
   the shipped sampler settings, videos of the prompted colour."""
-  gen, config = sampling.Generator.from_workdir(checkpoints.default_workdir(),
-                                                defaults=common.base_config())
+  gen, config = Generator.from_workdir(checkpoints.default_workdir())
   prompts = ['a red square moves left', 'a blue circle grows']
   videos = gen(prompts, guidance=config.sample.guidance, seed=0)
   assert videos.shape == (2, config.data.num_frames, config.data.size, config.data.size, 3)
@@ -48,9 +47,8 @@ def test_shipped_conditional_model_animates_the_given_image():
   of the clip in the prompted colour."""
   from data import shapes  # pylint: disable=g-import-not-at-top
   from stunet import conditioning  # pylint: disable=g-import-not-at-top
-  gen, config = sampling.Generator.from_workdir(
-      checkpoints.default_workdir(checkpoints.PRETRAINED_CONDITIONAL),
-      defaults=common.base_config())
+  gen, config = Generator.from_workdir(
+      checkpoints.default_workdir(checkpoints.PRETRAINED_CONDITIONAL))
   assert gen.conditional and config.model.conditional
   d = config.data
   rng = np.random.default_rng(3)

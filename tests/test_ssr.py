@@ -5,14 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
 from configs import ssr as ssr_config
 from conftest import perturbed_params
 from conftest import real_batch
 from conftest import small_config
 from stunet import sharding
 from stunet import ssr
-from stunet import train_lib
+from stunet import train_step
 from stunet.models import build_model
 
 
@@ -26,7 +25,7 @@ def test_denoiser_reads_the_low_res_video_and_its_noise_level():
   cfg = _ssr_config()
   model = build_model(cfg.model)
   assert isinstance(model, ssr.SuperResolution)
-  inputs = train_lib.example_inputs(cfg, batch=2)
+  inputs = train_step.example_inputs(cfg, batch=2)
   params = perturbed_params(model, inputs)
   assert params['params']['unet']['conv_in']['kernel'].shape[-2] == 6  # noisy + low-res
   rng = np.random.default_rng(0)
@@ -61,31 +60,15 @@ def test_training_condition_is_the_downsampled_clip_noised_to_its_level():
   np.testing.assert_allclose(ssr.resize(jnp.full((1, 1, 16, 16, 3), 0.7), 8), 0.7, atol=1e-6)
 
 
-def test_configs_validate():
-  for stage in ('scratch', 't2i', 'stunet'):
-    cfg = ssr_config.get_config(f'stage={stage}')
-    cfg.train.init_from = 'x'
-    common.validate(cfg)
-    assert cfg.model.lowres_size == 32 and cfg.data.size == 64
-  cfg = _ssr_config()
-  cfg.model.temporal_resample = True
-  with pytest.raises(ValueError, match='temporal_resample=False'):
-    common.validate(cfg)
-  cfg = _ssr_config()
-  cfg.model.lowres_size = 16
-  with pytest.raises(ValueError, match='lowres_size=16 must be below'):
-    common.validate(cfg)
-
-
 def test_ssr_training_lowers_its_loss():
   cfg = _ssr_config()
   cfg.train.lr, cfg.train.warmup_steps, cfg.train.cfg_drop = 3e-3, 5, 0.
   mesh = sharding.make_mesh(cfg.mesh)
-  setup = train_lib.Setup(cfg, mesh)
+  spec = train_step.TrainSpec(cfg, mesh)
   null = np.zeros(cfg.data.max_text_len, np.int32)
   null[0] = 1
-  step = train_lib.make_train_step(setup, null, null > 0)
-  state = setup.init(jax.random.key(0))
+  step = train_step.make_train_step(spec, null, null > 0)
+  state = spec.init(jax.random.key(0))
   batches = [sharding.global_batch(real_batch(cfg, rng=i), mesh) for i in range(4)]
   losses = []
   for i in range(48):  # four different batches of shapes clips, in turn

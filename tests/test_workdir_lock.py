@@ -11,7 +11,7 @@ import pytest
 
 from conftest import small_config
 from data import pipeline
-from stunet import trainer
+from stunet import train_loop
 from stunet import workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,5 +60,5 @@ def test_training_takes_the_lock_before_writing(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   with workdir_lock.WorkdirLock(workdir):
     with pytest.raises(workdir_lock.WorkdirLocked):
-      trainer.train_and_evaluate(cfg, workdir, pipeline.TrainInputs(cfg))
+      train_loop.train(cfg, workdir, pipeline.TrainInputs(cfg))
   assert sorted(os.listdir(workdir)) == []  # no config.json, no checkpoints/

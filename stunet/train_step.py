@@ -2,14 +2,15 @@
 
 Data flows one way: ``data.pipeline`` yields host-local numpy batches ->
 ``sharding.global_batch`` makes global arrays -> ``train_step(state, batch, rng)`` ->
-``checkpoints.Checkpointer`` (the loop is ``stunet.trainer``). Only the trainable part
-of the parameters (all of them, or only the temporal layers when the spatial ones are
-frozen) is differentiated and has optimizer state and an EMA: frozen weights are
-constants of the step, so they cannot move and cost no weight-gradient FLOPs.
+``checkpoints.Checkpointer`` (the loop around it is ``stunet.train_loop``). Only the
+trainable part of the parameters (all of them, or only the temporal layers when the
+spatial ones are frozen) is differentiated and has optimizer state and an EMA: frozen
+weights are constants of the step, so they cannot move and cost no weight-gradient
+FLOPs.
 """
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax
 import jax
@@ -17,13 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from flax import linen as nn
 from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from stunet import cascade
-from stunet import checkpoints
 from stunet import conditioning
 from stunet import diffusion as D
 from stunet import inflate
@@ -42,8 +41,12 @@ class TrainState:
 
   def sampling_params(self):
     """The full tree with the EMA in place of the trainable weights."""
-    return _unflat({**_flat(self.params), **_flat(self.ema_params)})
+    return unflatten({**flatten(self.params), **flatten(self.ema_params)})
 
+
+# config.train.stage: the image U-Net on frames, the STUNet inflated from a T2I (or
+# STUNet) run, the STUNet from scratch, the conditional STUNet from a text-to-video run.
+STAGES = ('t2i', 'stunet', 'scratch', 'conditional')
 SCHEDULES = ('constant', 'cosine')  # config.train.schedule: after the linear warmup
 
 
@@ -51,10 +54,8 @@ def lr_schedule(tc) -> optax.Schedule:
   warmup = optax.linear_schedule(0., tc.lr, max(tc.warmup_steps, 1))
   if tc.schedule == 'constant':
     after = optax.constant_schedule(tc.lr)
-  elif tc.schedule == 'cosine':
-    after = optax.cosine_decay_schedule(tc.lr, max(tc.num_steps - tc.warmup_steps, 1))
   else:
-    raise ValueError(f'config.train.schedule={tc.schedule!r}: use one of {SCHEDULES}.')
+    after = optax.cosine_decay_schedule(tc.lr, max(tc.num_steps - tc.warmup_steps, 1))
   return optax.join_schedules([warmup, after], [tc.warmup_steps])
 
 
@@ -65,11 +66,13 @@ def make_optimizer(tc) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
-def _flat(tree):
+def flatten(tree) -> dict:
+  """A parameter tree as a flat dict keyed by 'a/b/c' paths."""
   return traverse_util.flatten_dict(tree, sep='/')
 
 
-def _unflat(flat):
+def unflatten(flat: dict):
+  """Inverse of ``flatten``."""
   return traverse_util.unflatten_dict(flat, sep='/')
 
 
@@ -81,7 +84,7 @@ def split_params(params, freeze_spatial: bool, freeze_text: bool = False,
   of the U-Net train (the stylized-generation fine-tune: the temporal layers and the
   text encoder stay). freeze_text: the text encoder (a pretrained T5) is frozen.
   """
-  flat = _flat(params)
+  flat = flatten(params)
   temporal = lambda k: inflate.is_temporal(tuple(k.split('/')))
   text = lambda k: k.startswith('text_encoder/')
   train = {k: v for k, v in flat.items()
@@ -91,62 +94,62 @@ def split_params(params, freeze_spatial: bool, freeze_text: bool = False,
   return train, {k: v for k, v in flat.items() if k not in train}
 
 
-def with_pretrained_text(model_config, params):
-  """params with the text encoder's weights read from ``model.text.pretrained``."""
-  from stunet import t5  # pylint: disable=g-import-not-at-top
-  path = model_config.text.pretrained
-  arch, enc = t5.load_t5(path)
-  ours = {k: model_config.text.get(k) for k in arch}
-  if ours != arch:
-    raise ValueError(f'config.model.text {ours} does not describe the checkpoint {path} '
-                     f'({arch}); run stunet.text.resolve(config) on it.')
-  return {**params, 'text_encoder': enc}
-
-
-def precomputed_text(config) -> bool:
-  """Whether batches carry text embeddings (the model is then only the denoiser)."""
-  return bool(config.data.precomputed_text)
-
-
 def example_inputs(config, batch: int = 1):
   """Zero inputs of the model's shapes (for init and abstract evaluation): tokens, or
   text embeddings [batch, L, width] with ``data.precomputed_text``."""
   frames = cascade.model_frames(config)
   s, low = config.data.size, config.model.lowres_size
   n = config.data.max_text_len
-  text = (jnp.zeros((batch, n, config.model.text.width)) if precomputed_text(config)
+  text = (jnp.zeros((batch, n, config.model.text.width)) if config.data.precomputed_text
           else jnp.zeros((batch, n), jnp.int32))
   inputs = (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch,)), text,
             jnp.ones((batch, n), bool))
   if low:  # SSR: the low-res video and its augmentation level
     inputs += (jnp.zeros((batch, frames, low, low, 3)), jnp.zeros((batch,)))
-  if config.model.get('conditional', False):  # the conditioning video and its mask
+  if config.model.conditional:  # the conditioning video and its mask
     inputs += (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch, frames, s, s, 1)))
   return inputs
 
 
-class Setup:
-  """Model, optimizer and the sharded (abstract) train state of a config."""
+def param_shapes(config) -> dict:
+  """{path tuple: shape} of the parameters a config's model has (abstract: nothing is
+  computed or allocated)."""
+  model = build_model(config.model)
+  method = 'denoise' if config.data.precomputed_text else None
+  params = jax.eval_shape(lambda: nn.meta.unbox(
+      model.init(jax.random.key(0), *example_inputs(config), method=method)))['params']
+  return {k: v.shape for k, v in traverse_util.flatten_dict(params).items()}
+
+
+class TrainSpec:
+  """What a config trains, and how the train state is laid out on a mesh: the model,
+  the optimizer, which parameters train (``split``), the state's shardings, its
+  abstract form (for restoring and compiling) and its sharded init."""
 
   def __init__(self, config: ml_collections.ConfigDict, mesh):
     self.config, self.mesh = config, mesh
     self.model = build_model(config.model)
     self.tx = make_optimizer(config.train)
     self.freeze = bool(config.train.freeze_spatial)
-    self.freeze_temporal = bool(config.train.get('freeze_temporal', False))
+    self.freeze_temporal = bool(config.train.freeze_temporal)
     self.freeze_text = bool(config.model.text.pretrained or config.train.freeze_text)
-    self.precomputed_text = precomputed_text(config)
+    self.precomputed_text = bool(config.data.precomputed_text)
 
   def split(self, params):
     """(trainable, frozen) flat dicts of a parameter tree."""
     return split_params(params, self.freeze, self.freeze_text, self.freeze_temporal)
+
+  def count_params(self, params) -> tuple[int, int]:
+    """(trained, frozen) parameter counts."""
+    n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
+    return tuple(n(d) for d in self.split(params))
 
   def init_boxed(self, rng) -> TrainState:
     method = 'denoise' if self.precomputed_text else None  # no encoder weights at all
     params = self.model.init(rng, *example_inputs(self.config), method=method)['params']
     train, _ = self.split(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      ema_params=_unflat(train), opt_state=self.tx.init(train),
+                      ema_params=unflatten(train), opt_state=self.tx.init(train),
                       skipped=jnp.zeros((), jnp.int32))
 
   @functools.cached_property
@@ -166,27 +169,7 @@ class Setup:
                    out_shardings=self.shardings)(rng)
 
 
-def load_params(workdir: str, mesh=None, step: Optional[int] = None, ema: bool = True,
-                defaults: Optional[ml_collections.ConfigDict] = None
-                ) -> tuple[ml_collections.ConfigDict, Any]:
-  """(config, params) of a checkpoint (default: the latest) of a train.py workdir.
-
-  ema: the moving average of the weights (what samples should use) or the raw ones.
-  defaults: merged under the saved config (``checkpoints.load_config``).
-  """
-  config = checkpoints.load_config(workdir, defaults)
-  mesh = mesh or sharding.make_mesh(config.mesh)
-  setup = Setup(config, mesh)
-  ckpt = checkpoints.Checkpointer(workdir, read_only=True)
-  state = ckpt.restore(setup.abstract_state, step)
-  ckpt.close()
-  for bad, reason in ckpt.unreadable:  # fell back to an older step: say so
-    logging.warning('skipped unreadable checkpoint step %d; using step %d. %s', bad,
-                    int(state.step), reason)
-  return config, state.sampling_params() if ema else state.params
-
-
-def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) -> Callable:
+def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarray) -> Callable:
   """The pure step ``(state, batch, rng) -> (state, metrics)``, jitted with shardings.
 
   Batches hold ``video``, ``mask`` and either ``tokens`` or, with
@@ -199,18 +182,18 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
   not the result. A non-finite loss or gradient leaves the state as it was (apart from
   the step and the ``skipped`` counter): nothing poisoned is ever kept or saved.
   """
-  config, model, tx, mesh = setup.config, setup.model, setup.tx, setup.mesh
+  config, model, tx, mesh = spec.config, spec.model, spec.tx, spec.mesh
   tc = config.train
   schedule = lr_schedule(tc)
   t2i = not config.model.temporal
   lowres_size = config.model.lowres_size
-  conditional = bool(config.model.get('conditional', False))
-  cascade_role = cascade.role(config)
+  conditional = config.model.conditional
+  cascade_role = config.cascade.role
   accum = tc.grad_accum
   logical_rules = sharding.rules(config.mesh)
   batch_axes = sharding.BATCH_AXES
-  text_key = 'text' if setup.precomputed_text else 'tokens'
-  method = 'denoise' if setup.precomputed_text else None
+  text_key = 'text' if spec.precomputed_text else 'tokens'
+  method = 'denoise' if spec.precomputed_text else None
 
   def prepare(batch, rng):
     """Noised inputs and targets of the whole batch (image stage: random frames)."""
@@ -252,10 +235,10 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
 
   def step_fn(state: TrainState, batch, rng):
     ex = prepare(batch, jax.random.fold_in(rng, state.step))
-    train, frozen = setup.split(state.params)
+    train, frozen = spec.split(state.params)
 
     def loss(train, ex):
-      params = _unflat({**train, **frozen})
+      params = unflatten({**train, **frozen})
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
           nn.logical_axis_rules(logical_rules):
         z = D.q_sample(ex['video'], ex['t'], ex['eps'])
@@ -284,16 +267,16 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
     step = state.step.astype(jnp.float32)
     decay = jnp.minimum(tc.ema_decay, (1. + step) / (10. + step))
     ema = jax.tree.map(lambda e, p: decay * e + (1. - decay) * p,
-                       _flat(state.ema_params), new_train)
+                       flatten(state.ema_params), new_train)
     # One conditional picks the whole new or old state (a select per leaf compiles to
     # one XLA fusion per leaf and tree: ~3x the parameter count of tiny kernels).
     kept_train, kept_ema, kept_opt = jax.lax.cond(
         finite, lambda: (new_train, ema, opt_state),
-        lambda: (train, _flat(state.ema_params), state.opt_state))
+        lambda: (train, flatten(state.ema_params), state.opt_state))
     new = TrainState(
         step=state.step + 1,
-        params=_unflat({**kept_train, **frozen}),
-        ema_params=_unflat(kept_ema),
+        params=unflatten({**kept_train, **frozen}),
+        ema_params=unflatten(kept_ema),
         opt_state=kept_opt,
         skipped=state.skipped + (~finite).astype(jnp.int32))
     metrics = {'loss': value, 'grad_norm': grad_norm, 'lr': schedule(state.step),
@@ -301,15 +284,6 @@ def make_train_step(setup: Setup, null_text: np.ndarray, null_mask: np.ndarray) 
     return new, metrics
 
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step_fn, in_shardings=(setup.shardings, sharding.batch_sharding(mesh),
+  return jax.jit(step_fn, in_shardings=(spec.shardings, sharding.batch_sharding(mesh),
                                         replicated),
-                 out_shardings=(setup.shardings, replicated), donate_argnums=0)
-
-
-def count_params(params, freeze_spatial: bool, freeze_text: bool = False,
-                 freeze_temporal: bool = False) -> tuple[int, int]:
-  train, frozen = split_params(params, freeze_spatial, freeze_text, freeze_temporal)
-  n = lambda d: int(sum(np.prod(v.shape) for v in d.values()))
-  return n(train), n(frozen)
-
-
+                 out_shardings=(spec.shardings, replicated), donate_argnums=0)

@@ -1,6 +1,6 @@
 """The training loop: resume or init, compile ahead of time, step, log, checkpoint.
 
-What a pod run needs around the pure step of ``train_lib``:
+What a pod run needs around the pure step of ``train_step``:
 - state created straight into its shardings; a start-up report of how the state is
   sharded (bytes per device) and a refusal when too much of it is replicated;
 - the step compiled ahead of time, with XLA's per-device memory and FLOPs logged
@@ -25,88 +25,79 @@ import ml_collections
 import numpy as np
 
 from stunet import checkpoints
+from stunet import config as config_lib
 from stunet import inflate
 from stunet import monitoring
-from stunet.monitoring import report
 from stunet import sharding
-from stunet import train_lib
+from stunet import t5
+from stunet import text as text_lib
+from stunet import train_step
 from stunet import workdir_lock
+from stunet.monitoring import report
 
 
-def initial_state(setup: train_lib.Setup, ckpt: checkpoints.Checkpointer, rng,
-                  defaults: ml_collections.ConfigDict | None = None):
-  """Resume from the latest checkpoint, else init (from config.train.init_from if set,
-  its config.json read over ``defaults``)."""
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Everything a run checks before it builds or writes anything: the text fields that
+  files determine (``text.resolve``), the config's rules (``config.validate``), the
+  batch against the devices, and a fresh run's ``init_from`` against this model."""
+  text_lib.resolve(config)
+  config_lib.validate(config)
+  sharding.check_batch(config, jax.device_count())
+  if not checkpoints.Checkpointer.has_checkpoint(workdir):
+    check_init_from(config)
+
+
+def initial_state(spec: train_step.TrainSpec, ckpt: checkpoints.Checkpointer, rng):
+  """Resume from the latest checkpoint, else init (from config.train.init_from if set)."""
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(setup.abstract_state)  # the newest readable step
+    state = ckpt.restore(spec.abstract_state)  # the newest readable step
     for step, reason in ckpt.unreadable:
       report('skipped unreadable checkpoint step %d (moved to %s/%d.unreadable): %s', step,
              ckpt.directory, step, reason)
     report('resuming from %s/%d', ckpt.directory, int(state.step))
     return state
-  state = setup.init(rng)
-  params, config = state.params, setup.config
+  state = spec.init(rng)
+  params, config = state.params, spec.config
   if config.train.init_from:
-    src = config.train.init_from  # checked by train_and_evaluate
-    src_config, src_params = train_lib.load_params(src, setup.mesh,
-                                                   defaults=_defaults(config, defaults))
+    src = config.train.init_from  # checked by prepare
+    src_config, src_params = checkpoints.load_params(src, spec.mesh)
     params = inflate.inflate(src_params, params)
     report('initialised %s from %s', 'every weight it has' if src_config.model.temporal
            else 'spatial weights', src)
-  if config.model.text.pretrained and not setup.precomputed_text:
-    params = train_lib.with_pretrained_text(config.model, params)
+  if config.model.text.pretrained and not spec.precomputed_text:
+    params = t5.with_t5_encoder(config.model, params)
     report('loaded the frozen text encoder from %s', config.model.text.pretrained)
   if params is not state.params:
-    params = jax.device_put(params, setup.shardings.params)
-    train, _ = setup.split(params)
-    ema = jax.tree.map(jnp.copy, train_lib._unflat(train))  # pylint: disable=protected-access
+    params = jax.device_put(params, spec.shardings.params)
+    train, _ = spec.split(params)
+    ema = jax.tree.map(jnp.copy, train_step.unflatten(train))
     state = state.replace(params=params, ema_params=ema)  # separate buffers: donated
   return state
 
 
-# Fields of config.model that the run in config.train.init_from must share with this
-# one: they decide the shapes of the weights that are copied.
-SHARED_MODEL_FIELDS = ('channels', 'channel_mult', 'num_res_blocks', 'attn_levels',
-                       'cross_attn_levels', 'num_heads', 'lowres_size', 'coord_channels',
-                       'text.width',
-                       'text.num_layers', 'text.num_heads', 'text.mlp_dim')
-
-
-def _defaults(config, defaults):
-  """What an init_from run's config.json is read over: fields it lacks were added
-  after it was written, so the defaults of today's code (``configs.common.base_config()``,
-  which train.py passes) describe that run; without them, this run's config."""
-  return config if defaults is None else defaults
-
-
-def check_init_from(config: ml_collections.ConfigDict,
-                    defaults: ml_collections.ConfigDict | None = None) -> None:
+def check_init_from(config: ml_collections.ConfigDict) -> None:
   """Refuses a config.train.init_from whose weights cannot be copied into this model,
-  from its config.json alone (before anything is built or restored). It may be a T2I
-  run (inflated) or a STUNet run (continued, with any temporal layers it lacks)."""
+  from its config.json and the two models' parameter shapes (before anything is
+  restored). It may be a T2I run (inflated) or a STUNet run (continued, with any
+  temporal layers it lacks)."""
   src = config.train.init_from
   if not src:
     return
-  other = checkpoints.load_config(src, defaults=_defaults(config, defaults))
-  get = lambda c, path: c.model[path] if '.' not in path else c.model.text[path[5:]]
-  for field in SHARED_MODEL_FIELDS:
-    mine, theirs = get(config, field), get(other, field)
-    if tuple(np.atleast_1d(mine)) != tuple(np.atleast_1d(theirs)):
-      raise ValueError(f'config.train.init_from={src!r} has model.{field}={theirs!r}, this '
-                       f'run {mine!r}: its weights do not fit this model; use its '
-                       f'config.model or another run.')
+  other = config_lib.load(src)
+  inflate.check_fits(train_step.param_shapes(other), train_step.param_shapes(config),
+                     f'config.train.init_from={src!r}')
 
 
-def describe_sharding(setup: train_lib.Setup) -> None:
+def describe_sharding(spec: train_step.TrainSpec) -> None:
   """Logs how the state is laid out and refuses a mostly replicated one."""
-  abstract = setup.abstract_state
-  frac = sharding.check_replication(abstract.params, setup.mesh, setup.config.mesh)
+  abstract = spec.abstract_state
+  frac = sharding.check_replication(abstract.params, spec.mesh, spec.config.mesh)
   parts = []
   for name in ('params', 'ema_params', 'opt_state'):
     total, per_device = sharding.shard_bytes(getattr(abstract, name))
     parts.append(f'{name} {total / 2**20:.1f} MiB ({per_device / 2**20:.1f} MiB/device)')
   report('mesh %s over %d devices in %d process(es); %s; %.0f%% of parameter bytes '
-         'replicated over fsdp x tensor x context', dict(setup.mesh.shape), setup.mesh.size,
+         'replicated over fsdp x tensor x context', dict(spec.mesh.shape), spec.mesh.size,
          jax.process_count(), ', '.join(parts), 100 * frac)
 
 
@@ -148,17 +139,14 @@ def _save(ckpt, step: int, state, force: bool = False) -> None:
   ckpt.save(step, state, force=force)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs,
-                       defaults: ml_collections.ConfigDict | None = None) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str, inputs) -> dict:
   """Trains to ``config.train.num_steps`` (or a SIGTERM); returns the last metrics.
 
-  inputs: where the data come from (``data.pipeline.TrainInputs(config)``, or anything
-  with ``batches(start_step)`` -> an iterator of this host's batches as numpy dicts,
-  and ``null_text()`` -> the empty caption's (tokens or embedding, mask)).
-  defaults: what config.train.init_from's config.json is read over (see _defaults).
+  config: prepared (``prepare``). inputs: where the data come from
+  (``data.pipeline.TrainInputs(config)``, or anything with ``batches(start_step)`` ->
+  an iterator of this host's batches as numpy dicts, and ``null_text()`` -> the empty
+  caption's (tokens or embedding, mask)).
   """
-  if not checkpoints.Checkpointer.has_checkpoint(workdir):  # a fresh run: check first
-    check_init_from(config, defaults)
   # Process 0 owns the workdir for the whole run: nothing is written before the lock.
   lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
   if lock is not None:
@@ -167,28 +155,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, inputs,
       report('took over the stale lock of process %s on %s (no longer running)',
              lock.took_over.get('pid'), lock.took_over.get('host'))
   try:
-    return _train(config, workdir, inputs, defaults)
+    return _train(config, workdir, inputs)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _train(config, workdir, inputs, defaults) -> dict:
+def _train(config, workdir, inputs) -> dict:
   tc = config.train
   mesh = sharding.make_mesh(config.mesh)
-  setup = train_lib.Setup(config, mesh)
-  describe_sharding(setup)
-  checkpoints.save_config(workdir, config)
+  spec = train_step.TrainSpec(config, mesh)
+  describe_sharding(spec)
+  config_lib.save(workdir, config)
   ckpt = checkpoints.Checkpointer(workdir, save_every=tc.ckpt_every, keep=tc.keep)
   rng = jax.random.key(config.seed)
-  state = initial_state(setup, ckpt, jax.random.fold_in(rng, 0), defaults)
+  state = initial_state(spec, ckpt, jax.random.fold_in(rng, 0))
   start = int(state.step)
-  n_train, n_frozen = train_lib.count_params(state.params, setup.freeze,
-                                             setup.freeze_text, setup.freeze_temporal)
+  n_train, n_frozen = spec.count_params(state.params)
   report('parameters: %.2fM trained, %.2fM frozen', n_train / 1e6, n_frozen / 1e6)
 
   null_text, null_mask = inputs.null_text()
-  step_fn = train_lib.make_train_step(setup, null_text, null_mask)
+  step_fn = train_step.make_train_step(spec, null_text, null_mask)
   batches = inputs.batches(start)
   inject = set(tc.inject_nan_steps)
   step_rng = jax.random.fold_in(rng, 1)
