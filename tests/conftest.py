@@ -1,4 +1,8 @@
-"""Shared fixtures: a very small config so every test runs in seconds on a CPU."""
+"""Shared fixtures: a very small config so every test runs in seconds on a CPU.
+
+The suite runs on pytest-xdist workers with --dist loadfile: each module's tests run on
+one worker, so a module's (or session) fixture is built once and shared by its tests.
+"""
 
 import os
 import sys

@@ -41,11 +41,9 @@ def _train(cfg, overrides, workdir):
   train_loop.train(cfg, workdir, pipeline.TrainInputs(cfg))
 
 
-# One worker runs this module's tests (they share the runs of the fixture).
-pytestmark = pytest.mark.xdist_group('cli')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def runs(tmp_path_factory, data_dir):
   """A small T2I and SSR run (in this process), and a STUNet run from the T2I one by
   train.py (a process): (folder, train.py's output)."""

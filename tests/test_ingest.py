@@ -20,8 +20,6 @@ from data import records
 from stunet import video_io
 from stunet import text as text_lib
 
-# Module-scoped fixtures: under pytest-xdist the module's tests share one worker.
-pytestmark = pytest.mark.xdist_group('test_ingest')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FPS, SIZE, MIN_FRAMES, MAX_FRAMES = 8, 16, 8, 12

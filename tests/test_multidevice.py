@@ -15,8 +15,6 @@ from conftest import xla_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(ROOT, 'tests', 'multidevice')
 DEVICES = 8
-# One worker runs them all (the module fixture starts the process once).
-pytestmark = pytest.mark.xdist_group('multidevice')
 
 
 def _test_names() -> list:
@@ -30,7 +28,7 @@ def _test_names() -> list:
   return names
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def outcomes(tmp_path_factory) -> dict:
   """'file::test' -> (outcome, details) from one pytest run on 8 devices."""
   report = str(tmp_path_factory.mktemp('multidevice') / 'report.xml')

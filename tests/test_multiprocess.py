@@ -14,10 +14,8 @@ import pytest
 from conftest import xla_flags
 from stunet import monitoring
 
-# The tests share one xdist worker (the group below) and one preempted run. That
-# fixture is session-scoped: a worker may run other modules' tests between these two,
-# which tears a module-scoped fixture down and runs its three train.py processes again.
-pytestmark = pytest.mark.xdist_group('test_multiprocess')
+# The tests share one preempted run (a session fixture, made once per worker; the
+# suite runs with --dist loadfile, so both tests are on the same worker).
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12

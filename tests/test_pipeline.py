@@ -12,8 +12,6 @@ from data import pipeline
 from data import shapes
 from data import shapes_tfds
 
-# Module-scoped fixtures: under pytest-xdist the module's tests share one worker.
-pytestmark = pytest.mark.xdist_group('test_pipeline')
 
 FRAMES, SIZE, NUM_TRAIN, NUM_TEST = 8, 16, 32, 16
 

@@ -14,8 +14,6 @@ from flax import traverse_util
 from stunet import t5
 from stunet.text import TextEncoder
 
-# Module-scoped fixtures: under pytest-xdist the module's tests share one worker.
-pytestmark = pytest.mark.xdist_group('test_t5')
 
 _spec = importlib.util.spec_from_file_location(
     't5_equivalence', os.path.join(os.path.dirname(__file__), '..', 'experiments',
