@@ -2,12 +2,14 @@
 
   python benchmarks/pipeline_throughput.py                       # tiny config
   python benchmarks/pipeline_throughput.py --videos=64 --batches=100
+  python benchmarks/pipeline_throughput.py --source=shapes       # the embedded dataset
 
 Writes --videos synthetic mp4s (the shapes dataset, 64x64 at 12 fps, 4 s), ingests them
 with data/ingest.py (timed: videos/s), then times the training input path
 (data.pipeline.train_batches over the records: interleaved reads, random start and
 stride, parallel JPEG decoding, tokenization) and the config's jitted train step on
-this machine. The pipeline keeps up when its clips/s exceeds the step's.
+this machine. The pipeline keeps up when its clips/s exceeds the step's. With
+--source=shapes it times the embedded dataset's tfds pipeline instead (no ingestion).
 """
 
 import os
@@ -40,28 +42,31 @@ _VIDEOS = flags.DEFINE_integer('videos', 32, 'synthetic videos to ingest')
 _BATCHES = flags.DEFINE_integer('batches', 50, 'pipeline batches timed (after 5 warm-up)')
 _STEPS = flags.DEFINE_integer('steps', 5, 'train steps timed (after one warm-up)')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'ingest processes')
+_SOURCE = flags.DEFINE_enum('source', 'records', ['records', 'shapes'],
+                            'records: ingested synthetic mp4s; shapes: the embedded dataset.')
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
   d, tc = config.data, config.train
-  tmp = tempfile.mkdtemp(prefix='stunet-pipeline-')
-  src = os.path.join(tmp, 'videos')
-  for i in range(_VIDEOS.value):
-    ex = shapes.example(0, i, 48, 64)
-    video_io.write_video(os.path.join(src, f'{i:04d}.mp4'), ex['video'], fps=12)
-    with open(os.path.join(src, f'{i:04d}.txt'), 'w') as f:
-      f.write(ex['caption'])
-  out = os.path.join(tmp, 'records')
-  t0 = time.perf_counter()
-  info = ingest.ingest(ingest.sidecar_jobs(src), out, fps=8, size=d.size,
-                       min_frames=d.num_frames, max_frames=64, num_shards=4,
-                       workers=_WORKERS.value, progress=False)
-  ingest_s = time.perf_counter() - t0
-
-  with config.unlocked():
-    d.records, d.frame_strides = out, (1, 2)
+  info = None
+  if _SOURCE.value == 'records':
+    tmp = tempfile.mkdtemp(prefix='stunet-pipeline-')
+    src = os.path.join(tmp, 'videos')
+    for i in range(_VIDEOS.value):
+      ex = shapes.example(0, i, 48, 64)
+      video_io.write_video(os.path.join(src, f'{i:04d}.mp4'), ex['video'], fps=12)
+      with open(os.path.join(src, f'{i:04d}.txt'), 'w') as f:
+        f.write(ex['caption'])
+    out = os.path.join(tmp, 'records')
+    t0 = time.perf_counter()
+    info = ingest.ingest(ingest.sidecar_jobs(src), out, fps=8, size=d.size,
+                         min_frames=d.num_frames, max_frames=64, num_shards=4,
+                         workers=_WORKERS.value, progress=False)
+    ingest_s = time.perf_counter() - t0
+    with config.unlocked():
+      d.records, d.frame_strides = out, (1, 2)
   text_lib.resolve(config)
   config_lib.validate(config)
   clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
@@ -92,11 +97,13 @@ def main(argv):
     times.append(time.perf_counter() - t0)
   step_s = float(np.median(times))
 
-  print(f'ingest: {info["num_examples"]} videos (64x64, 12 fps, 4 s) -> {d.size}x{d.size} at '
-        f'8 fps in {ingest_s:.1f} s with {_WORKERS.value} processes: '
-        f'{info["num_examples"] / ingest_s:.1f} videos/s')
-  print(f'pipeline: {clips} clips of {d.num_frames}x{d.size}x{d.size} per batch, strides '
-        f'(1, 2): {pipe_s * 1000:.1f} ms/batch = {clips / pipe_s:.1f} clips/s '
+  if info is not None:
+    print(f'ingest: {info["num_examples"]} videos (64x64, 12 fps, 4 s) -> {d.size}x{d.size} '
+          f'at 8 fps in {ingest_s:.1f} s with {_WORKERS.value} processes: '
+          f'{info["num_examples"] / ingest_s:.1f} videos/s')
+  what = 'strides (1, 2)' if info is not None else f'the {d.name} dataset under {d.data_dir}'
+  print(f'pipeline: {clips} clips of {d.num_frames}x{d.size}x{d.size} per batch, {what}: '
+        f'{pipe_s * 1000:.1f} ms/batch = {clips / pipe_s:.1f} clips/s '
         f'(mean of {_BATCHES.value} batches)')
   print(f'train step ({tc.stage}, {jax.device_count()} {jax.devices()[0].platform} '
         f'device(s)): {step_s * 1000:.1f} ms = {clips / step_s:.1f} clips/s '

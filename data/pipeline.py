@@ -87,6 +87,10 @@ def make_dataset(
   )
   read_config = tfds.ReadConfig(
       shuffle_seed=seed,
+      # No in-memory cache of a small dataset (tfds's default): a run that stops within
+      # the first epoch made TensorFlow warn at exit that the partial cache was dropped,
+      # and reading the local records again is far faster than any train step.
+      try_autocache=False,
       # Same file order on every pass and every iterator: two iterators over one
       # dataset must agree (e.g. a restarted loop). Epochs still differ because the
       # example buffer below runs across epoch boundaries.
