@@ -54,6 +54,7 @@ def main(argv):
                                process_id=_PROCESS_ID.value)
   from data import pipeline  # pylint: disable=g-import-not-at-top
   from data import records  # pylint: disable=g-import-not-at-top
+  from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   from stunet import monitoring  # pylint: disable=g-import-not-at-top
   from stunet import train_loop  # pylint: disable=g-import-not-at-top
   from stunet import workdir_lock  # pylint: disable=g-import-not-at-top
@@ -66,9 +67,6 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from e
   logging.info('config:\n%s', config)
-  monitoring.report('stage=%s workdir=%s process %d/%d (resolved config saved there as '
-                    'config.json)', config.train.stage, _WORKDIR.value, jax.process_index(),
-                    jax.process_count())
   if ingested_tokenizer:
     monitoring.report('tokenizer: %s (trained by data/ingest.py on these captions)',
                       ingested_tokenizer)
@@ -76,7 +74,8 @@ def main(argv):
     monitoring.report('warning: %s', line)
   try:
     train_loop.train(config, _WORKDIR.value, inputs)
-  except (workdir_lock.WorkdirLocked, NotADirectoryError) as e:  # raised before training
+  except (workdir_lock.WorkdirLocked, NotADirectoryError,  # before training
+          checkpoints.CheckpointWriteError, FloatingPointError) as e:  # a run that cannot go on
     raise app.UsageError(str(e)) from e
 
 

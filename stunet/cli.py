@@ -60,16 +60,19 @@ def quiet_library_logs() -> None:
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
     # orbax and tfds also warn about routine things (a read-only checkpoint folder, a
-    # custom dataset config, their own deprecations): only errors from them.
+    # custom dataset config, their own deprecations) and log the errors we report.
     logging.get_absl_handler().addFilter(_LibraryWarnings())
 
 
 class _LibraryWarnings(std_logging.Filter):
+  """orbax's and tfds's own log records (and those of the asyncio loops orbax writes
+  with): their errors reach the user as the project's one-line errors (a failed
+  checkpoint write is CheckpointWriteError), so at the default verbosity none of their
+  records is shown."""
 
   def filter(self, record) -> bool:
-    noisy = any(f'{os.sep}{lib}{os.sep}' in record.pathname
-                for lib in ('orbax', 'tensorflow_datasets'))
-    return not noisy or record.levelno >= std_logging.ERROR
+    return not any(f'{os.sep}{lib}{os.sep}' in record.pathname
+                   for lib in ('orbax', 'tensorflow_datasets', 'asyncio'))
 
 
 def _verbose() -> bool:

@@ -147,18 +147,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, inputs) -> dict:
   an iterator of this host's batches as numpy dicts, and ``null_text()`` -> the empty
   caption's (tokens or embedding, mask)).
   """
-  # Process 0 owns the workdir for the whole run: nothing is written before the lock.
-  lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
-  if lock is not None:
-    lock.acquire()
-    if lock.took_over:
-      report('took over the stale lock of process %s on %s (no longer running)',
-             lock.took_over.get('pid'), lock.took_over.get('host'))
   try:
-    return _train(config, workdir, inputs)
-  finally:
+    # Process 0 owns the workdir for the whole run: nothing is written before the lock.
+    lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
     if lock is not None:
-      lock.release()
+      lock.acquire()
+      if lock.took_over:
+        report('took over the stale lock of process %s on %s (no longer running)',
+               lock.took_over.get('pid'), lock.took_over.get('host'))
+    try:
+      return _train(config, workdir, inputs)
+    finally:
+      if lock is not None:
+        lock.release()
+  except OSError as e:  # the workdir's other files: its lock, config.json, metrics
+    if isinstance(e, (workdir_lock.WorkdirLocked, NotADirectoryError)):
+      raise
+    path = e.filename or workdir
+    raise checkpoints.CheckpointWriteError(
+        f'cannot write {path}: {e.strerror or e}; {checkpoints.newest_step(workdir)}') from e
 
 
 def _train(config, workdir, inputs) -> dict:
@@ -167,7 +174,12 @@ def _train(config, workdir, inputs) -> dict:
   spec = train_step.TrainSpec(config, mesh)
   describe_sharding(spec)
   config_lib.save(workdir, config)
+  report('stage=%s workdir=%s process %d/%d (resolved config saved there as config.json)',
+         config.train.stage, workdir, jax.process_index(), jax.process_count())
   ckpt = checkpoints.Checkpointer(workdir, save_every=tc.ckpt_every, keep=tc.keep)
+  for name in ckpt.removed_partial:
+    report('removed %s/%s: an unfinished checkpoint left by a save that did not complete',
+           ckpt.directory, name)
   rng = jax.random.key(config.seed)
   state = initial_state(spec, ckpt, jax.random.fold_in(rng, 0))
   start = int(state.step)
