@@ -169,6 +169,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.init_from = ''                 # T2I workdir/checkpoint to inflate from
   c.train.nan_policy = 'skip'            # non-finite loss/grads: 'skip' the update
                                          # (counted) or 'stop' the run; never saved
+  c.train.max_nonfinite_steps = 10       # skipped steps in a row that end the run
   c.train.inject_nan_steps = ()          # fault injection for tests: NaN batches here
   # Several processes agree on a SIGTERM through a collective that the host waits on:
   # every this many steps (one process checks its flag at every step).
@@ -270,6 +271,7 @@ RANGES = {
     'train.t_power': (('>', 0.), None, 'the noise-level power (1: uniform)'),
     'train.cfg_drop': (0., ('<', 1.), 'the probability of dropping the text'),
     'train.lowres_aug_max': (0., 1., 'the SSR\'s largest low-res noise level'),
+    'train.max_nonfinite_steps': (1, None, 'non-finite steps in a row before stopping'),
     'train.preemption_check_every': (1, None, 'steps between preemption checks'),
     'train.log_every': (1, None, 'steps between progress lines'),
     'train.ckpt_every': (1, None, 'steps between checkpoints'),

@@ -11,6 +11,7 @@
 """
 
 import json
+import math
 import os
 import signal
 import time
@@ -52,7 +53,8 @@ class MetricWriter:
     self._jsonl.write(json.dumps({'step': int(step), **scalars}) + '\n')
     self._jsonl.flush()
     for k, v in scalars.items():
-      self._tb.add_scalar(k, v, global_step=int(step))
+      if math.isfinite(v):  # (metrics.jsonl keeps a NaN; TensorBoard would warn about it)
+        self._tb.add_scalar(k, v, global_step=int(step))
 
   def close(self) -> None:
     if self._jsonl is not None:
@@ -97,18 +99,17 @@ class Monitor:
     self.window.append(m)
     if bool(m['finite']):
       self.in_a_row = 0
-    else:
+    else:  # skipped (counted on the progress lines) or, at the limit, the end
       self.in_a_row += 1
-      msg = (f'non-finite loss or gradient at step {done} (loss {float(m["loss"])}, '
-             f'grad norm {float(m["grad_norm"])}); the update was not applied')
-      if tc.nan_policy == 'stop':
-        raise FloatingPointError(f'{msg}. Stopping (config.train.nan_policy=stop); the '
-                                 f'last checkpoint is intact.')
-      report('%s (skipped: %d so far).', msg, int(m['skipped']))
-      if self.in_a_row >= max(10, tc.log_every):
+      if tc.nan_policy == 'stop' or self.in_a_row >= tc.max_nonfinite_steps:
+        what = (f'a non-finite loss or gradient at step {done}' if self.in_a_row == 1 else
+                f'{self.in_a_row} non-finite steps in a row up to step {done} '
+                f'(config.train.max_nonfinite_steps)')
         raise FloatingPointError(
-            f'{self.in_a_row} non-finite steps in a row up to step {done}: training has '
-            f'diverged. Lower config.train.lr or raise config.train.warmup_steps.')
+            f'stopped after {what}; no update was applied and the last checkpoint is '
+            f'intact. Likely causes: a learning rate too high for this model '
+            f'(config.train.lr={tc.lr}; lower it or raise config.train.warmup_steps) or '
+            f'non-finite values in the data.')
     if done % tc.log_every == 0 or done == tc.num_steps:
       elapsed = time.time() - self.t0
       rate = len(self.window) / max(elapsed, 1e-9)

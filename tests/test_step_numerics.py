@@ -2,6 +2,8 @@
 bfloat16 keep the step, a non-finite step is skipped (or stops the run) and never saved.
 (The sharded step is tested on 8 devices in tests/multidevice.)"""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -88,7 +90,7 @@ def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, data_dir,
   cfg.train.nan_policy, cfg.train.inject_nan_steps = policy, (2,)  # the 3rd step
   workdir = str(tmp_path / 'run')
   if policy == 'stop':
-    with pytest.raises(FloatingPointError, match='step 3'):
+    with pytest.raises(FloatingPointError, match='a non-finite loss or gradient at step 3'):
       train_loop.train(cfg, workdir, pipeline.TrainInputs(cfg))
   else:
     train_loop.train(cfg, workdir, pipeline.TrainInputs(cfg))
@@ -99,7 +101,27 @@ def test_nan_policy_in_the_loop_never_saves_a_poisoned_state(tmp_path, data_dir,
   ckpt = checkpoints.Checkpointer(workdir, read_only=True)
   steps = ckpt.manager.all_steps()
   assert steps and (max(steps) == 4 if policy == 'skip' else max(steps) <= 3)
+  assert not any(n.endswith('orbax-checkpoint-tmp') for n in os.listdir(ckpt.directory))
   spec = train_step.TrainSpec(cfg, sharding.make_mesh(cfg.mesh))
   for s in steps:
     state = ckpt.restore(spec.abstract_state, s)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def test_a_run_of_non_finite_steps_ends_training_in_one_line_naming_the_causes(tmp_path):
+  cfg = light_config()
+  cfg.train.max_nonfinite_steps, cfg.train.log_every = 3, 100
+  monitor = monitoring.Monitor(cfg, monitoring.MetricWriter(str(tmp_path)))
+  ok = dict(loss=0.5, grad_norm=1., lr=1e-3, finite=True, skipped=0)
+  bad = lambda n: dict(ok, loss=float('nan'), finite=False, skipped=n)
+  monitor(1, ok)
+  monitor(2, bad(1))
+  monitor(3, bad(2))
+  monitor(4, ok)  # the count is of steps in a row
+  monitor(5, bad(3))
+  monitor(6, bad(4))
+  with pytest.raises(FloatingPointError) as error:
+    monitor(7, bad(5))
+  assert '\n' not in str(error.value)
+  assert str(error.value).startswith('stopped after 3 non-finite steps in a row up to step 7')
+  assert 'config.train.lr=0.001' in str(error.value) and 'non-finite values in the data' in str(error.value)
