@@ -29,6 +29,7 @@ from absl import flags
 from data import shapes
 from data import shapes_metrics as metrics
 from stunet import cli
+from stunet import config as config_lib
 from stunet import sampling
 from stunet import video_io
 
@@ -124,9 +125,30 @@ def frechet_video_distance(videos, real, prompts) -> dict | None:
           'n': len(videos)}
 
 
+def _check_flags() -> None:
+  """Refuses bad numbers before anything is loaded (the sampler settings by the rules
+  of the config fields they override)."""
+  try:
+    for flag, value, field in (('--num_steps', _NUM_STEPS.value, 'sample.num_steps'),
+                               ('--guidance', _GUIDANCE.value, 'sample.guidance'),
+                               ('--threshold', _THRESHOLD.value, 'sample.threshold'),
+                               ('--seed', _SEED.value, 'seed')):
+      config_lib.check_flag(flag, value, field)
+    for flag, value, what in (('--num_samples', _NUM.value, 'prompts to score'),
+                              ('--batch_size', _BATCH.value, 'videos per sampler call'),
+                              ('--num_frames', _FRAMES.value, 'frames per clip'),
+                              ('--size', _SIZE.value, 'the frame size')):
+      config_lib.check_range(flag, value, 1, None, what)
+    if _STEP.value is not None:
+      config_lib.check_range('--step', _STEP.value, 0, None, 'a checkpoint step')
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+
+
 def main(argv):
   del argv
   cli.quiet_library_logs()
+  _check_flags()
   prompts = benchmark_prompts(_NUM.value, _SEED.value)
   if _SOURCE.value == 'model':
     try:

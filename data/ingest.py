@@ -131,10 +131,19 @@ def ingest(jobs: list, output: str, *, fps: float, size: int, min_frames: int,
   uses unless config.data.tokenizer or a T5 names another.
   """
   from data import records  # pylint: disable=g-import-not-at-top
-  if not jobs:
-    raise ValueError('no videos to ingest: the folder or CSV lists none.')
+  from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
+  for flag, value, low, high, what in (
+      ('--fps', fps, ('>', 0.), None, 'the frame rate'),
+      ('--size', size, 1, None, 'the frame size'),
+      ('--num_shards', num_shards, 1, None, 'record files'),
+      ('--workers', workers, 1, None, 'decoding processes'),
+      ('--quality', quality, 1, 100, 'the JPEG quality'),
+      ('--tokenizer_vocab', tokenizer_vocab, 0, None, 'the tokenizer\'s pieces')):
+    config_lib.check_range(flag, value, low, high, what)
   if not 1 <= min_frames <= max_frames:
     raise ValueError(f'need 1 <= --min_frames ({min_frames}) <= --max_frames ({max_frames}).')
+  if not jobs:
+    raise ValueError('no videos to ingest: the folder or CSV lists none.')
   if os.path.exists(os.path.join(output, records.INFO)) and not overwrite:
     raise FileExistsError(f'{output} already holds an ingest; pass --overwrite to replace it.')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -254,6 +263,8 @@ def main(argv):
                   tokenizer_vocab=FLAGS.tokenizer_vocab)
   except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
     raise app.UsageError(str(e)) from e
+  except OSError as e:  # the output folder cannot be written
+    raise app.UsageError(f'cannot write {e.filename or FLAGS.output}: {e.strerror or e}.') from e
   print(f'wrote {info["num_examples"]} videos ({info["frames"]["min"]}-'
         f'{info["frames"]["max"]} frames at {info["fps"]} fps, {info["size"]}x'
         f'{info["size"]}) to {len(info["shards"])} shard(s) in {FLAGS.output} in '

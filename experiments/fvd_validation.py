@@ -214,7 +214,7 @@ def main(argv):
   if _KINETICS_VIDEO.value:
     import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
     video = iio.imread(_KINETICS_VIDEO.value, index=None)[..., :3]
-    logits = featurizer(video[None].astype(np.float32) / 127.5 - 1.0)[0]
+    logits = featurizer.clip_logits(video.astype(np.float32) / 127.5 - 1.0)
     results['kinetics_video'] = dict(path=os.path.basename(_KINETICS_VIDEO.value),
                                      shape=list(video.shape), top5=top5(logits),
                                      logits_norm=float(np.linalg.norm(logits)))

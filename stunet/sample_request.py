@@ -21,6 +21,7 @@ from stunet import editing
 from stunet import sharding
 from stunet import video_io
 from stunet.generator import Generator
+from stunet.text import Tokenizer
 
 CONDITIONAL_MODES = ('image-to-video', 'inpainting', 'outpainting', 'cinemagraph')
 MODES = ('text-to-video', 'editing') + CONDITIONAL_MODES
@@ -136,16 +137,7 @@ class SampleRequest:
       if ext not in VIDEO_EXTENSIONS:
         raise ValueError(f'--output={output}: unknown video extension {ext!r}; use .mp4 or '
                          f'.gif.')
-      # Tried, not predicted (os.access says yes to root everywhere, /proc included): the
-      # folder is made now and a scratch file written in it, before anything compiles.
-      folder = os.path.dirname(os.path.abspath(output))
-      try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-          pass
-      except OSError as e:
-        raise ValueError(f'--output={output}: cannot write in {folder} '
-                         f'({e.strerror or e}); choose another folder.') from e
+      _check_writable(output)
     return mode
 
   def box_pixels(self) -> list:
@@ -172,6 +164,29 @@ class SampleRequest:
     return shape
 
 
+def _check_writable(output: str) -> None:
+  """Refuses an output whose folder cannot be written. Tried, not predicted (os.access
+  says yes to root everywhere, /proc included): the folder is made and a scratch file
+  written in it, before anything compiles; folders made here are removed again (the
+  writer makes them), so a refusal later leaves nothing behind."""
+  folder = os.path.dirname(os.path.abspath(output))
+  made, parent = [], folder
+  while not os.path.exists(parent):
+    made.append(parent)
+    parent = os.path.dirname(parent)
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except OSError as e:
+    raise ValueError(f'--output={output}: cannot write in {folder} ({e.strerror or e}); '
+                     f'choose another folder.') from e
+  finally:
+    for path in made:  # deepest first
+      if os.path.isdir(path):
+        os.rmdir(path)
+
+
 def locate(workdir: Optional[str], checkpoint: Optional[str], prefix: str = '',
            shipped: Optional[str] = None) -> tuple[str, Optional[int]]:
   """(workdir, step or None for the latest) from --<prefix>workdir/--<prefix>checkpoint;
@@ -188,8 +203,9 @@ def locate(workdir: Optional[str], checkpoint: Optional[str], prefix: str = '',
     raise ValueError(f'--{prefix}checkpoint={checkpoint}: {e}') from e
 
 
-def _conditioning(request: SampleRequest, mode: str, config, log: Callable):
-  """(C [t, h, w, 3], M [t, h, w, 1]) for a conditional mode, from the files given."""
+def _conditioning(request: SampleRequest, mode: str, config):
+  """((C [t, h, w, 3], M [t, h, w, 1]), notes) for a conditional mode, from the files
+  given; notes: what the loaders changed (resizing, frame rate)."""
   d = config.data
   frames = request.frames or d.num_frames
   region = None
@@ -207,9 +223,7 @@ def _conditioning(request: SampleRequest, mode: str, config, log: Callable):
     image, notes = video_io.load_image(request.image, d.size)
     made = (conditioning.cinemagraph(image, frames, region) if mode == 'cinemagraph' else
             conditioning.image_to_video(image, frames))
-  for line in notes:
-    log(line)
-  return made
+  return made, notes
 
 
 def _timing(stage: str, gen: Generator, videos) -> str:
@@ -222,7 +236,9 @@ def _timing(stage: str, gen: Generator, videos) -> str:
 def run(request: SampleRequest, log: Callable[[str], None] = print,
         warn: Callable[[str], None] = print) -> list:
   """Checks the request, samples and writes every output; returns the paths written.
-  ``log`` gets the progress lines, ``warn`` the warnings about the prompts."""
+  ``log`` gets the progress lines, ``warn`` the warnings about the prompts. Everything
+  that can be checked from the run's config (the model's kind, the prompts' words, the
+  input files) is checked before any weights are loaded."""
   mode = request.check()
   mesh_shape = request.mesh_shape()
   conditional = mode in CONDITIONAL_MODES
@@ -232,7 +248,8 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
   cascade = bool(request.ssr_workdir or request.ssr_checkpoint)
   if cascade:
     ssr_dir, ssr_step = locate(request.ssr_workdir, request.ssr_checkpoint, 'ssr_')
-  kind = config_lib.model_kind(config_lib.load(workdir))
+  config = config_lib.load(workdir)
+  kind = config_lib.model_kind(config)
   if kind == 't2i':
     raise ValueError(f'{workdir} holds a text-to-image model (stage=t2i), which makes '
                      f'single frames: sample from a STUNet workdir (stage=stunet or '
@@ -245,44 +262,51 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
                      f'{kind} one: leave out --workdir (the shipped '
                      f'pretrained/stunet_tiny_conditional) or train one with '
                      f'configs/tiny.py:stage=conditional.')
-  settings = dict(num_steps=request.num_steps, sampler=request.sampler)
-  base_windows = {} if cascade else dict(window=request.window, overlap=request.overlap)
-  gen, config = Generator.from_workdir(workdir, step, **settings, **base_windows,
-                                       mesh_shape=mesh_shape)
-  text_warnings, text_errors = gen.tokenizer.check(request.prompts)
+  prompts = list(request.prompts)
+  text_warnings, text_errors = Tokenizer.from_config(config.data).check(prompts)
   if text_errors:
     raise ValueError(' '.join(text_errors) + ' Use words of the training captions.')
-  for line in text_warnings:
-    warn(f'warning: {line}')
-  if cascade:  # load and check the SSR before spending time on the base stage
-    ssr_gen, ssr_config = Generator.from_workdir(
-        ssr_dir, ssr_step, **settings, window=request.window, overlap=request.overlap,
-        mesh_shape=mesh_shape)
-    if not ssr_gen.ssr:
+  if cascade:
+    ssr_config = config_lib.load(ssr_dir)
+    if config_lib.model_kind(ssr_config) != 'ssr':
       raise ValueError(f'{ssr_dir} is not an SSR model (config.model.lowres_size is 0).')
     low = ssr_config.model.lowres_size
     if config.data.size != low:
       raise ValueError(f'the base model makes {config.data.size}px frames but the SSR model '
                        f'upsamples {low}px ones: train the SSR with '
                        f'--config.model.lowres_size={config.data.size}.')
+  notes, inputs = [], None
+  if mode == 'editing':
+    inputs, notes = video_io.load_clip(request.video, request.frames or config.data.num_frames,
+                                       config.data.size, fps=request.fps)
+  elif conditional:
+    inputs, notes = _conditioning(request, mode, config)  # the same for every prompt
+  for line in text_warnings:
+    warn(f'warning: {line}')
+  for line in notes:
+    log(line)
+
+  settings = dict(num_steps=request.num_steps, sampler=request.sampler)
+  base_windows = {} if cascade else dict(window=request.window, overlap=request.overlap)
+  gen, config = Generator.from_workdir(workdir, step, **settings, **base_windows,
+                                       mesh_shape=mesh_shape)
+  if cascade:
+    ssr_gen, ssr_config = Generator.from_workdir(
+        ssr_dir, ssr_step, **settings, window=request.window, overlap=request.overlap,
+        mesh_shape=mesh_shape)
   if request.style is not None:
     _, style = checkpoints.load_params(request.style)
     gen.params = {'params': editing.interpolate_style(gen.params['params'], style,
                                                       request.style_alpha)}
     log(f'style {request.style} mixed in at alpha {request.style_alpha}')
   guidance = config.sample.guidance if request.guidance is None else request.guidance
-  prompts = list(request.prompts)
   if mode == 'text-to-video':
     videos = gen(prompts, guidance=guidance, seed=request.seed, num_frames=request.frames)
   elif mode == 'editing':
-    video, notes = video_io.load_clip(request.video, request.frames or config.data.num_frames,
-                                      config.data.size, fps=request.fps)
-    for line in notes:
-      log(line)
-    videos = editing.sdedit(gen, prompts, np.repeat(video[None], len(prompts), 0),
+    videos = editing.sdedit(gen, prompts, np.repeat(inputs[None], len(prompts), 0),
                             strength=request.strength, guidance=guidance, seed=request.seed)
   else:
-    cond, mask = _conditioning(request, mode, config, log)  # the same for every prompt
+    cond, mask = inputs
     videos = conditioning.generate(gen, prompts, cond, mask, guidance=guidance,
                                    seed=request.seed)
   if request.strength == 0.:
@@ -308,4 +332,3 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
         log(f'wrote {path}: "{prompt}"')
         written.append(path)
   return written
-

@@ -91,13 +91,17 @@ def read_video(path: str, fps: Optional[float] = None, size: Optional[int] = Non
                                                   '-pix_fmt', 'rgb24', '-']
   proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, close_fds=False,
                         check=False)
-  err = proc.stderr.decode(errors='replace').strip()[-300:]
+  # ffmpeg explains itself over several lines; its last one says what failed.
+  lines = proc.stderr.decode(errors='replace').strip().splitlines()
+  err = ' '.join(lines[-1].split())[:200] if lines else ''
   if proc.returncode:
-    raise ValueError(f'cannot decode video {path!r}: {err}')
+    raise ValueError(f'cannot decode video {path!r}: it is not a readable video '
+                     f'(ffmpeg: {err or "exit status " + str(proc.returncode)}).')
   try:
     frames = _ppm_frames(proc.stdout)
   except ValueError as e:
-    raise ValueError(f'cannot decode video {path!r}: {err or e}') from e
+    raise ValueError(f'cannot decode video {path!r}: it is not a readable video '
+                     f'(ffmpeg: {err or e}).') from e
   if not frames:
     raise ValueError(f'{path!r} holds no frames.')
   return np.stack(frames)
