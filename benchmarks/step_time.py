@@ -34,13 +34,6 @@ _SAMPLE_STEPS = flags.DEFINE_integer('sample_steps', 8, 'Denoising steps timed.'
 _SAMPLE_BATCH = flags.DEFINE_integer('sample_batch', 4, 'Videos per sampler call.')
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis() or {}
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float(cost.get('flops', 0.))
-
-
 def _timed(fn, n):
   times = []
   for _ in range(n):
@@ -57,7 +50,7 @@ def main(argv):
   spec, state, compiled, batch, rng, compile_s = synthetic.train_step(config)
   n_train, n_frozen = spec.count_params(state.params)
   tc, d = config.train, config.data
-  flops = _flops(compiled)
+  flops = synthetic.flops(compiled)
   mem = compiled.memory_analysis()
   holder = {'state': compiled(state, batch, rng)[0]}
 
@@ -78,7 +71,7 @@ def main(argv):
   # 2b through the U-Net) on its own.
   b2 = 2 * len(prompts)
   denoise = jax.jit(lambda p, z, t, txt, m: spec.model.apply(p, z, t, txt, m, method='denoise'))
-  sample_flops = _flops(denoise.lower(
+  sample_flops = synthetic.flops(denoise.lower(
       {'params': holder['state'].params}, jnp.zeros((b2, frames, d.size, d.size, 3)),
       jnp.zeros((b2,)), jnp.zeros((b2, d.max_text_len, config.model.text.width)),
       jnp.ones((b2, d.max_text_len), bool)).compile())

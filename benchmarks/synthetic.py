@@ -46,3 +46,11 @@ def train_step(config) -> TrainStep:
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, rng).compile()
   return TrainStep(spec, state, compiled, batch, rng, time.perf_counter() - t0)
+
+
+def flops(compiled) -> float:
+  """XLA's cost analysis of a compiled program: its FLOPs (one device's)."""
+  cost = compiled.cost_analysis() or {}
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0] if cost else {}
+  return float(cost.get('flops', 0.))
