@@ -57,7 +57,8 @@ def _ours(channels: int):
     return m['loss']
 
   n = config.data.max_text_len
-  args = ({'params': holder['state'].params}, jnp.zeros((BATCH, FRAMES, SIZE, SIZE, 3)),
+  params = jax.tree.map(jnp.copy, holder['state'].params)  # (the steps donate the state)
+  args = ({'params': params}, jnp.zeros((BATCH, FRAMES, SIZE, SIZE, 3)),
           jnp.full((BATCH,), 0.5), jnp.zeros((BATCH, n, config.model.text.width)),
           jnp.ones((BATCH, n), bool))
   forward = jax.jit(lambda p, z, t, txt, m: spec.model.apply(p, z, t, txt, m,

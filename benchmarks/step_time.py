@@ -11,14 +11,12 @@ GFLOP/s = FLOPs (per device x devices) / median step time. Peak host memory is t
 import os
 import resource
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
-import numpy as np
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -32,15 +30,6 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/tiny.py:stage=scrat
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed train steps (after one warm-up).')
 _SAMPLE_STEPS = flags.DEFINE_integer('sample_steps', 8, 'Denoising steps timed.')
 _SAMPLE_BATCH = flags.DEFINE_integer('sample_batch', 4, 'Videos per sampler call.')
-
-
-def _timed(fn, n):
-  times = []
-  for _ in range(n):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def main(argv):
@@ -57,16 +46,16 @@ def main(argv):
   def one():
     holder['state'], m = compiled(holder['state'], batch, rng)
     return m['loss']
-  step_s = _timed(one, _STEPS.value)
+  step_s = synthetic.median_s(one, _STEPS.value)
 
   gen = Generator.from_config(spec.model, {'params': holder['state'].params},
-                                       _FakeTokenizer(d.max_text_len), config,
+                                       synthetic.FixedTokenizer(d.max_text_len), config,
                                        num_steps=_SAMPLE_STEPS.value)
   frames = d.num_frames if config.model.temporal else 1  # what the sampler generates
   prompts = ['x'] * _SAMPLE_BATCH.value
   gen(prompts, guidance=config.sample.guidance)  # compile
   sample_compile_s = gen.last_times['compile_s']
-  sample_s = _timed(lambda: gen(prompts, guidance=config.sample.guidance), 3)
+  sample_s = synthetic.median_s(lambda: gen(prompts, guidance=config.sample.guidance), 3)
   # XLA counts a scan's body once, so count one denoising step (the guided batch of
   # 2b through the U-Net) on its own.
   b2 = 2 * len(prompts)
@@ -96,23 +85,6 @@ def main(argv):
   print(f'sampler FLOPs per denoising step: {sample_flops / 1e9:.2f} GFLOP per device '
         f'-> {n * sample_flops / per_step / 1e9:.1f} GFLOP/s achieved in all')
   print(f'peak host memory (max RSS): {peak_mb:.0f} MiB')
-
-
-class _FakeTokenizer:
-  """Fixed tokens: the benchmark measures the network, not the text."""
-
-  def __init__(self, n):
-    self.n = n
-
-  def encode(self, texts):
-    tokens = np.zeros((len(texts), self.n), np.int32)
-    tokens[:, :3] = [3, 4, 1]
-    return tokens, tokens > 0
-
-  def null(self, b):
-    tokens = np.zeros((b, self.n), np.int32)
-    tokens[:, 0] = 1
-    return tokens, tokens > 0
 
 
 if __name__ == '__main__':

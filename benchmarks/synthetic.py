@@ -48,9 +48,36 @@ def train_step(config) -> TrainStep:
   return TrainStep(spec, state, compiled, batch, rng, time.perf_counter() - t0)
 
 
+def median_s(fn, n: int) -> float:
+  """Median wall time of ``n`` calls of ``fn`` (each waited for), in seconds."""
+  times = []
+  for _ in range(n):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
 def flops(compiled) -> float:
   """XLA's cost analysis of a compiled program: its FLOPs (one device's)."""
   cost = compiled.cost_analysis() or {}
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
     cost = cost[0] if cost else {}
   return float(cost.get('flops', 0.))
+
+
+class FixedTokenizer:
+  """Fixed tokens: the benchmark measures the network, not the text."""
+
+  def __init__(self, n):
+    self.n = n
+
+  def encode(self, texts):
+    tokens = np.zeros((len(texts), self.n), np.int32)
+    tokens[:, :3] = [3, 4, 1]
+    return tokens, tokens > 0
+
+  def null(self, b):
+    tokens = np.zeros((b, self.n), np.int32)
+    tokens[:, 0] = 1
+    return tokens, tokens > 0

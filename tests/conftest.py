@@ -14,7 +14,11 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 # One persistent XLA compilation cache per test session, inherited by the train.py and
 # multi-device subprocesses: the same small programs are compiled by many tests and
 # processes, and a cache hit skips the compile (XLA keys it by program and options).
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='stunet-xla-'))
+# pytest-xdist's workers of one run share it (PYTEST_XDIST_TESTRUNUID is the run's id).
+_RUN = os.environ.get('PYTEST_XDIST_TESTRUNUID')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), f'stunet-xla-{_RUN}') if _RUN
+                      else tempfile.mkdtemp(prefix='stunet-xla-'))
 # The tests are compile-bound (tiny models, a few steps each). XLA:CPU options that
 # compile faster for slower execution: backend optimisation level 0, the FAST_COMPILE
 # preset and the classic (non-MLIR) fusion emitters. On the small config's train step

@@ -65,3 +65,20 @@ def test_hlo_collectives_reads_each_op_once_with_its_result_bytes():
   assert hlo_module.collective_bytes(text) == {
       'all-gather': (2, 96), 'all-reduce': (1, 4), 'reduce-scatter': (0, 0),
       'all-to-all': (1, 48), 'collective-permute': (1, 20)}
+
+
+def test_accelerator_check_runs_on_cpu_and_prints_every_figure():
+  """benchmarks/accelerator.py, the prepared accelerator check, end to end on the
+  smallest config."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, 'tests'), ROOT]))
+  run = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'accelerator.py'),
+       f'--config={ROOT}/tests/small_config_file.py:stunet', '--shapes=2x8',
+       '--steps=1', '--sample_steps=1', '--peak_tflops=1'],
+      env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  out = run.stdout
+  for line in ('device: cpu', 'shape 2 clips x 8 frames x 16x16', 'attention: XLA',
+               'train step: ', 'MFU ', 'train step memory (XLA)', 'sampler: '):
+    assert line in out, out

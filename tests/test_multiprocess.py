@@ -1,5 +1,6 @@
 """train.py as real processes: SIGTERM / SIGKILL followed by a resume == an uninterrupted
-run of two hosts (gloo on 127.0.0.1) with the same 4 devices."""
+run of two hosts (gloo on 127.0.0.1) with the same 4 devices. The light config: what is
+tested is the loop, the checkpoints and the collectives, not the layers."""
 
 import os
 import shutil
@@ -35,7 +36,7 @@ def _command(workdir, data_dir, *extra, steps=STEPS):
                'train.ckpt_every': 3, 'train.schedule': 'constant', 'mesh.shape': '(2,2,1)',
                'mesh.fsdp_min_size': 64}
   return [sys.executable, os.path.join(ROOT, 'train.py'),
-          f'--config={ROOT}/tests/small_config_file.py:scratch', f'--workdir={workdir}',
+          f'--config={ROOT}/tests/small_config_file.py:light', f'--workdir={workdir}',
           *[f'--config.{k}={v}' for k, v in overrides.items()], *extra]
 
 

@@ -228,3 +228,19 @@ def test_temporal_parameter_names_are_the_only_additions():
   assert any(inflate.is_temporal(k) for k in st_flat)
   for k in im_flat:
     assert st_flat[k].shape == im_flat[k].shape
+
+
+def test_group_norm_equals_flax_group_norm():
+  """The project's GroupNorm (one reduction, one scale-and-shift pass) has flax's
+  parameters and computes flax's values, for float32 and bfloat16 output."""
+  x = 3. + 2. * jax.random.normal(jax.random.key(0), (4, 5, 6, 7, 32))
+  for dtype in (jnp.float32, jnp.bfloat16):
+    ours, ref = L.GroupNorm(8, dtype=dtype), nn.GroupNorm(8, dtype=dtype)
+    params = perturb(ref.init(jax.random.key(1), x), scale=0.5)
+    assert (jax.tree.map(jnp.shape, nn.meta.unbox(ours.init(jax.random.key(1), x))) ==
+            jax.tree.map(jnp.shape, params))
+    a, b = ours.apply(params, x), ref.apply(params, x)
+    assert a.dtype == b.dtype == dtype
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               atol=1e-5 if dtype == jnp.float32 else 2e-2)
+
