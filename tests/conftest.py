@@ -9,6 +9,16 @@ import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Under pytest-xdist, each worker (and what it starts) on cores of its own: XLA:CPU sizes
+# its thread pools to the cores a process may use, and two workers each running a pool
+# as wide as the machine spend their time switching.
+_WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
+if _WORKER.startswith('gw') and hasattr(os, 'sched_setaffinity'):
+  _cpus = sorted(os.sched_getaffinity(0))
+  _n = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+  if 1 < _n <= len(_cpus):
+    _k, _share = int(_WORKER[2:]) % _n, len(_cpus) // _n
+    os.sched_setaffinity(0, _cpus[_k * _share:(_k + 1) * _share])
 # TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 # One persistent XLA compilation cache per test session, inherited by the train.py and
@@ -108,11 +118,12 @@ def run_program(args, cwd, ok=True) -> str:
   return out.stdout + out.stderr
 
 
-def light_config():
+def light_config(stage: str = 'scratch'):
   """small_config without spatial self-attention and with cross-attention at the coarse
   level only: what the step does around the network (accumulation, remat, dtype, the
-  NaN policy, sharding) does not depend on its layers, and the step compiles faster."""
-  cfg = small_config('scratch')
+  NaN policy, sharding, the loop and its checkpoints) does not depend on its layers, and
+  the step compiles faster."""
+  cfg = small_config(stage)
   cfg.model.attn_levels, cfg.model.cross_attn_levels = (), (1,)
   return cfg
 
@@ -200,3 +211,17 @@ def t5_checkpoint(tmp_path_factory):
   eq.random_checkpoint(d)
   shutil.copy(os.path.join(root, 'data', 'captions_spm.model'), os.path.join(d, 'spiece.model'))
   return d
+
+
+# The modules that take longest (end-to-end runs, subprocesses), first: with
+# `--dist loadfile` pytest-xdist hands out whole modules in collection order, so a long
+# module collected last would leave one worker running it alone at the end.
+LONGEST_FIRST = ('test_multiprocess.py', 'test_multidevice.py', 'test_cli.py',
+                 'test_train.py', 'test_step_numerics.py', 'test_ingest.py',
+                 'test_cascade.py', 'test_pretrained.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = lambda item: (LONGEST_FIRST.index(item.path.name)
+                       if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST))
+  items.sort(key=rank)  # stable: the order within a module is kept

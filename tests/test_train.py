@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import light_config
 from conftest import perturb
 from conftest import real_batch
 from conftest import small_config
@@ -91,14 +92,15 @@ def _data_config(cfg, data_dir):
 
 def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   # Stage 1: T2I on frames, 4 steps with checkpoints every 2.
-  t2i_cfg = _data_config(small_config('t2i'), data_dir)
+  # The light config: the loop, checkpoints and inflation, not the layers, are tested.
+  t2i_cfg = _data_config(light_config('t2i'), data_dir)
   config_lib.validate(t2i_cfg)
   t2i_dir = str(tmp_path / 't2i')
   train_loop.train(t2i_cfg, t2i_dir, pipeline.TrainInputs(t2i_cfg))
   assert checkpoints.Checkpointer(t2i_dir, read_only=True).latest_step() == 4
 
   # Stage 2: STUNet from the T2I run, spatial frozen; stop at 2, resume to 4.
-  st_cfg = _data_config(small_config('stunet'), data_dir)
+  st_cfg = _data_config(light_config('stunet'), data_dir)
   st_cfg.train.freeze_spatial, st_cfg.train.init_from = True, t2i_dir
   config_lib.validate(st_cfg)
   st_dir = str(tmp_path / 'stunet')
@@ -126,7 +128,7 @@ def test_train_resume_and_inflate_end_to_end(tmp_path, data_dir):
   saved = json.loads((tmp_path / 'stunet' / 'config.json').read_text())
   del saved['model']['layout_basis']
   (tmp_path / 'stunet' / 'config.json').write_text(json.dumps(saved))
-  more = _data_config(small_config('stunet'), data_dir)
+  more = _data_config(light_config('stunet'), data_dir)
   more.train.init_from, more.model.layout_basis = st_dir, 2
   train_loop.check_init_from(more)
   spec = train_step.TrainSpec(more, sharding.make_mesh(more.mesh))
