@@ -9,11 +9,14 @@ import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# Under pytest-xdist, each worker (and what it starts) on cores of its own: XLA:CPU sizes
+# Under pytest-xdist, each worker on cores of its own: XLA:CPU sizes
 # its thread pools to the cores a process may use, and two workers each running a pool
 # as wide as the machine spend their time switching.
+# The processes a test starts (train.py, several hosts, 8 fake devices) get every core
+# back (preexec_fn=unpinned): one core would serialise them.
+ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
 _WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
-if _WORKER.startswith('gw') and hasattr(os, 'sched_setaffinity'):
+if _WORKER.startswith('gw') and '_pytest' in sys.modules and ALL_CPUS:  # (not train.py)
   _cpus = sorted(os.sched_getaffinity(0))
   _n = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
   if 1 < _n <= len(_cpus):
@@ -106,6 +109,12 @@ def real_batch(cfg, rng=0):
           'mask': np.ones((b, n), bool)}
 
 
+def unpinned() -> None:
+  """preexec_fn for a test's subprocess: every core of the machine (see ALL_CPUS)."""
+  if ALL_CPUS:
+    os.sched_setaffinity(0, ALL_CPUS)
+
+
 def run_program(args, cwd, ok=True) -> str:
   """Runs ``python <args>`` in cwd as a user would; asserts it succeeded (or, ok=False,
   failed) and returns its stdout + stderr."""
@@ -113,7 +122,7 @@ def run_program(args, cwd, ok=True) -> str:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2')
   out = subprocess.run([sys.executable] + list(args), cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=600, check=False)
+                       text=True, timeout=600, check=False, preexec_fn=unpinned)
   assert (out.returncode == 0) == ok, out.stdout[-3000:] + out.stderr[-3000:]
   return out.stdout + out.stderr
 
