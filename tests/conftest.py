@@ -4,6 +4,7 @@ The suite runs on pytest-xdist workers with --dist loadfile: each module's tests
 one worker, so a module's (or session) fixture is built once and shared by its tests.
 """
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -13,7 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # its thread pools to the cores a process may use, and two workers each running a pool
 # as wide as the machine spend their time switching.
 # The processes a test starts (train.py, several hosts, 8 fake devices) get every core
-# back (preexec_fn=unpinned): one core would serialise them.
+# back (started inside ``all_cores()``): one core would serialise them.
 ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
 _WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
 if _WORKER.startswith('gw') and '_pytest' in sys.modules and ALL_CPUS:  # (not train.py)
@@ -109,10 +110,20 @@ def real_batch(cfg, rng=0):
           'mask': np.ones((b, n), bool)}
 
 
-def unpinned() -> None:
-  """preexec_fn for a test's subprocess: every core of the machine (see ALL_CPUS)."""
-  if ALL_CPUS:
-    os.sched_setaffinity(0, ALL_CPUS)
+@contextlib.contextmanager
+def all_cores():
+  """Processes started inside get every core of the machine (see ALL_CPUS): the calling
+  thread's pin is lifted and restored after (a child inherits it; preexec_fn would make
+  subprocess fork a multithreaded JAX process)."""
+  if not ALL_CPUS:
+    yield
+    return
+  pinned = os.sched_getaffinity(0)
+  os.sched_setaffinity(0, ALL_CPUS)
+  try:
+    yield
+  finally:
+    os.sched_setaffinity(0, pinned)
 
 
 def run_program(args, cwd, ok=True) -> str:
@@ -121,8 +132,9 @@ def run_program(args, cwd, ok=True) -> str:
   import subprocess  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL='2')
-  out = subprocess.run([sys.executable] + list(args), cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=600, check=False, preexec_fn=unpinned)
+  with all_cores():
+    out = subprocess.run([sys.executable] + list(args), cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
   assert (out.returncode == 0) == ok, out.stdout[-3000:] + out.stderr[-3000:]
   return out.stdout + out.stderr
 

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import unpinned
+from conftest import all_cores
 from conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,10 +35,10 @@ def outcomes(tmp_path_factory) -> dict:
   report = str(tmp_path_factory.mktemp('multidevice') / 'report.xml')
   env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST_XDIST_')}
   env.update(STUNET_MULTIDEVICE='1', XLA_FLAGS=xla_flags(DEVICES), PYTHONPATH=ROOT)
-  run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                        f'--junitxml={report}', FOLDER], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1200, check=False,
-                       preexec_fn=unpinned)
+  with all_cores():
+    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                          f'--junitxml={report}', FOLDER], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=1200, check=False)
   if not os.path.exists(report):
     pytest.fail(f'the 8-device run wrote no report:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}')
   out = {}

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import unpinned
+from conftest import all_cores
 from conftest import xla_flags
 from stunet import monitoring
 
@@ -49,8 +49,9 @@ def _env(devices):
 def _run(cmd, devices, signal_at=None, sig=None):
   """Runs to the end, or sends ``sig`` once the progress line of step ``signal_at``
   appears. Returns (return code, output)."""
-  p = subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, preexec_fn=unpinned)
+  with all_cores():
+    p = subprocess.Popen(cmd, cwd=ROOT, env=_env(devices), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
   out = []
   for line in p.stdout:
     out.append(line)
@@ -105,12 +106,12 @@ def test_two_processes_match_the_preempted_one_process_run(tmp_path, data_dir, p
   reference = {s: v for s, v in preempted[0].items() if s <= steps}
   workdir = str(tmp_path / 'two')
   port = _free_port()
-  procs = [subprocess.Popen(
-      _command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}',
-               '--num_processes=2', f'--process_id={i}', steps=steps),
-      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      preexec_fn=unpinned)
-           for i in range(2)]
+  with all_cores():
+    procs = [subprocess.Popen(
+        _command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}',
+                 '--num_processes=2', f'--process_id={i}', steps=steps),
+        cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-4000:]
