@@ -8,6 +8,7 @@ import pytest
 from configs import tiny
 from conftest import FixedTokens
 from conftest import real_batch
+from conftest import light_config
 from conftest import small_config
 from stunet import cascade
 from stunet import config as config_lib
@@ -18,8 +19,9 @@ from stunet.models import build_model
 
 
 def _stage(role):
-  """small_config's cascade: 8 frames, keyframes every 2nd (4), TSR windows of 4."""
-  c = small_config('conditional' if role == 'tsr' else 'scratch')
+  """light_config's cascade: 8 frames, keyframes every 2nd (4), TSR windows of 4 (the
+  frames each stage sees are tested, not its layers)."""
+  c = light_config('conditional' if role == 'tsr' else 'scratch')
   c.model.conditional = role == 'tsr'
   c.cascade.role, c.cascade.stride, c.cascade.window = role, 2, 4
   c.train.init_from = 'unused'   # (the tests start from random weights)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import small_config
+from conftest import light_config
 from data import embed_captions
 from data import ingest
 from data import records
@@ -182,7 +182,7 @@ def test_clip_pipeline_is_deterministic_and_shards_files(ingested):
 
 
 def _records_config(out, steps=2):
-  c = small_config('scratch')
+  c = light_config('scratch')  # the records and the embeddings are tested, not the layers
   c.data.records = out
   c.data.frame_strides = (1, 2)
   c.train.num_steps, c.train.log_every, c.train.ckpt_every = steps, 1, steps
