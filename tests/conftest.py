@@ -234,12 +234,14 @@ def t5_checkpoint(tmp_path_factory):
   return d
 
 
-# The modules that take longest (end-to-end runs, subprocesses), first: with
-# `--dist loadfile` pytest-xdist hands out whole modules in collection order, so a long
-# module collected last would leave one worker running it alone at the end.
-LONGEST_FIRST = ('test_multiprocess.py', 'test_multidevice.py', 'test_cli.py',
-                 'test_train.py', 'test_step_numerics.py', 'test_ingest.py',
-                 'test_cascade.py', 'test_pretrained.py')
+# The modules that take longest (end-to-end runs, subprocesses), first, longest first:
+# with `--dist loadfile --no-loadscope-reorder` pytest-xdist hands out whole modules in
+# this order, each to the worker that runs out of work first, so the short modules fill
+# in at the end. (xdist's default reorder sorts modules by their number of tests, which
+# put these few-test, long modules last, each running alone on one worker.)
+LONGEST_FIRST = ('test_step_numerics.py', 'test_train.py', 'test_multidevice.py',
+                 'test_cli.py', 'test_multiprocess.py', 'test_unet.py', 'test_ingest.py',
+                 'test_cascade.py', 'test_pretrained.py', 'test_conditioning.py')
 
 
 def pytest_collection_modifyitems(items):
