@@ -10,19 +10,18 @@ import sys
 import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# Under pytest-xdist, each worker on cores of its own: XLA:CPU sizes
-# its thread pools to the cores a process may use, and two workers each running a pool
-# as wide as the machine spend their time switching.
-# The processes a test starts (train.py, several hosts, 8 fake devices) get every core
-# back (started inside ``all_cores()``): one core would serialise them.
+# Under pytest-xdist, each worker on cores of its own: XLA:CPU sizes its thread pools to
+# the cores a process may use, and two workers each running a pool as wide as the
+# machine spend their time switching. The processes a test starts (train.py, several
+# hosts, 8 fake devices) get every core back (started inside ``all_cores()``): one core
+# would serialise them.
 ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else []
 _WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
 if _WORKER.startswith('gw') and '_pytest' in sys.modules and ALL_CPUS:  # (not train.py)
-  _cpus = sorted(os.sched_getaffinity(0))
   _n = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
-  if 1 < _n <= len(_cpus):
-    _k, _share = int(_WORKER[2:]) % _n, len(_cpus) // _n
-    os.sched_setaffinity(0, _cpus[_k * _share:(_k + 1) * _share])
+  if 1 < _n <= len(ALL_CPUS):
+    _k, _share = int(_WORKER[2:]) % _n, len(ALL_CPUS) // _n
+    os.sched_setaffinity(0, ALL_CPUS[_k * _share:(_k + 1) * _share])
 # TensorFlow (the input pipeline only) prints a oneDNN notice on import, past the level.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 # One persistent XLA compilation cache per test session, inherited by the train.py and
