@@ -90,13 +90,13 @@ def test_sharded_steps_equal_one_device():
 
 def test_checkpoint_restores_on_another_mesh(tmp_path):
   workdir = str(tmp_path)
-  cfg8 = sharded_config((1, 8, 1), light=True)
+  cfg8 = sharded_config((1, 8, 1))
   s8, _, _ = step_setup(cfg8)
   state = s8.init(jax.random.key(0))
   ckpt = checkpoints.Checkpointer(workdir)
   ckpt.save(1, state)
   ckpt.close()
-  cfg4 = sharded_config((2, 2, 1), light=True)
+  cfg4 = sharded_config((2, 2, 1))
   s4, m4, f4 = step_setup(cfg4, jax.devices()[:4])
   restored = checkpoints.Checkpointer(workdir, read_only=True).restore(s4.abstract_state)
   for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(restored)):
