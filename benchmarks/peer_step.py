@@ -47,6 +47,9 @@ def _ours(channels: int):
   """(train step, its FLOPs, forward, its FLOPs) of our STUNet at these shapes."""
   config = tiny.get_config('stage=stunet')
   config.model.channels = channels
+  # The network the peer has: no coordinate channels, no layout bias (the tiny recipe's
+  # additions, a fraction of a percent of the FLOPs).
+  config.model.coord_channels, config.model.layout_basis = False, 0
   config.train.freeze_spatial = True
   config.train.batch_size = BATCH
   spec, state, compiled, batch, rng, _ = synthetic.train_step(config)

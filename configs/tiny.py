@@ -2,7 +2,8 @@
 
 Variants (big_vision style, after a colon):
   configs/tiny.py:stage=t2i       the text-to-image U-Net on single frames
-  configs/tiny.py:stage=stunet    the STUNet, inflated from the T2I run given by
+  configs/tiny.py:stage=stunet    the STUNet, inflated from the shipped T2I model
+                                  (pretrained/t2i_tiny) or the T2I run given by
                                   --config.train.init_from; every weight trains (the
                                   paper's frozen spatial weights:
                                   --config.train.freeze_spatial=True)
@@ -45,6 +46,13 @@ def get_config(arg: str = 'stage=stunet'):
   # repetition the tiny model's clips stay in blocks of 4 identical frames (its
   # coarsest level's 4 frames, repeated) for a long time (docs/choices.md).
   m.temporal_resample_init = 'linear'
+  if stage in ('t2i', 'stunet'):
+    # What makes the prompted motion learnable in minutes (docs/choices.md, "Motion in
+    # minutes"): a text encoder left at its random init, which tells every word apart
+    # (a T2I stage teaches it single frames, where the motion words carry nothing), and
+    # absolute position at the input (row, column and frame coordinates).
+    m.coord_channels = True
+    config.train.freeze_text = True
 
   t = config.train
   t.stage = {'style': 'stunet', 'keyframes': 'stunet', 'tsr': 'conditional'}.get(stage, stage)
@@ -52,10 +60,22 @@ def get_config(arg: str = 'stage=stunet'):
   # temporal layers alone on a frozen 600-step image model (docs/choices.md).
   t.freeze_spatial = False
   if stage == 't2i':
-    t.batch_size, t.num_steps = 32, 600   # frames: 8 clips x 4 random frames
+    t.batch_size, t.num_steps = 32, 2400  # frames: 8 clips x 4 random frames
+    t.schedule = 'cosine'                 # the shipped T2I model (pretrained/t2i_tiny)
+    t.ckpt_every = 600
   else:
     t.batch_size, t.num_steps = 4, 400    # clips of 16 frames
-  t.ckpt_every = 400
+  if stage == 'stunet':
+    # Lumiere inflates a pretrained T2I model: by default the shipped one, trained with
+    # the recipe above (docs/models.md), so that the quick start's minutes go to video.
+    t.init_from = 'pretrained/t2i_tiny'
+    t.num_steps = 800
+    # The caption's mean clip one linear map away from the text (the layout bias), and
+    # more of each batch at the high noise levels where a clip's motion is decided.
+    m.layout_basis = 6
+    t.t_power = 2.
+  else:
+    t.ckpt_every = 400
   t.ema_decay = 0.995                    # short runs: a short average
 
   if stage in ('conditional', 'style'):

@@ -1,17 +1,21 @@
-"""Why does the tiny STUNet not learn motion? Variants trained and scored side by side.
+"""Why does the tiny STUNet not learn motion, and what learns it in minutes? Variants
+trained and scored side by side.
 
-Every variant starts from the same T2I run (trained once, ``--t2i_workdir``), trains
-its STUNet stage with `train.py` for the same number of steps, then samples
-``--num_samples`` prompts with `evaluate.py` (colour / shape / motion accuracy of the
-analytic detector, and FVD against held-out real clips when FVD is available).
-Sampler variants reuse the checkpoint of the variant they name. Wall time of every
-training run is recorded: the variants are compared at the same CPU time.
+A variant is a pair of train.py runs: its T2I stage (trained once per distinct set of
+T2I flags and shared by the variants that have it; ``--t2i_workdir`` stands in for the
+default one, e.g. the shipped ``pretrained/t2i_tiny``) and its STUNet stage, inflated
+from it. Each STUNet run is scored at ``--eval_steps`` with `evaluate.py` (colour /
+shape / motion accuracy of the analytic detector on ``--num_samples`` prompts, and FVD
+against held-out real clips unless ``--nofvd``). Wall time of every training run is
+recorded, so variants are compared at equal CPU time: a row's minutes are its T2I
+run's (0 for a given workdir) plus its STUNet run's up to that step.
 
-  python experiments/motion_study.py --output_dir=study --variants=film,nocond
+  python experiments/motion_study.py --output_dir=study --variants=recipe,trained_text \
+      --steps=800 --eval_steps=400,800
   python experiments/motion_study.py --output_dir=study --seeds=0,1   # several seeds
 
 Writes ``<output_dir>/results.json`` and a Markdown table ``<output_dir>/table.md``;
-each run's workdir, log and evaluation stay in ``<output_dir>/<variant>_s<seed>``.
+each run's workdir, log and evaluations stay in ``<output_dir>/<variant>_s<seed>``.
 """
 
 import json
@@ -25,33 +29,49 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# name -> (train overrides, evaluate flags, checkpoint of another variant or None).
-# 'nocond' is the old recipe (temporal layers see neither time nor text, dynamic
-# thresholding), the others change one thing at a time from it or from 'film'.
+# The quick start's recipe before the motion study: a text encoder trained by the T2I
+# stage, no coordinates, no layout bias, uniform noise levels.
+_OLD_T2I = ['--config.train.freeze_text=False', '--config.model.coord_channels=False']
+_OLD = _OLD_T2I + ['--config.model.layout_basis=0', '--config.train.t_power=1']
+
+# name -> (T2I flags, STUNet flags, evaluate flags, checkpoint of another variant or
+# None). Flags change configs/tiny.py's defaults ('STAGE=scratch': no T2I stage).
 VARIANTS = {
-    'nocond_dyn': (['--config.model.temporal_cond=none'], ['--threshold=0.995'], 'nocond'),
-    'nocond': (['--config.model.temporal_cond=none'], [], None),
-    'film_dyn': ([], ['--threshold=0.995'], 'film'),
-    'film': ([], [], None),
-    'film_ddim': ([], ['--sampler=ddim'], 'film'),
-    'film_g1': ([], ['--guidance=1'], 'film'),
-    'film_g5': ([], ['--guidance=5'], 'film'),
-    'film_lr3e-3': (['--config.train.lr=3e-3'], [], None),
-    'unfrozen': (['--config.train.freeze_spatial=False'], [], None),
-    'unfrozen_linear': (['--config.train.freeze_spatial=False',
-                         '--config.model.temporal_resample_init=linear'], [], None),
+    # configs/tiny.py as it is, and one change at a time from it
+    'recipe': ([], [], [], None),
+    'trained_text': ([], ['--config.train.freeze_text=False'], [], None),
+    'no_layout': ([], ['--config.model.layout_basis=0'], [], None),
+    'uniform_t': ([], ['--config.train.t_power=1'], [], None),
+    'no_coords': (['--config.model.coord_channels=False'],
+                  ['--config.model.coord_channels=False'], [], None),
+    'old': (_OLD_T2I, _OLD, [], None),
+    # older questions, asked of the same defaults: conditioning of the temporal
+    # layers, dynamic thresholding, frozen spatial weights, the learning rate, scratch
+    'nocond_dyn': ([], ['--config.model.temporal_cond=none'], ['--threshold=0.995'], 'nocond'),
+    'nocond': ([], ['--config.model.temporal_cond=none'], [], None),
+    'film_dyn': ([], [], ['--threshold=0.995'], 'recipe'),
+    'film_ddim': ([], [], ['--sampler=ddim'], 'recipe'),
+    'film_g1': ([], [], ['--guidance=1'], 'recipe'),
+    'film_g5': ([], [], ['--guidance=5'], 'recipe'),
+    'frozen_spatial': ([], ['--config.train.freeze_spatial=True'], [], None),
+    'lr3e-3': ([], ['--config.train.lr=3e-3'], [], None),
     # the T2I stage's time spent on video instead (about the same CPU time in all)
-    'scratch': (['STAGE=scratch', '--config.train.num_steps=700'], [], None),
+    'scratch': ([], ['STAGE=scratch', '--config.train.num_steps=700'], [], None),
 }
 
 _OUT = flags.DEFINE_string('output_dir', 'study', 'Where runs and results go.')
 _VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), f'Of {list(VARIANTS)}.')
 _SEEDS = flags.DEFINE_list('seeds', ['0'], 'Training seeds (config.seed).')
-_T2I = flags.DEFINE_string('t2i_workdir', None, 'A trained T2I workdir (default: train one '
-                           'in <output_dir>/t2i with configs/tiny.py:stage=t2i).')
+_T2I = flags.DEFINE_string('t2i_workdir', None, 'A trained T2I workdir for the variants '
+                           'with the default T2I flags (default: train one in '
+                           '<output_dir>/t2i with configs/tiny.py:stage=t2i).')
+_T2I_STEPS = flags.DEFINE_integer('t2i_steps', None, 'T2I steps (default: the config\'s).')
 _STEPS = flags.DEFINE_integer('steps', None, 'STUNet steps (default: the config\'s).')
+_EVAL_STEPS = flags.DEFINE_list('eval_steps', [], 'STUNet checkpoints to score (default: '
+                                'the last); each a multiple of the smallest.')
 _NUM = flags.DEFINE_integer('num_samples', 32, 'Prompts scored per variant.')
 _EVAL_SEED = flags.DEFINE_integer('eval_seed', 1234, 'Prompt and sampling seed.')
+_FVD = flags.DEFINE_bool('fvd', True, 'Also score FVD (evaluate.py --fvd).')
 _EXTRA = flags.DEFINE_multi_string('train_flag', [], 'Extra train.py flags for every run.')
 
 
@@ -64,59 +84,86 @@ def _run(cmd, log):
   return time.time() - t0
 
 
+def _t2i(flags_: list, times: dict) -> tuple[str, float]:
+  """The T2I workdir for these flags (trained once) and its training seconds."""
+  if not flags_ and _T2I.value:
+    return _T2I.value, 0.
+  name = 't2i' if not flags_ else 't2i_' + '_'.join(
+      f.split('.')[-1].replace('=', '-') for f in flags_)
+  workdir = os.path.join(_OUT.value, name)
+  if name not in times:
+    steps = [f'--config.train.num_steps={_T2I_STEPS.value}'] if _T2I_STEPS.value else []
+    print(f'T2I stage {flags_} -> {workdir}', flush=True)
+    times[name] = _run([sys.executable, 'train.py', '--config=configs/tiny.py:stage=t2i',
+                        f'--workdir={workdir}', *flags_, *steps],
+                       os.path.join(_OUT.value, f'{name}.log'))
+  return workdir, times[name]
+
+
 def main(argv):
   del argv
   os.makedirs(_OUT.value, exist_ok=True)
   py = sys.executable
-  t2i = _T2I.value or os.path.join(_OUT.value, 't2i')
-  if not _T2I.value:
-    print(f'T2I stage -> {t2i}', flush=True)
-    _run([py, 'train.py', '--config=configs/tiny.py:stage=t2i', f'--workdir={t2i}'],
-         os.path.join(_OUT.value, 't2i.log'))
   results_path = os.path.join(_OUT.value, 'results.json')
   results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+  t2i_times = results.setdefault('t2i_train_s', {})
+  steps = _STEPS.value
+  eval_steps = [int(x) for x in _EVAL_STEPS.value] or [steps]
   for seed in _SEEDS.value:
     for name in _VARIANTS.value:
       if name not in VARIANTS:
         raise app.UsageError(f'unknown variant {name!r}; known: {list(VARIANTS)}.')
-      key = f'{name}_s{seed}'
-      if key in results:
-        continue
-      train_over, eval_flags, reuse = VARIANTS[name]
+      t2i_flags, train_over, eval_flags, reuse = VARIANTS[name]
       stage = next((o.split('=')[1] for o in train_over if o.startswith('STAGE=')), 'stunet')
       train_over = [o for o in train_over if not o.startswith('STAGE=')]
+      key = f'{name}_s{seed}'
       run_dir = os.path.join(_OUT.value, key)
       workdir = os.path.join(_OUT.value, f'{reuse}_s{seed}' if reuse else key, 'workdir')
       os.makedirs(run_dir, exist_ok=True)
       log = os.path.join(run_dir, 'log.txt')
-      train_s = None
-      if not reuse:
+      t2i, t2i_s = (None, 0.) if stage == 'scratch' else _t2i(t2i_flags, t2i_times)
+      run = results.setdefault('runs', {}).setdefault(key, {})
+      if not reuse and 'train_s' not in run:
         cmd = [py, 'train.py', f'--config=configs/tiny.py:stage={stage}',
                f'--workdir={workdir}', f'--config.seed={seed}', *train_over, *_EXTRA.value]
-        if stage == 'stunet':
+        if t2i:
           cmd.append(f'--config.train.init_from={t2i}')
-        if _STEPS.value:
-          cmd.append(f'--config.train.num_steps={_STEPS.value}')
+        if steps:
+          cmd += [f'--config.train.num_steps={steps}', f'--config.train.keep={len(eval_steps)}',
+                  f'--config.train.ckpt_every={min(eval_steps)}']
         print(f'{key}: training', flush=True)
-        train_s = _run(cmd, log)
-      eval_dir = os.path.join(run_dir, 'eval')
-      print(f'{key}: evaluating', flush=True)
-      _run([py, 'evaluate.py', f'--workdir={workdir}', f'--num_samples={_NUM.value}',
-            f'--seed={_EVAL_SEED.value}', f'--output_dir={eval_dir}', *eval_flags], log)
-      scores = json.load(open(os.path.join(eval_dir, 'scores.json')))
-      results[key] = dict(variant=name, seed=int(seed), train_s=train_s,
-                          train_flags=train_over, eval_flags=eval_flags, **scores['scores'],
-                          fvd=(scores.get('fvd') or {}).get('fvd'),
-                          fvd_floor=(scores.get('fvd') or {}).get('real_vs_real'))
-      json.dump(results, open(results_path, 'w'), indent=2)
-      print(f'{key}: {results[key]}', flush=True)
-  lines = ['| variant | seed | train s | colour | shape | motion | all | FVD (floor) |',
-           '|---|---|---|---|---|---|---|---|']
-  for r in results.values():
+        run.update(train_s=_run(cmd, log), train_flags=train_over, t2i=t2i, t2i_s=t2i_s)
+      trained = run.get('train_s')
+      if reuse:
+        trained = results['runs'].get(f'{reuse}_s{seed}', {}).get('train_s')
+      for step in eval_steps:
+        row = f'{key}@{step}' if step else key
+        if row in results.setdefault('rows', {}):
+          continue
+        eval_dir = os.path.join(run_dir, f'eval_{step}' if step else 'eval')
+        print(f'{row}: evaluating', flush=True)
+        _run([py, 'evaluate.py', f'--workdir={workdir}', f'--num_samples={_NUM.value}',
+              f'--seed={_EVAL_SEED.value}', f'--output_dir={eval_dir}',
+              f'--{"" if _FVD.value else "no"}fvd', *eval_flags]
+             + ([f'--step={step}'] if step else []), log)
+        scores = json.load(open(os.path.join(eval_dir, 'scores.json')))
+        minutes = None
+        if trained is not None:  # the STUNet run's time, pro rata to this step
+          minutes = (t2i_s + trained * (step / steps if step and steps else 1.)) / 60
+        results['rows'][row] = dict(
+            variant=name, seed=int(seed), step=step, minutes=minutes, eval_flags=eval_flags,
+            **scores['scores'], fvd=(scores.get('fvd') or {}).get('fvd'),
+            fvd_floor=(scores.get('fvd') or {}).get('real_vs_real'))
+        json.dump(results, open(results_path, 'w'), indent=2)
+        print(f'{row}: {results["rows"][row]}', flush=True)
+  lines = ['| variant | seed | STUNet step | minutes (T2I + STUNet) | colour | shape | motion '
+           '| all | FVD (floor) |', '|---|---|---|---|---|---|---|---|---|']
+  for r in results.get('rows', {}).values():
     fvd = (f'{r["fvd"]:.0f} ({r["fvd_floor"]:.0f})' if r.get('fvd') is not None else '-')
-    ts = f'{r["train_s"]:.0f}' if r.get('train_s') else '(reused)'
-    lines.append(f'| {r["variant"]} | {r["seed"]} | {ts} | {r["color_acc"]:.3f} | '
-                 f'{r["shape_acc"]:.3f} | {r["motion_acc"]:.3f} | {r["all_acc"]:.3f} | {fvd} |')
+    minutes = f'{r["minutes"]:.1f}' if r.get('minutes') is not None else '(reused)'
+    lines.append(f'| {r["variant"]} | {r["seed"]} | {r["step"] or "last"} | {minutes} | '
+                 f'{r["color_acc"]:.3f} | {r["shape_acc"]:.3f} | {r["motion_acc"]:.3f} | '
+                 f'{r["all_acc"]:.3f} | {fvd} |')
   open(os.path.join(_OUT.value, 'table.md'), 'w').write('\n'.join(lines) + '\n')
   print('\n'.join(lines))
 

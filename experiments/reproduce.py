@@ -75,7 +75,7 @@ def ensure_t2i(c) -> None:
   os.makedirs(os.path.dirname(c.t2i), exist_ok=True)
   print(f'T2I stage (shared by every arm) -> {c.t2i}', flush=True)
   _run([sys.executable, 'train.py', '--config=configs/tiny.py:stage=t2i',
-        f'--workdir={c.t2i}'], c.t2i + '.log')
+        f'--workdir={c.t2i}', *c.t2i_flags], c.t2i + '.log')
 
 
 def _train_command(c, arm, workdir, steps, *extra) -> list:

@@ -46,8 +46,9 @@ TRAIN = [
     (TINY + ['--bogus=1'], "Unknown command line flag 'bogus'"),
     (['--config=configs/nope.py', '--workdir=w'], '--config: cannot load the config file: '
      "[Errno 2] No such file or directory: 'configs/nope.py'"),
-    ([f'--config={ROOT}/configs/tiny.py:stage=stunet', '--workdir=w'],
-     'stage=stunet starts from another run: set config.train.init_from'),
+    ([f'--config={ROOT}/configs/tiny.py:stage=stunet', '--workdir=w',
+      '--config.train.init_from='], 'stage=stunet starts from another run: set '
+     'config.train.init_from'),
     (TINY + ['--config.train.init_from=nowhere'], 'not a train.py workdir'),
 ]
 P = ['--prompt=a red square moves left']

@@ -1,4 +1,5 @@
-"""The shipped model (pretrained/stunet_tiny): found, loaded, and sampled by default."""
+"""The shipped models (pretrained/): found, loaded, and sampled by default; the shipped
+T2I model is where the quick start's STUNet starts."""
 
 import os
 
@@ -24,6 +25,30 @@ def test_missing_shipped_model_names_the_fix(monkeypatch, tmp_path):
   monkeypatch.setattr(checkpoints, 'PRETRAINED', str(tmp_path / 'gone'))
   with pytest.raises(FileNotFoundError, match='pass --workdir'):
     checkpoints.default_workdir()
+
+
+def test_shipped_t2i_model_inflates_into_the_quick_starts_stunet():
+  """pretrained/t2i_tiny is what configs/tiny.py:stage=stunet starts from by default:
+  one checkpoint, trained with the stage=t2i recipe it documents (the text encoder
+  left at its init, coordinate channels), whose weights fit the STUNet (checked from
+  its config.json and the parameter shapes, as train.py does first)."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from stunet import text  # pylint: disable=g-import-not-at-top
+  from stunet import train_loop  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = tiny.get_config('stage=stunet')
+  shipped = os.path.join(root, config.train.init_from)
+  assert config.train.init_from == 'pretrained/t2i_tiny'
+  assert os.listdir(os.path.join(shipped, 'checkpoints')) == ['2400']
+  t2i = config_lib.load(shipped)
+  recipe = tiny.get_config('stage=t2i')
+  assert not t2i.model.temporal
+  for section, field in (('train', 'freeze_text'), ('model', 'coord_channels'),
+                         ('train', 'num_steps'), ('train', 'schedule'), ('train', 'lr')):
+    assert t2i[section][field] == recipe[section][field], field
+  config.train.init_from = shipped
+  text.resolve(config)  # the vocabulary size, from the shipped tokenizer
+  train_loop.check_init_from(config)  # raises if a weight would not fit
 
 
 def test_shipped_model_samples_the_prompted_colour():
