@@ -2,10 +2,11 @@
 
 The paper conditions on a frozen T5-XXL. ``config.model.text.pretrained`` names a
 local HuggingFace T5 v1.1 checkpoint (read by ``stunet.t5``; nothing is downloaded),
-whose weights are then loaded and frozen. Without one, the project trains a small
-encoder of the same architecture jointly with the T2I stage, on captions tokenized
-by the sentencepiece model shipped under ``data/``; it is frozen with the spatial
-weights when the STUNet is trained.
+whose weights are then loaded and frozen. Without one, a small encoder of the same
+architecture reads captions tokenized by the sentencepiece model shipped under
+``data/``; it trains with the network unless ``config.train.freeze_text`` (the tiny
+config's T2I and STUNet stages leave it at its random init) or the spatial weights
+are frozen.
 """
 
 import os
