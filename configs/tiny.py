@@ -59,6 +59,7 @@ def get_config(arg: str = 'stage=stunet'):
   # At this scale the whole network fine-tuned on clips learns motion sooner than the
   # temporal layers alone on a frozen 600-step image model (docs/choices.md).
   t.freeze_spatial = False
+  t.ckpt_every = 400
   if stage == 't2i':
     t.batch_size, t.num_steps = 32, 2400  # frames: 8 clips x 4 random frames
     t.schedule = 'cosine'                 # the shipped T2I model (pretrained/t2i_tiny)
@@ -74,8 +75,6 @@ def get_config(arg: str = 'stage=stunet'):
     # more of each batch at the high noise levels where a clip's motion is decided.
     m.layout_basis = 6
     t.t_power = 2.
-  else:
-    t.ckpt_every = 400
   t.ema_decay = 0.995                    # short runs: a short average
 
   if stage in ('conditional', 'style'):

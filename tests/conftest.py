@@ -241,7 +241,8 @@ def t5_checkpoint(tmp_path_factory):
 # put these few-test, long modules last, each running alone on one worker.)
 LONGEST_FIRST = ('test_step_numerics.py', 'test_train.py', 'test_multidevice.py',
                  'test_cli.py', 'test_multiprocess.py', 'test_unet.py', 'test_ingest.py',
-                 'test_cascade.py', 'test_pretrained.py', 'test_conditioning.py')
+                 'test_cascade.py', 'test_pretrained.py', 'test_storage_faults.py',
+                 'test_benchmarks.py', 'test_conditioning.py', 'test_ssr.py')
 
 
 def pytest_collection_modifyitems(items):
