@@ -31,7 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The quick start's recipe before the motion study: a text encoder trained by the T2I
 # stage, no coordinates, no layout bias, uniform noise levels.
-_OLD_T2I = ['--config.train.freeze_text=False', '--config.model.coord_channels=False']
+_OLD_T2I = ['--config.train.freeze_text=False', '--config.model.coord_channels=False',
+            '--config.train.num_steps=600', '--config.train.schedule=constant']
 _OLD = _OLD_T2I + ['--config.model.layout_basis=0', '--config.train.t_power=1']
 
 # name -> (T2I flags, STUNet flags, evaluate flags, checkpoint of another variant or
@@ -109,6 +110,10 @@ def main(argv):
   t2i_times = results.setdefault('t2i_train_s', {})
   steps = _STEPS.value
   eval_steps = [int(x) for x in _EVAL_STEPS.value] or [steps]
+  if _EVAL_STEPS.value and (not steps or any(s % min(eval_steps) or s > steps
+                                             for s in eval_steps)):
+    raise app.UsageError(f'--eval_steps={",".join(_EVAL_STEPS.value)}: give --steps and checkpoints '
+                         f'that are multiples of the smallest, up to --steps.')
   for seed in _SEEDS.value:
     for name in _VARIANTS.value:
       if name not in VARIANTS:
@@ -129,8 +134,9 @@ def main(argv):
         if t2i:
           cmd.append(f'--config.train.init_from={t2i}')
         if steps:
-          cmd += [f'--config.train.num_steps={steps}', f'--config.train.keep={len(eval_steps)}',
-                  f'--config.train.ckpt_every={min(eval_steps)}']
+          every = min(eval_steps)  # every checkpoint kept until it is scored
+          cmd += [f'--config.train.num_steps={steps}', f'--config.train.ckpt_every={every}',
+                  f'--config.train.keep={-(-steps // every)}']
         print(f'{key}: training', flush=True)
         run.update(train_s=_run(cmd, log), train_flags=train_over, t2i=t2i, t2i_s=t2i_s)
       trained = run.get('train_s')
