@@ -123,15 +123,16 @@ def composite(samples, cond, mask):
 
 
 def generate(generator, prompts: list, cond, mask, *, guidance: float, seed: int = 0,
-             paste: bool = True) -> np.ndarray:
+             paste: bool = True, **sampler_kw) -> np.ndarray:
   """Samples of a conditional ``generator.Generator`` given conditioning videos [b, t, h,
   w, 3] and masks [b, t, h, w, 1] (from the mask makers, one per prompt; a single
   [t, ...] pair is used for every prompt). paste: the known pixels are the input's
-  exactly (``composite``); False returns the model's own output everywhere."""
+  exactly (``composite``); False returns the model's own output everywhere.
+  sampler_kw: the Generator call's options (negative_prompt, progress, preview)."""
   cond, mask = np.asarray(cond, np.float32), np.asarray(mask, np.float32)
   if cond.ndim == 4:
     cond, mask = (np.repeat(a[None], len(prompts), 0) for a in (cond, mask))
-  out = generator(prompts, guidance=guidance, seed=seed, cond=(cond, mask))
+  out = generator(prompts, guidance=guidance, seed=seed, cond=(cond, mask), **sampler_kw)
   return composite(out, cond, mask) if paste else out
 
 

@@ -204,7 +204,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict()
   c.sample.num_steps = 32                # denoising steps
   c.sample.guidance = 3.0                # classifier-free guidance weight w
-  c.sample.sampler = 'ddim'              # 'ddim' or 'ddpm'
+  c.sample.sampler = 'ddim'              # one of sampling.SAMPLERS
   c.sample.threshold = 0.995             # dynamic-thresholding percentile (0: clip)
   # Clips longer than `window` frames (0: the trained data.num_frames) are denoised in
   # windows overlapping by `overlap` frames, fused at every step (MultiDiffusion).

@@ -34,9 +34,10 @@ def check_strength(strength: float) -> float:
 
 
 def sdedit(generator, prompts: list, videos: np.ndarray, *, strength: float,
-           guidance: float, seed: int = 0) -> np.ndarray:
+           guidance: float, seed: int = 0, **sampler_kw) -> np.ndarray:
   """Edits ``videos`` [b, t, h, w, 3] in [-1, 1] towards ``prompts`` (b of them) with a
-  ``generator.Generator`` -> float32 [b, t, h, w, 3] in [-1, 1]."""
+  ``generator.Generator`` -> float32 [b, t, h, w, 3] in [-1, 1]. sampler_kw: the
+  Generator call's options (negative_prompt, progress, preview)."""
   strength = check_strength(strength)
   videos = np.asarray(videos, np.float32)
   want = (len(prompts),) + generator.video_shape[1:]
@@ -46,7 +47,7 @@ def sdedit(generator, prompts: list, videos: np.ndarray, *, strength: float,
                      f'prompt, the frame size the model makes).')
   if strength == 0.:
     return videos.copy()
-  kw = dict(guidance=guidance, seed=seed, num_frames=videos.shape[1])
+  kw = dict(guidance=guidance, seed=seed, num_frames=videos.shape[1], **sampler_kw)
   if strength == 1.:  # pure noise: the text-to-video sample itself
     return generator(prompts, **kw)
   steps = max(1, round(strength * generator.kw['num_steps']))

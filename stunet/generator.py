@@ -6,6 +6,7 @@ their training shardings, the mesh); calling it runs the jitted sampler of
 than the model's window.
 """
 
+import functools
 import time
 from typing import Optional
 
@@ -50,6 +51,7 @@ class Generator:
     self.ssr = bool(getattr(model, 'lowres_size', 0))
     self.conditional = bool(getattr(model, 'conditional', False))
     self._compiled = {}
+    self._hooks = {}
     self.last_times = {}
 
   @classmethod
@@ -119,8 +121,16 @@ class Generator:
 
   def __call__(self, prompts, *, guidance: float, seed: int = 0,
                num_frames: Optional[int] = None, lowres=None, init=None,
-               t_start: float = 1., num_steps: Optional[int] = None, cond=None):
+               t_start: float = 1., num_steps: Optional[int] = None, cond=None,
+               negative_prompt: Optional[str] = None, progress=None, preview=None):
     """prompts: list of b str -> videos float32 [b, t, h, w, 3] in [-1, 1].
+
+    negative_prompt: the unconditional branch of guidance gets this text instead of the
+    empty prompt, so guidance pushes away from it (every video of the call).
+    progress(step, num_steps), preview(step, t, x_hat): host hooks called after every
+    denoising step (``sampling.make_sampler``): for a progress bar, and to watch the
+    prediction of the clean videos form. A sampler is compiled per combination of hooks
+    present (not per function: the current call's functions are the ones called).
 
     num_frames: clip length (default: the trained one). lowres: an SSR model's input,
     [b, t, h', w', 3] in [-1, 1] (t is then the clip length). init: videos [b, t, h, w,
@@ -164,7 +174,11 @@ class Generator:
                           self.model.unet.temporal_factor,
                           'a window' if windows else 'a clip', 'change --frames or --window')
     tokens, mask = self.tokenizer.encode(prompts)
-    null_tokens, null_mask = self.tokenizer.null(b)
+    if negative_prompt is not None and not negative_prompt.strip():
+      raise ValueError('the negative prompt is empty: leave it out for the plain empty '
+                       'unconditional prompt.')
+    null_tokens, null_mask = (self.tokenizer.encode([negative_prompt] * b) if negative_prompt
+                              else self.tokenizer.null(b))
     shape = (b, num_frames) + self.video_shape[1:]
     if init is not None:
       init = jnp.asarray(init, jnp.float32)
@@ -175,10 +189,13 @@ class Generator:
     args = (self.params, tokens, mask, null_tokens, null_mask, jax.random.key(seed),
             jnp.float32(guidance), init, lowres, jnp.float32(self.lowres_aug), *(cond or ()))
     t0 = time.time()
-    key = (b, num_frames, init is not None, t_start, kw['num_steps'])
+    self._hooks = {'progress': progress, 'preview': preview}
+    hooks = {name: functools.partial(self._hook, name)
+             for name, fn in self._hooks.items() if fn is not None}
+    key = (b, num_frames, init is not None, tuple(sorted(kw.items())), tuple(hooks))
     if key not in self._compiled:
       fn = sampling.make_sampler(self.model, shape, windows=windows, mesh=self.mesh,
-                                 rules=self.rules, **kw)
+                                 rules=self.rules, **kw, **hooks)
       self._compiled[key] = fn.lower(*args).compile()
     t1 = time.time()
     videos = np.asarray(jax.block_until_ready(self._compiled[key](*args)))
@@ -186,3 +203,9 @@ class Generator:
                        'per_step_s': (time.time() - t1) / kw['num_steps'],
                        'windows': len(windows.starts) if windows else 1}
     return videos
+
+  def _hook(self, name, *args):
+    """What a compiled sampler calls: the current call's hook of that name."""
+    fn = self._hooks.get(name)
+    if fn is not None:
+      fn(*args)

@@ -1,4 +1,5 @@
-"""Samplers: DDPM ancestral and DDIM, classifier-free guidance, dynamic thresholding.
+"""Samplers: DDPM ancestral, DDIM and DPM-Solver++(2M), classifier-free guidance,
+dynamic thresholding.
 
 The whole denoising loop over the full clip (text encoding, every step, the final
 clip to [-1, 1]) is one ``jax.jit``-compiled function built by ``make_sampler``; the
@@ -21,8 +22,11 @@ from stunet import multidiffusion
 from stunet import sharding
 from stunet import ssr
 
-# config.sample.sampler: deterministic DDIM (eta = 0) or ancestral DDPM.
-SAMPLERS = ('ddim', 'ddpm')
+# config.sample.sampler: deterministic DDIM (eta = 0), ancestral DDPM, or the second-order
+# multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095) on the data prediction:
+# of the probability-flow ODE (deterministic, DDIM's second-order counterpart) or of the
+# SDE ('-sde': stochastic, DDPM's second-order counterpart).
+SAMPLERS = ('ddim', 'ddpm', 'dpm++2m', 'dpm++2m-sde')
 
 
 def dynamic_threshold(x, percentile: float = 0.995):
@@ -64,15 +68,46 @@ def ddpm_step(rng, z, x_hat, t, s):
   return mean + jnp.sqrt(c) * sig_s * jax.random.normal(rng, z.shape, z.dtype)
 
 
+def dpmpp_2m_step(z, x_hat, x_prev, t_prev, t, s, first_order, rng=None):
+  """DPM-Solver++(2M) update z_t -> z_s, t > s, from the data predictions at t (x_hat)
+  and at the previous time t_prev (x_prev). With lambda = log(alpha / sigma) = logsnr / 2,
+  h = lambda_s - lambda_t and D = x_hat + (x_hat - x_prev) / (2 r), r = (lambda_t -
+  lambda_prev) / h, the ODE solver (rng None) steps
+
+    z_s = (sigma_s / sigma_t) z_t + alpha_s (1 - e^-h) D,
+
+  and the SDE solver (rng given; the midpoint form of diffusers' sde-dpmsolver++)
+
+    z_s = (sigma_s / sigma_t) e^-h z_t + alpha_s (1 - e^-2h) D
+          + sigma_s sqrt(1 - e^-2h) noise.
+
+  first_order (traced bool): D = x_hat, which makes them exactly the DDIM step and the
+  DDPM ancestral step (the Gaussian posterior's mean and standard deviation)."""
+  lam = lambda u: 0.5 * D.logsnr_schedule_cosine(u)
+  l_prev, l_t, l_s = lam(t_prev), lam(t), lam(s)
+  _, sig_t = D.alpha_sigma(2. * l_t)
+  a_s, sig_s = D.alpha_sigma(2. * l_s)
+  h = l_s - l_t
+  r = jnp.where(first_order, 1., (l_t - l_prev) / h)
+  d = jnp.where(first_order, x_hat, x_hat + (x_hat - x_prev) / (2. * r))
+  if rng is None:
+    return (sig_s / sig_t) * z - a_s * jnp.expm1(-h) * d
+  keep = -jnp.expm1(-2. * h)  # 1 - e^-2h
+  noise = jax.random.normal(rng, z.shape, z.dtype)
+  return (sig_s / sig_t) * jnp.exp(-h) * z + a_s * keep * d + sig_s * jnp.sqrt(keep) * noise
+
+
 def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float,
                  t_start: float = 1.0,
                  windows: Optional[multidiffusion.Windows] = None,
-                 mesh: Optional[jax.sharding.Mesh] = None, rules=()) -> Callable:
+                 mesh: Optional[jax.sharding.Mesh] = None, rules=(),
+                 progress: Optional[Callable] = None,
+                 preview: Optional[Callable] = None) -> Callable:
   """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
   z_init=None, lowres=None, lowres_aug=0., cond_video=None, cond_mask=None)``.
 
   shape: (b, t, h, w, c) of the video. tokens, mask: [b, L]; null_*: [b, L] (the
-  empty prompt). guidance: scalar weight w (traced: changing it does not recompile).
+  unconditional branch's prompt: the empty one, or a negative prompt). guidance: scalar weight w (traced: changing it does not recompile).
   z_init: optional starting point [b, t, h, w, c] at time t_start (SDEdit); by
   default pure noise at t = 1. lowres: the SSR's low-res video [b, t, h', w', c],
   noise-augmented to level lowres_aug (traced). cond_video, cond_mask: the conditional
@@ -88,7 +123,16 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
   the MultiDiffusion windows stacked along it, over data x fsdp; each clip over the
   context axis), the parameters stay in the shardings they come in (those of training,
   ``checkpoints.load_params``), and the videos come out split over data x fsdp.
+
+  progress, preview: host functions called from inside the loop after every step
+  (``jax.debug.callback``; None compiles nothing in): ``progress(step, num_steps)``
+  (step counts from 1; nothing leaves the device) for progress bars, and
+  ``preview(step, t, x_hat)`` with the step's guided, thresholded prediction of the
+  clean videos [b, t, h, w, c] (a numpy array, copied to the host at every step) to
+  watch a sample form.
   """
+  if sampler not in SAMPLERS:
+    raise ValueError(f'unknown sampler {sampler!r}; use one of {", ".join(SAMPLERS)}.')
   if windows is not None and windows.num_frames != shape[1]:
     raise ValueError(f'windows for {windows.num_frames} frames, clip of {shape[1]}.')
   b = shape[0]
@@ -132,18 +176,32 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
       return dynamic_threshold(x, threshold)
 
     def body(carry, i):
-      z, _ = carry
+      z, x_prev = carry
       t, s = times[i], times[i + 1]
       x_hat = predict(z, t)
+      if progress is not None:
+        jax.debug.callback(progress, i + 1, num_steps)
+      if preview is not None:
+        jax.debug.callback(preview, i + 1, t, x_hat)
+      rng = jax.random.fold_in(step_rng, i)
       if sampler == 'ddim':
         z = ddim_step(z, x_hat, t, s)
+      elif sampler == 'ddpm':
+        z = ddpm_step(rng, z, x_hat, t, s)
       else:
-        z = ddpm_step(jax.random.fold_in(step_rng, i), z, x_hat, t, s)
+        # First order at the first step (no previous prediction) and at the last: the
+        # schedule ends at logsnr 20, so the last interval in lambda is long (h of 7-10
+        # against < 1 before it) and the extrapolation over it overshoots; the authors'
+        # lower_order_final does the same for short schedules.
+        first = (i == 0) | (i == num_steps - 1)
+        z = dpmpp_2m_step(z, x_hat, x_prev, times[jnp.maximum(i - 1, 0)], t, s, first,
+                          rng if sampler == 'dpm++2m-sde' else None)
       return (z, x_hat), None
 
     (_, x_hat), _ = jax.lax.scan(body, (z, jnp.zeros(shape, jnp.float32)),
                                  jnp.arange(num_steps))
-    # The last prediction, at the lowest noise level, is the sample.
+    # The last prediction, at the lowest noise level, is the sample (every sampler's
+    # step to t = 0, at alpha = 1 and sigma ~ 0, returns it).
     return jnp.clip(x_hat, -1., 1.)
 
   if mesh is None:

@@ -158,6 +158,10 @@ def test_a_train_step_reads_the_masks_and_inpainting_keeps_known_pixels():
   np.testing.assert_array_equal(out[keep], np.broadcast_to(video, out.shape)[keep])
   np.testing.assert_array_equal(out[~keep], raw[~keep])  # the hole: the model's
   assert np.abs(raw[keep] - np.broadcast_to(video, out.shape)[keep]).max() > 0
+  solver = Generator.from_config(model, params, FixedTokens(), cfg, sampler='dpm++2m')
+  out = C.generate(solver, ['a', 'b'], cond, mask, guidance=1.)  # with the solver too
+  np.testing.assert_array_equal(out[keep], np.broadcast_to(video, out.shape)[keep])
+  assert np.all(np.isfinite(out)) and np.abs(out[~keep] - raw[~keep]).max() > 0
   with pytest.raises(ValueError, match='conditioning videos .* need'):
     gen(['a'], guidance=1., cond=(cond[None, :, :8, :8], mask[None, :, :8, :8]))
   t2v = Generator.from_config(build_model(_configs()[0].model), params, FixedTokens(),

@@ -82,14 +82,15 @@ def _tokens(b, n):
   return tokens, tokens > 0, null, null > 0
 
 
-def test_one_window_over_the_whole_clip_equals_plain_sampling():
-  """On the SSR with the ancestral sampler: the path with the most inputs (low-res
-  video, its noise level, per-step noise). The base model's windows run in
-  test_cli's cascade (a clip longer than the trained one)."""
+@pytest.mark.parametrize('sampler', ['ddpm', 'dpm++2m'])
+def test_one_window_over_the_whole_clip_equals_plain_sampling(sampler):
+  """On the SSR with the ancestral sampler (the path with the most inputs: low-res
+  video, its noise level, per-step noise) and with the multistep solver (its state:
+  the previous step's fused prediction). The base model's windows run in test_cli's
+  cascade (a clip longer than the trained one)."""
   from stunet import train_step  # pylint: disable=g-import-not-at-top
   cfg = small_config('scratch')
   cfg.model.lowres_size, cfg.model.temporal_resample = 8, False
-  sampler = 'ddpm'
   model = build_model(cfg.model)
   params = perturbed_params(model, train_step.example_inputs(cfg))
   shape = (2, cfg.data.num_frames, 16, 16, 3)
