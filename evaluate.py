@@ -9,6 +9,12 @@ the same prompts: the detector's own validation (near 100% and near chance).
 With --fvd (default) it also reports the Frechet Video Distance (stunet/fvd.py) of the
 videos against held-out real clips of the same prompts, beside the floor: the FVD of a
 second real set against the first, what a perfect model would score at this n.
+With --ssr_workdir the videos come from the base -> SSR cascade (the shipped SSR:
+--ssr_workdir=pretrained/ssr_tiny) and three rows are scored: the base model's clips,
+the same clips bilinearly upsampled to the SSR's size (what the SSR must beat on FVD),
+and the SSR's output (windows fused by MultiDiffusion; --ssr_overlap=0: independent
+windows); their FVD is against real clips at the high resolution (the base row's
+frame size has none).
 Writes <output_dir>/scores.json and a frame grid with X-T slices of the first videos.
 """
 
@@ -36,6 +42,18 @@ from stunet import video_io
 _WORKDIR = flags.DEFINE_string('workdir', None, 'train.py workdir (for --source=model); '
                                'default: the shipped model, pretrained/stunet_tiny.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of --workdir (default: latest).')
+_SSR = flags.DEFINE_string('ssr_workdir', None, 'An SSR run (shipped: pretrained/ssr_tiny): '
+                           'score the base -> SSR cascade, beside the base clips and their '
+                           'bilinear upsampling.')
+_SSR_OVERLAP = flags.DEFINE_integer('ssr_overlap', None, 'Frames shared by the SSR\'s '
+                                    'MultiDiffusion windows (default: its config, 2); 0: '
+                                    'independent windows.')
+_SSR_STEPS = flags.DEFINE_integer('ssr_num_steps', None, 'The SSR\'s denoising steps '
+                                  '(default: its config).')
+_SSR_SAMPLER = flags.DEFINE_enum('ssr_sampler', None, list(sampling.SAMPLERS),
+                                 'The SSR\'s sampler (default: its config).')
+_NEGATIVE = flags.DEFINE_string('negative_prompt', None, 'Text for the unconditional branch '
+                                'of guidance instead of the empty prompt (every video).')
 _TSR = flags.DEFINE_string('tsr_workdir', None, 'A stage=tsr run: --workdir is then the '
                            'stage=keyframes run and the videos come from the keyframe + TSR '
                            'cascade (stunet/cascade.py).')
@@ -46,6 +64,8 @@ _BATCH = flags.DEFINE_integer('batch_size', 8, 'Videos generated per sampler cal
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight (default: config).')
 _SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: config.')
+_SPACING = flags.DEFINE_enum('spacing', None, list(sampling.SPACINGS), 'Step times '
+                             '(default: config).')
 _THRESHOLD = flags.DEFINE_float('threshold', None, 'Dynamic-thresholding percentile, 0 for a '
                                 'plain clip (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the prompts and of the sampler.')
@@ -55,6 +75,10 @@ _SIZE = flags.DEFINE_integer('size', 32, 'Frame size (data/noise sources).')
 _FVD = flags.DEFINE_bool('fvd', True, 'Also report FVD (Kinetics-400 I3D features) against '
                          'real clips of the same prompts, and the real-vs-real floor (two '
                          'such sets): about 1 s per video on 2 CPU cores.')
+
+
+# Seconds per sampling stage of this run: {stage: {'compile_s', 'sample_s'}} (scores.json).
+TIMES = {}
 
 
 def benchmark_prompts(n: int, seed: int) -> list:
@@ -75,7 +99,8 @@ def _default_workdir():
 def generated(prompts, workdir):
   from stunet import cascade  # pylint: disable=g-import-not-at-top
   from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
-  kw = dict(num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, threshold=_THRESHOLD.value)
+  kw = dict(num_steps=_NUM_STEPS.value, sampler=_SAMPLER.value, threshold=_THRESHOLD.value,
+            spacing=_SPACING.value)
   gen, config = Generator.from_workdir(workdir, _STEP.value, **kw)
   if _TSR.value:  # the keyframe run's step; the TSR run's latest
     tsr, tsr_config = Generator.from_workdir(_TSR.value, None, **kw)
@@ -88,14 +113,52 @@ def generated(prompts, workdir):
     raise app.UsageError(f'{workdir} is a T2I run; motion needs a STUNet workdir.')
   sc = config.sample
   guidance = sc.guidance if _GUIDANCE.value is None else _GUIDANCE.value
-  out, t0 = [], time.time()
-  with tqdm.tqdm(total=len(prompts), desc='sampling', unit='video', file=sys.stderr,
+  kw = {} if _NEGATIVE.value is None else {'negative_prompt': _NEGATIVE.value}
+  return _batches(gen, prompts, 'sampling', guidance=guidance, **kw)
+
+
+def _batches(gen, prompts, desc, lowres=None, **kw):
+  """gen over the prompts in batches of --batch_size, with a progress bar (seeded per
+  batch by its first prompt's index); lowres: the SSR's input videos, batched alike.
+  Adds the stage's compile and sampling seconds to TIMES."""
+  out, t0, n = [], time.time(), _BATCH.value
+  times = TIMES.setdefault(desc, {'compile_s': 0., 'sample_s': 0.})
+  with tqdm.tqdm(total=len(prompts), desc=desc, unit='video', file=sys.stderr,
                  dynamic_ncols=True) as bar:
-    for i in range(0, len(prompts), _BATCH.value):
-      out.append(gen(prompts[i:i + _BATCH.value], guidance=guidance, seed=_SEED.value + i))
+    for i in range(0, len(prompts), n):
+      extra = {} if lowres is None else {'lowres': lowres[i:i + n]}
+      out.append(gen(prompts[i:i + n], seed=_SEED.value + i, **extra, **kw))
       bar.update(len(out[-1]))
-  print(f'generated {len(prompts)} videos in {time.time() - t0:.0f}s', flush=True)
+      for k in times:
+        times[k] += getattr(gen, 'last_times', {}).get(k, 0.)
+  print(f'{desc}: {len(prompts)} videos in {time.time() - t0:.0f}s', flush=True)
   return np.concatenate(out)
+
+
+def check_ssr(workdir):
+  """The --ssr_workdir run's config, checked to be an SSR model of the base model's
+  frame size (before anything is sampled)."""
+  ssr_config, base_size = config_lib.load(_SSR.value), config_lib.load(workdir).data.size
+  if config_lib.model_kind(ssr_config) != 'ssr':
+    raise ValueError(f'--ssr_workdir={_SSR.value} is not an SSR model '
+                     f'(config.model.lowres_size is 0).')
+  if ssr_config.model.lowres_size != base_size:
+    raise ValueError(f'the SSR model upsamples {ssr_config.model.lowres_size}px frames, '
+                     f'{workdir} makes {base_size}px ones.')
+  return ssr_config
+
+
+def upsampled(prompts, videos, ssr_config):
+  """The SSR stage of the cascade over the base videos: {'bilinear': the videos resized
+  to the SSR's size, 'ssr': the SSR's output}."""
+  from stunet import ssr  # pylint: disable=g-import-not-at-top
+  from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
+  gen, _ = Generator.from_workdir(_SSR.value, overlap=_SSR_OVERLAP.value,
+                                  num_steps=_SSR_STEPS.value, sampler=_SSR_SAMPLER.value)
+  high = _batches(gen, prompts, 'super-resolution', lowres=videos,
+                  guidance=ssr_config.sample.guidance)
+  bilinear = np.clip(np.asarray(ssr.resize(videos, ssr_config.data.size)), -1., 1.)
+  return {'bilinear': bilinear, 'ssr': high}
 
 
 def real_clips(prompts, seed: int, frames: int, size: int) -> np.ndarray:
@@ -103,26 +166,6 @@ def real_clips(prompts, seed: int, frames: int, size: int) -> np.ndarray:
   rng = np.random.default_rng(seed)
   clips = [shapes.render(shapes.parse_caption(p), frames, size, rng) for p in prompts]
   return np.stack(clips).astype(np.float32) / 127.5 - 1.
-
-
-def frechet_video_distance(videos, real, prompts) -> dict | None:
-  """FVD of the videos against real clips of the same prompts (``real``), and the floor:
-  FVD of a second real set against the first (what a perfect model would score at this n)."""
-  from stunet import fvd  # pylint: disable=g-import-not-at-top
-  _, frames, size = videos.shape[:3]
-  if frames < fvd.MIN_FRAMES:
-    print(f'FVD skipped: I3D needs at least {fvd.MIN_FRAMES} frames, these videos have '
-          f'{frames}.')
-    return None
-  featurizer = fvd.Featurizer(batch_size=8)
-  print(f'FVD: I3D features of {3 * len(videos)} videos (generated, 2 real sets)', flush=True)
-  real_a = featurizer(real)
-  real_b = featurizer(real_clips(prompts, _SEED.value + 10_002, frames, size))
-  if videos.dtype == np.uint8:  # real clips (--source=data)
-    videos = videos.astype(np.float32) / 127.5 - 1.
-  feats = featurizer(videos)
-  return {'fvd': fvd.fvd(feats, real_a), 'real_vs_real': fvd.fvd(real_b, real_a),
-          'n': len(videos)}
 
 
 def _check_flags() -> None:
@@ -141,8 +184,67 @@ def _check_flags() -> None:
       config_lib.check_range(flag, value, 1, None, what)
     if _STEP.value is not None:
       config_lib.check_range('--step', _STEP.value, 0, None, 'a checkpoint step')
+    config_lib.check_flag('--ssr_num_steps', _SSR_STEPS.value, 'sample.num_steps')
+    if _SSR_OVERLAP.value is not None:
+      config_lib.check_range('--ssr_overlap', _SSR_OVERLAP.value, 0, None,
+                             'frames shared by neighbouring windows')
+    if _NEGATIVE.value is not None and not _NEGATIVE.value.strip():
+      raise ValueError('--negative_prompt is empty: leave it out for the empty '
+                       'unconditional prompt.')
+    if _SSR.value and (_SOURCE.value != 'model' or _TSR.value):
+      raise ValueError('--ssr_workdir upsamples the base model\'s videos: use it with '
+                       '--source=model and without --tsr_workdir.')
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+
+
+def _score(videos, prompts, fvd_sets) -> dict:
+  """Detector accuracies, frame-change profile and (with fvd_sets, the Featurizer and
+  the two real sets' features at this size) FVD and its floor of one set of videos."""
+  row = {'scores': metrics.score(videos, prompts), 'frame_change': metrics.frame_change(videos),
+         'size': int(videos.shape[2]), 'fvd': None}
+  if fvd_sets:
+    from stunet import fvd  # pylint: disable=g-import-not-at-top
+    featurizer, real_a, real_b = fvd_sets
+    if videos.dtype == np.uint8:  # real clips (--source=data)
+      videos = videos.astype(np.float32) / 127.5 - 1.
+    row['fvd'] = {'fvd': fvd.fvd(featurizer(videos), real_a),
+                  'real_vs_real': fvd.fvd(real_b, real_a), 'n': len(videos)}
+  return row
+
+
+def _fvd_sets(prompts, frames: int, sizes) -> dict:
+  """{size: (featurizer, features of real set a, of real set b)}: two held-out real sets
+  of the prompts per frame size (FVD's reference and the floor's second set); {} when the
+  clips are too short for I3D."""
+  from stunet import fvd  # pylint: disable=g-import-not-at-top
+  if frames < fvd.MIN_FRAMES:
+    print(f'FVD skipped: I3D needs at least {fvd.MIN_FRAMES} frames, these videos have '
+          f'{frames}.')
+    return {}
+  featurizer = fvd.Featurizer(batch_size=8)
+  out = {}
+  for size in sorted(set(sizes)):
+    print(f'FVD: I3D features of 2 x {len(prompts)} real {size}px clips', flush=True)
+    out[size] = tuple([featurizer] + [featurizer(real_clips(prompts, _SEED.value + k, frames,
+                                                            size)) for k in (10_001, 10_002)])
+  return out
+
+
+def _print_row(name, row, chance):
+  scores, change = row['scores'], row['frame_change']
+  print(f'{name}: n={scores["n"]}, {row["size"]}px')
+  for k in ('color', 'shape', 'motion', 'all'):
+    print(f'  {k:6s} accuracy {scores[k + "_acc"]:.3f}   (chance {chance[k + "_acc"]:.3f})')
+  for m, r in scores['by_motion'].items():
+    misses = ', '.join(f'{k} {v}' for k, v in r['detected'].items() if k != m)
+    print(f'    {m:20s} {r["acc"]:.2f} of {r["n"]:3d}' + (f'   (seen as: {misses})'
+                                                        if misses else ''))
+  print(f'  frame-to-frame change: mean {change["mean"]:.4f}, largest pair / median pair '
+        f'{change["max_over_median"]:.2f}')
+  if row['fvd']:
+    print(f'  FVD {row["fvd"]["fvd"]:.1f}   (real vs real {row["fvd"]["real_vs_real"]:.1f}, '
+          f'n={row["fvd"]["n"]} each)')
 
 
 def main(argv):
@@ -150,51 +252,54 @@ def main(argv):
   cli.quiet_library_logs()
   _check_flags()
   prompts = benchmark_prompts(_NUM.value, _SEED.value)
+  rows = {}
   if _SOURCE.value == 'model':
+    workdir = _WORKDIR.value or _default_workdir()
     try:
-      videos = generated(prompts, _WORKDIR.value or _default_workdir())
+      ssr_config = check_ssr(workdir) if _SSR.value else None
+      rows['base'] = generated(prompts, workdir)
+      if ssr_config is not None:
+        rows.update(upsampled(prompts, rows['base'], ssr_config))
     except (ValueError, FileNotFoundError) as e:  # not a workdir, no such step, ...
       raise app.UsageError(str(e)) from e
   elif _SOURCE.value == 'data':  # real clips rendered for exactly these captions
     rng = np.random.default_rng(_SEED.value + 1)
-    videos = np.stack([shapes.render(shapes.parse_caption(p), _FRAMES.value, _SIZE.value, rng)
-                       for p in prompts])
+    rows['data'] = np.stack([shapes.render(shapes.parse_caption(p), _FRAMES.value,
+                                           _SIZE.value, rng) for p in prompts])
   else:
     rng = np.random.default_rng(_SEED.value + 1)
-    videos = rng.uniform(-1, 1, (len(prompts), _FRAMES.value, _SIZE.value, _SIZE.value, 3))
-  scores = metrics.score(videos, prompts)
+    rows['noise'] = rng.uniform(-1, 1, (len(prompts), _FRAMES.value, _SIZE.value,
+                                        _SIZE.value, 3))
+  videos = list(rows.values())[-1]  # what the command makes: the cascade's last stage
   chance = metrics.chance_levels()
   out_dir = _OUT.value or (os.path.join(_WORKDIR.value, 'eval') if _WORKDIR.value
                            else f'eval_{_SOURCE.value}')
   os.makedirs(out_dir, exist_ok=True)
+  frames = videos.shape[1]
+  # FVD at the final size (with an SSR: its output against its bilinear upsampling).
+  fvd_sets = _fvd_sets(prompts, frames, [videos.shape[2]]) if _FVD.value else {}
+  scored = {name: _score(v, prompts, fvd_sets.get(v.shape[2])) for name, v in rows.items()}
+  final = list(scored.values())[-1]
+  real_change = metrics.frame_change(real_clips(prompts, _SEED.value + 10_001, frames,
+                                                videos.shape[2]))
   detected = [metrics.detect(v) for v in videos[:8]]
-  real = real_clips(prompts, _SEED.value + 10_001, *videos.shape[1:3])  # held out
-  fvd_scores = frechet_video_distance(videos, real, prompts) if _FVD.value else None
-  change = metrics.frame_change(videos)
-  real_change = metrics.frame_change(real)
   with open(os.path.join(out_dir, 'scores.json'), 'w') as f:
-    json.dump({'source': _SOURCE.value, 'scores': scores, 'chance': chance, 'fvd': fvd_scores,
-               'frame_change': change, 'real_frame_change': real_change,
+    json.dump({'source': _SOURCE.value, 'scores': final['scores'], 'chance': chance,
+               'fvd': final['fvd'], 'frame_change': final['frame_change'],
+               'real_frame_change': real_change, 'rows': scored, 'times': TIMES,
                'examples': [{'prompt': p, 'detected': d} for p, d in zip(prompts, detected)]},
               f, indent=2)
   n = min(8, len(videos))
   grid = video_io.frame_grid(videos[:n])
   xt = np.concatenate([video_io.xt_slice(v) for v in videos[:n]], axis=1)  # [t, n*w, 3]
-  video_io.write_image(os.path.join(out_dir, 'frames.png'), video_io.upscale(grid, 3))
-  video_io.write_image(os.path.join(out_dir, 'xt_slices.png'), video_io.upscale(xt, 3))
-  print(f'{_SOURCE.value}: n={scores["n"]}')
-  for k in ('color', 'shape', 'motion', 'all'):
-    print(f'  {k:6s} accuracy {scores[k + "_acc"]:.3f}   (chance {chance[k + "_acc"]:.3f})')
-  for m, row in scores['by_motion'].items():
-    misses = ', '.join(f'{k} {v}' for k, v in row['detected'].items() if k != m)
-    print(f'    {m:20s} {row["acc"]:.2f} of {row["n"]:3d}' + (f'   (seen as: {misses})'
-                                                            if misses else ''))
-  print(f'  frame-to-frame change: mean {change["mean"]:.4f}, largest pair / median pair '
-        f'{change["max_over_median"]:.2f}   (real clips {real_change["mean"]:.4f}, '
-        f'{real_change["max_over_median"]:.2f})')
-  if fvd_scores:
-    print(f'  FVD {fvd_scores["fvd"]:.1f}   (real vs real {fvd_scores["real_vs_real"]:.1f}, '
-          f'n={fvd_scores["n"]} each)')
+  scale = max(1, 96 // videos.shape[2])
+  video_io.write_image(os.path.join(out_dir, 'frames.png'), video_io.upscale(grid, scale))
+  video_io.write_image(os.path.join(out_dir, 'xt_slices.png'), video_io.upscale(xt, scale))
+  for name, row in scored.items():
+    _print_row({'base': 'model', 'ssr': 'model -> SSR', 'bilinear': 'model, bilinear '
+                'upsampling'}.get(name, name) if _SSR.value else _SOURCE.value, row, chance)
+  print(f'  real clips: frame-to-frame change mean {real_change["mean"]:.4f}, largest pair / '
+        f'median pair {real_change["max_over_median"]:.2f}')
   for p, d in list(zip(prompts, detected))[:n]:
     print(f'  "{p}" -> {d["color"]} {d["shape"]} {d["motion"]}')
   print(f'wrote {out_dir}/scores.json, frames.png, xt_slices.png')

@@ -5,8 +5,10 @@
       --output=samples/red_square.mp4
   python sample.py --workdir=workdir/stunet --ssr_workdir=workdir/ssr \
       --prompt="a red square moves left" --output=samples/red_square.mp4
-Several --prompt flags give several videos (output name gets _0, _1, ...). With an
-SSR model the base model's clip is written next to the high-res one (name_lowres.mp4).
+The cascade is the default: the base model's 32-px clip is upsampled to 64 px by the
+shipped SSR (pretrained/ssr_tiny; --ssr_workdir for another, --base_only for none),
+and the base clip is written next to the high-res one (name_lowres.mp4).
+Several --prompt flags give several videos (output name gets _0, _1, ...).
 Clips longer than a model's window (--frames, or the low-res clip for the SSR) are
 made of overlapping windows fused at every step (MultiDiffusion).
 
@@ -44,7 +46,10 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'A checkpoint folder, workdir/checkpoints/<step>.')
 _SSR_WORKDIR = flags.DEFINE_string('ssr_workdir', None,
                                    'An SSR model\'s train.py workdir: upsample the base '
-                                   'model\'s videos with it (the cascade).')
+                                   'model\'s videos with it (default: the shipped SSR, '
+                                   'pretrained/ssr_tiny, for a 32-px base model).')
+_BASE_ONLY = flags.DEFINE_bool('base_only', False, 'Skip the SSR: write the base model\'s '
+                               'clip only.')
 _SSR_CHECKPOINT = flags.DEFINE_string('ssr_checkpoint', None,
                                       'An SSR checkpoint folder, ssr_workdir/checkpoints/<step>.')
 _FRAMES = flags.DEFINE_integer('frames', None, 'Frames of the base clip (default: the trained '
@@ -57,7 +62,14 @@ _PROMPT = flags.DEFINE_multi_string('prompt', None, 'Text prompt; repeat for sev
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight w (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed: same seed, same video.')
-_SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'default: config.')
+_SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: config '
+                             '(the shipped models: dpm++2m).')
+_SPACING = flags.DEFINE_enum('spacing', None, list(sampling.SPACINGS), 'Step times: uniform '
+                             'in t, or quadratic (dense near t = 0); default: config.')
+_NEGATIVE = flags.DEFINE_string('negative_prompt', None, 'Text guidance steers away from, '
+                                'in place of the empty unconditional prompt (base model '
+                                'only), e.g. --prompt="a red square moves left" '
+                                '--negative_prompt="moves right".')
 _OUTPUT = flags.DEFINE_multi_string('output', ['samples/sample.mp4'],
                                     '.mp4 or .gif path; repeat to write several formats.')
 _FPS = flags.DEFINE_integer('fps', 8, 'Frames per second of the written file; an input '
@@ -98,15 +110,17 @@ def main(argv):
   request = sample_request.SampleRequest(
       prompts=_PROMPT.value, outputs=_OUTPUT.value, workdir=_WORKDIR.value,
       checkpoint=_CHECKPOINT.value, ssr_workdir=_SSR_WORKDIR.value,
-      ssr_checkpoint=_SSR_CHECKPOINT.value, frames=_FRAMES.value, window=_WINDOW.value,
+      ssr_checkpoint=_SSR_CHECKPOINT.value, base_only=_BASE_ONLY.value,
+      negative_prompt=_NEGATIVE.value, frames=_FRAMES.value, window=_WINDOW.value,
       overlap=_OVERLAP.value, num_steps=_NUM_STEPS.value, guidance=_GUIDANCE.value,
-      sampler=_SAMPLER.value, seed=_SEED.value, fps=_FPS.value, scale=_SCALE.value,
+      sampler=_SAMPLER.value, spacing=_SPACING.value, seed=_SEED.value, fps=_FPS.value,
+      scale=_SCALE.value,
       video=_VIDEO.value, strength=_STRENGTH.value, image=_IMAGE.value, mask=_MASK.value,
       box=_BOX.value, outpaint=_OUTPAINT.value, cinemagraph=_CINEMAGRAPH.value,
       mesh=_MESH.value, style=_STYLE.value, style_alpha=_STYLE_ALPHA.value)
   try:
-    sample_request.run(request, log=print,
-                       warn=lambda line: print(line, file=sys.stderr))
+    sample_request.run(request, log=print, warn=lambda line: print(line, file=sys.stderr),
+                       progress=cli.progress_bar)
   except (ValueError, FileNotFoundError) as e:  # bad flags for this model, missing files
     raise app.UsageError(str(e)) from e
 

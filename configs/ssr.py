@@ -49,8 +49,10 @@ def get_config(arg: str = 'stage=scratch'):
   t.lowres_aug_max = 0.4
 
   s = config.sample
-  s.sampler = 'ddim'
-  s.num_steps = 16
+  # The SDE DPM-Solver at 8 steps: as close to the real clips as DDIM at 16, in half the
+  # time (docs/sampling.md).
+  s.sampler = 'dpm++2m-sde'
+  s.num_steps = 8
   s.guidance = 1.0                       # the low-res clip already fixes the content
   # Plain clipping: dynamic thresholding rescales a whole clip when a few pixels of the
   # black background overshoot -1, and the SSR's error compounds over the steps (held-

@@ -27,6 +27,7 @@ _ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(_ROOT, 'stunet_tiny')                 # text-to-video
 PRETRAINED_CONDITIONAL = os.path.join(_ROOT, 'stunet_tiny_conditional')  # <J, C, M> input
 PRETRAINED_STYLE = os.path.join(_ROOT, 'style_outline')          # spatial weights, a style
+PRETRAINED_SSR = os.path.join(_ROOT, 'ssr_tiny')                 # 32 -> 64 px SSR
 
 
 def default_workdir(path: Optional[str] = None) -> str:

@@ -7,6 +7,7 @@ both become ``<program>: error: <what is wrong and what to do>`` on stderr, exit
 status 1. ``--verbosity=1`` (or more) shows the traceback as well.
 """
 
+import contextlib
 import logging as std_logging
 import os
 import re
@@ -52,6 +53,25 @@ def flag_error(e: BaseException, argv) -> str:
   if 'Failed loading config file' in text:  # the file is missing or does not import
     return f'--config: cannot load the config file: {text.splitlines()[-1].strip()}'
   return text.split('\n')[0]
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str):
+  """A progress bar with ETA on stderr for one sampling stage; yields the sampler's
+  ``progress(step, num_steps)`` hook (``generator.Generator``), which moves it."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm.tqdm(desc=desc, unit='step', file=sys.stderr, dynamic_ncols=True, leave=False)
+
+  def hook(step, num_steps):
+    del step  # the hook is called once per step, in order
+    if bar.total != int(num_steps):
+      bar.total = int(num_steps)
+    bar.update(1)
+
+  try:
+    yield hook
+  finally:
+    bar.close()
 
 
 def quiet_library_logs() -> None:

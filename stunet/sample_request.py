@@ -7,6 +7,7 @@ writes the files. sample.py only turns flags into a request, so tests exercise t
 same code that users run.
 """
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -35,14 +36,17 @@ class SampleRequest:
   outputs: Sequence[str] = ('samples/sample.mp4',)
   workdir: Optional[str] = None          # default: the shipped model
   checkpoint: Optional[str] = None       # workdir/checkpoints/<step>
-  ssr_workdir: Optional[str] = None      # an SSR run: the base -> SSR cascade
+  ssr_workdir: Optional[str] = None      # an SSR run (default: the shipped SSR)
   ssr_checkpoint: Optional[str] = None
+  base_only: bool = False                # no SSR: the base model's clip only
+  negative_prompt: Optional[str] = None  # the unconditional branch's text
   frames: Optional[int] = None
   window: Optional[int] = None
   overlap: Optional[int] = None
   num_steps: Optional[int] = None
   guidance: Optional[float] = None
   sampler: Optional[str] = None
+  spacing: Optional[str] = None
   seed: int = 0
   fps: int = 8
   scale: int = 4
@@ -100,6 +104,12 @@ class SampleRequest:
     if not self.prompts or any(not p or not p.strip() for p in self.prompts):
       raise ValueError('--prompt: every prompt must be non-empty text (the empty prompt is '
                        'the unconditional one used for guidance).')
+    if self.negative_prompt is not None and not self.negative_prompt.strip():
+      raise ValueError('--negative_prompt is empty: leave it out for the empty '
+                       'unconditional prompt.')
+    if self.base_only and (self.ssr_workdir or self.ssr_checkpoint):
+      raise ValueError('--base_only skips the SSR that --ssr_workdir/--ssr_checkpoint '
+                       'names: pass one of them.')
     for flag, value, field in (('--num_steps', self.num_steps, 'sample.num_steps'),
                                ('--guidance', self.guidance, 'sample.guidance'),
                                ('--overlap', self.overlap, 'sample.overlap'),
@@ -233,10 +243,29 @@ def _timing(stage: str, gen: Generator, videos) -> str:
           f'{len(videos)} video(s) of {"x".join(map(str, videos.shape[1:4]))}')
 
 
+def _ssr_run(request: SampleRequest, base_size: int, log) -> tuple:
+  """(SSR workdir, step) of the cascade, or (None, None) for the base model alone:
+  --ssr_workdir/--ssr_checkpoint, else the shipped SSR when it upsamples the base
+  model's frame size (and --base_only is not given)."""
+  if request.ssr_workdir or request.ssr_checkpoint:
+    return locate(request.ssr_workdir, request.ssr_checkpoint, 'ssr_')
+  shipped = checkpoints.PRETRAINED_SSR
+  if request.base_only or not os.path.exists(os.path.join(shipped, 'config.json')):
+    return None, None
+  low = config_lib.load(shipped).model.lowres_size
+  if low != base_size:
+    log(f'base model only: the shipped SSR upsamples {low}px frames, this model makes '
+        f'{base_size}px ones (--ssr_workdir for an SSR of its size).')
+    return None, None
+  return shipped, None
+
+
 def run(request: SampleRequest, log: Callable[[str], None] = print,
-        warn: Callable[[str], None] = print) -> list:
+        warn: Callable[[str], None] = print, progress=None) -> list:
   """Checks the request, samples and writes every output; returns the paths written.
-  ``log`` gets the progress lines, ``warn`` the warnings about the prompts. Everything
+  ``log`` gets the progress lines, ``warn`` the warnings about the prompts; ``progress``
+  (optional): a context manager factory, ``progress(stage)`` giving the
+  ``progress(step, num_steps)`` hook of one sampling stage (a progress bar). Everything
   that can be checked from the run's config (the model's kind, the prompts' words, the
   input files) is checked before any weights are loaded."""
   mode = request.check()
@@ -245,10 +274,9 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
   workdir, step = locate(request.workdir, request.checkpoint,
                          shipped=(checkpoints.PRETRAINED_CONDITIONAL if conditional
                                   else checkpoints.PRETRAINED))
-  cascade = bool(request.ssr_workdir or request.ssr_checkpoint)
-  if cascade:
-    ssr_dir, ssr_step = locate(request.ssr_workdir, request.ssr_checkpoint, 'ssr_')
   config = config_lib.load(workdir)
+  ssr_dir, ssr_step = _ssr_run(request, config.data.size, log)
+  cascade = ssr_dir is not None
   kind = config_lib.model_kind(config)
   if kind == 't2i':
     raise ValueError(f'{workdir} holds a text-to-image model (stage=t2i), which makes '
@@ -263,7 +291,8 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
                      f'pretrained/stunet_tiny_conditional) or train one with '
                      f'configs/tiny.py:stage=conditional.')
   prompts = list(request.prompts)
-  text_warnings, text_errors = Tokenizer.from_config(config.data).check(prompts)
+  negative = [] if request.negative_prompt is None else [request.negative_prompt]
+  text_warnings, text_errors = Tokenizer.from_config(config.data).check(prompts + negative)
   if text_errors:
     raise ValueError(' '.join(text_errors) + ' Use words of the training captions.')
   if cascade:
@@ -286,7 +315,8 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
   for line in notes:
     log(line)
 
-  settings = dict(num_steps=request.num_steps, sampler=request.sampler)
+  settings = dict(num_steps=request.num_steps, sampler=request.sampler,
+                  spacing=request.spacing)
   base_windows = {} if cascade else dict(window=request.window, overlap=request.overlap)
   gen, config = Generator.from_workdir(workdir, step, **settings, **base_windows,
                                        mesh_shape=mesh_shape)
@@ -300,24 +330,30 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
                                                       request.style_alpha)}
     log(f'style {request.style} mixed in at alpha {request.style_alpha}')
   guidance = config.sample.guidance if request.guidance is None else request.guidance
-  if mode == 'text-to-video':
-    videos = gen(prompts, guidance=guidance, seed=request.seed, num_frames=request.frames)
-  elif mode == 'editing':
-    videos = editing.sdedit(gen, prompts, np.repeat(inputs[None], len(prompts), 0),
-                            strength=request.strength, guidance=guidance, seed=request.seed)
-  else:
-    cond, mask = inputs
-    videos = conditioning.generate(gen, prompts, cond, mask, guidance=guidance,
-                                   seed=request.seed)
+  progress = progress or (lambda stage: contextlib.nullcontext())
+  stage = {'text-to-video': 'base', 'editing': f'edit (strength {request.strength})'
+           }.get(mode, mode)
+  with progress(stage) as hook:
+    kw = dict(guidance=guidance, seed=request.seed, progress=hook,
+              negative_prompt=request.negative_prompt)
+    if mode == 'text-to-video':
+      videos = gen(prompts, num_frames=request.frames, **kw)
+    elif mode == 'editing':
+      videos = editing.sdedit(gen, prompts, np.repeat(inputs[None], len(prompts), 0),
+                              strength=request.strength, **kw)
+    else:
+      cond, mask = inputs
+      videos = conditioning.generate(gen, prompts, cond, mask, **kw)
   if request.strength == 0.:
     log('strength 0: the input video, unchanged')
   else:
-    log(_timing({'text-to-video': 'base', 'editing': f'edit (strength {request.strength})'}
-                .get(mode, mode), gen, videos))
+    log(_timing(stage, gen, videos))
   outputs = {'': (videos, request.scale)}
   if cascade:
     ssr_guidance = ssr_config.sample.guidance if request.guidance is None else request.guidance
-    high = ssr_gen(prompts, guidance=ssr_guidance, seed=request.seed, lowres=videos)
+    with progress('ssr') as hook:  # the SSR follows the low-res clip: no negative prompt
+      high = ssr_gen(prompts, guidance=ssr_guidance, seed=request.seed, lowres=videos,
+                     progress=hook)
     log(_timing('ssr', ssr_gen, high))
     # Both written at the same display size.
     outputs = {'': (high, max(1, round(request.scale * low / high.shape[2]))),

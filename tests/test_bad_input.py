@@ -61,6 +61,8 @@ SAMPLE = [
     (P + ['--overlap=-1'], '--overlap=-1: frames shared by neighbouring windows must be >= 0'),
     (P + ['--seed=-3'], "--seed=-3: the run's seed must be >= 0"),
     (['--prompt= '], '--prompt: every prompt must be non-empty text'),
+    (P + ['--negative_prompt= '], '--negative_prompt is empty'),
+    (P + ['--base_only', '--ssr_workdir=ssr'], '--base_only skips the SSR'),
     (P + ['--workdir=nowhere'], 'not a train.py workdir'),
     (P + ['--ssr_checkpoint=ssr/checkpoints/x'], 'is not a checkpoint folder'),
     (P + ['--workdir=w', '--checkpoint=w/checkpoints/1'], 'exactly one of --workdir'),
@@ -101,6 +103,10 @@ EVALUATE = [
     (['--step=-1'], '--step=-1: a checkpoint step must be >= 0'),
     (['--workdir=nowhere'], 'not a train.py workdir'),
     (['--source=pictures'], 'flag --source=pictures'),
+    (['--ssr_overlap=-1'], '--ssr_overlap=-1: frames shared by neighbouring windows must '
+     'be >= 0'),
+    (['--source=data', '--ssr_workdir=ssr'], '--ssr_workdir upsamples the base model'),
+    ([f'--ssr_workdir={checkpoints.PRETRAINED}'], 'is not an SSR model'),
 ]
 INGEST = [
     (['--videos=v', '--csv=c.csv', '--output=out'], 'give exactly one of --videos'),

@@ -2,6 +2,7 @@
 base -> SSR cascade) and evaluate.py as processes on small runs. (Their refusals of bad
 input are tests/test_bad_input.py.)"""
 
+import json
 import os
 
 import numpy as np
@@ -99,3 +100,13 @@ def test_evaluate_py_scores_a_run_and_writes_its_figures(runs):
   assert 'FVD skipped: I3D needs at least 9 frames' in log  # 8-frame clips
   for name in ('scores.json', 'frames.png', 'xt_slices.png'):
     assert (root / 'stunet' / 'eval' / name).exists(), name
+  # The cascade: the base clips, their bilinear upsampling and the SSR's, each scored.
+  log = run_program([f'{ROOT}/evaluate.py', '--workdir', 'stunet', '--ssr_workdir', 'ssr',
+                     '--num_samples', '2', '--batch_size', '2', '--output_dir', 'eval_ssr',
+                     '--negative_prompt', 'a blue circle'], root)
+  for line in ('model: n=2, 16px', 'model, bilinear upsampling: n=2, 32px',
+               'model -> SSR: n=2, 32px', 'super-resolution: 2 videos'):
+    assert line in log, log
+  scores = json.load(open(root / 'eval_ssr' / 'scores.json'))
+  assert list(scores['rows']) == ['base', 'bilinear', 'ssr'], scores['rows'].keys()
+  assert scores['scores'] == scores['rows']['ssr']['scores']

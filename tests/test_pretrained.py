@@ -89,3 +89,36 @@ def test_shipped_conditional_model_animates_the_given_image():
   got = [metrics.detect(v)['color'] for v in raw]
   assert got == ['red', 'blue'], got
   assert np.abs(raw[:, -1] - images).mean() > 0.01  # and the clip is not frame 0 held
+
+
+def test_shipped_ssr_is_the_cascades_default_and_upsamples_a_real_clip():
+  """sample.py runs base -> SSR by default: the shipped SSR (pretrained/ssr_tiny, one
+  checkpoint) is chosen for a base model of its input size, not with --base_only or
+  for another size. Loaded as sample.py loads it, it upsamples a real 32-px clip to
+  64 px near the real 64-px clip (mean abs error 0.03 measured in [-1, 1]; bilinear
+  upsampling 0.016, a black clip 0.2) and keeps its colour and shape."""
+  from data import shapes  # pylint: disable=g-import-not-at-top
+  from stunet import sample_request  # pylint: disable=g-import-not-at-top
+  from stunet import ssr  # pylint: disable=g-import-not-at-top
+  request = sample_request.SampleRequest(prompts=['a red square moves left'])
+  lines = []
+  assert sample_request._ssr_run(request, 32, lines.append) == (checkpoints.PRETRAINED_SSR,
+                                                                None)
+  assert sample_request._ssr_run(request, 16, lines.append) == (None, None)
+  assert 'upsamples 32px frames, this model makes 16px' in lines[0], lines
+  request.base_only = True
+  assert sample_request._ssr_run(request, 32, lines.append) == (None, None)
+  steps = os.listdir(os.path.join(checkpoints.PRETRAINED_SSR, 'checkpoints'))
+  assert len(steps) == 1 and steps[0].isdigit(), steps
+
+  gen, config = Generator.from_workdir(checkpoints.PRETRAINED_SSR)
+  assert gen.ssr and config.model.lowres_size == 32 and config.data.size == 64
+  label = dict(color='green', shape='circle', motion='moves right')
+  truth = shapes.render(label, config.data.num_frames, 64, np.random.default_rng(5))
+  truth = truth[None].astype(np.float32) / 127.5 - 1.
+  high = gen([shapes.caption(**label)], guidance=config.sample.guidance, seed=0,
+             lowres=np.asarray(ssr.resize(truth, 32)))
+  assert high.shape == truth.shape
+  assert np.abs(high - truth).mean() < 0.05, np.abs(high - truth).mean()
+  got = metrics.detect(high[0])
+  assert (got['color'], got['shape']) == ('green', 'circle'), got
