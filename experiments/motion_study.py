@@ -148,9 +148,12 @@ def main(argv):
           continue
         eval_dir = os.path.join(run_dir, f'eval_{step}' if step else 'eval')
         print(f'{row}: evaluating', flush=True)
+        # The study's sampler (DDPM, 24 steps), whatever the configs' default; a variant's
+        # own evaluate flags come after and win.
         _run([py, 'evaluate.py', f'--workdir={workdir}', f'--num_samples={_NUM.value}',
               f'--seed={_EVAL_SEED.value}', f'--output_dir={eval_dir}',
-              f'--{"" if _FVD.value else "no"}fvd', *eval_flags]
+              f'--{"" if _FVD.value else "no"}fvd', '--sampler=ddpm', '--num_steps=24',
+              *eval_flags]
              + ([f'--step={step}'] if step else []), log)
         scores = json.load(open(os.path.join(eval_dir, 'scores.json')))
         minutes = None

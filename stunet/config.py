@@ -205,6 +205,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_steps = 32                # denoising steps
   c.sample.guidance = 3.0                # classifier-free guidance weight w
   c.sample.sampler = 'ddim'              # one of sampling.SAMPLERS
+  c.sample.spacing = 'uniform'           # step times: uniform | quadratic (dense near 0)
   c.sample.threshold = 0.995             # dynamic-thresholding percentile (0: clip)
   # Clips longer than `window` frames (0: the trained data.num_frames) are denoised in
   # windows overlapping by `overlap` frames, fused at every step (MultiDiffusion).
@@ -227,6 +228,7 @@ CHOICES = {
     'train.nan_policy': monitoring.NAN_POLICIES,
     'cascade.role': cascade.ROLES,
     'sample.sampler': sampling.SAMPLERS,
+    'sample.spacing': sampling.SPACINGS,
     'sample.weighting': multidiffusion.WEIGHTINGS,
 }
 

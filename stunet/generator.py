@@ -37,14 +37,15 @@ class Generator:
 
   def __init__(self, model, params, tokenizer, video_shape, *, num_steps: int,
                sampler: str, threshold: float, window: int, overlap: int, weighting: str,
-               window_batch: int, lowres_aug: float,
+               window_batch: int, lowres_aug: float, spacing: str = 'uniform',
                mesh: Optional[jax.sharding.Mesh] = None, rules=()):
     """The sampler settings are config.sample's (``from_config``, ``from_workdir``);
     mesh and rules: where and how to run (``sampling.make_sampler``; None: plain jit)."""
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.mesh, self.rules = mesh, rules
     self.video_shape = tuple(video_shape)  # (t, h, w, c); t: the trained clip length
-    self.kw = dict(num_steps=num_steps, sampler=sampler, threshold=threshold)
+    self.kw = dict(num_steps=num_steps, sampler=sampler, threshold=threshold,
+                   spacing=spacing)
     self.window = window or self.video_shape[0]
     self.window_kw = dict(overlap=overlap, weighting=weighting, batch=window_batch)
     self.lowres_aug = lowres_aug
@@ -58,7 +59,8 @@ class Generator:
   def from_workdir(cls, workdir: str, step: Optional[int] = None, *,
                    num_steps: Optional[int] = None, sampler: Optional[str] = None,
                    window: Optional[int] = None, overlap: Optional[int] = None,
-                   threshold: Optional[float] = None, mesh_shape: Optional[tuple] = None):
+                   threshold: Optional[float] = None, mesh_shape: Optional[tuple] = None,
+                   spacing: Optional[str] = None):
     """A Generator for a train.py workdir's checkpoint (EMA weights); unset sampler
     settings come from the run's config. It runs on the mesh of the run's config.mesh
     (``mesh_shape`` overrides its shape; a shape made for another number of devices
@@ -83,7 +85,7 @@ class Generator:
     gen = cls.from_config(build_model(config.model), {'params': params},
                           Tokenizer.from_config(config.data), config, num_steps=num_steps,
                           sampler=sampler, window=window, overlap=overlap,
-                          threshold=threshold, mesh=mesh)
+                          threshold=threshold, mesh=mesh, spacing=spacing)
     return gen, config
 
   @classmethod
@@ -91,7 +93,7 @@ class Generator:
                   num_steps: Optional[int] = None, sampler: Optional[str] = None,
                   window: Optional[int] = None, overlap: Optional[int] = None,
                   threshold: Optional[float] = None,
-                  mesh: Optional[jax.sharding.Mesh] = None):
+                  mesh: Optional[jax.sharding.Mesh] = None, spacing: Optional[str] = None):
     """A Generator of ``model`` with the clip shape of config.data and the sampler
     settings of config.sample (the arguments that are not None override them); on
     ``mesh`` (if given) under config.mesh's logical axis rules."""
@@ -99,7 +101,7 @@ class Generator:
     frames = cascade.model_frames(config)  # the clip, or a cascade stage's part of it
     return cls(model, params, tokenizer, (frames, d.size, d.size, 3),
                num_steps=sc.num_steps if num_steps is None else num_steps,
-               sampler=sampler or sc.sampler,
+               sampler=sampler or sc.sampler, spacing=spacing or sc.spacing,
                threshold=sc.threshold if threshold is None else threshold,
                window=sc.window if window is None else window,
                overlap=sc.overlap if overlap is None else overlap,
@@ -122,11 +124,12 @@ class Generator:
   def __call__(self, prompts, *, guidance: float, seed: int = 0,
                num_frames: Optional[int] = None, lowres=None, init=None,
                t_start: float = 1., num_steps: Optional[int] = None, cond=None,
-               negative_prompt: Optional[str] = None, progress=None, preview=None):
+               negative_prompt=None, progress=None, preview=None):
     """prompts: list of b str -> videos float32 [b, t, h, w, 3] in [-1, 1].
 
-    negative_prompt: the unconditional branch of guidance gets this text instead of the
-    empty prompt, so guidance pushes away from it (every video of the call).
+    negative_prompt: the unconditional branch of guidance gets this text (one for every
+    video, or a list of one per prompt) instead of the empty prompt, so guidance pushes
+    away from it.
     progress(step, num_steps), preview(step, t, x_hat): host hooks called after every
     denoising step (``sampling.make_sampler``): for a progress bar, and to watch the
     prediction of the clean videos form. A sampler is compiled per combination of hooks
@@ -174,11 +177,16 @@ class Generator:
                           self.model.unet.temporal_factor,
                           'a window' if windows else 'a clip', 'change --frames or --window')
     tokens, mask = self.tokenizer.encode(prompts)
-    if negative_prompt is not None and not negative_prompt.strip():
-      raise ValueError('the negative prompt is empty: leave it out for the plain empty '
-                       'unconditional prompt.')
-    null_tokens, null_mask = (self.tokenizer.encode([negative_prompt] * b) if negative_prompt
-                              else self.tokenizer.null(b))
+    if negative_prompt is None:
+      null_tokens, null_mask = self.tokenizer.null(b)
+    else:
+      negatives = ([negative_prompt] * b if isinstance(negative_prompt, str)
+                   else list(negative_prompt))
+      if len(negatives) != b or any(not n.strip() for n in negatives):
+        raise ValueError(f'negative prompts: need one non-empty text, or one per prompt '
+                         f'({b}); got {negative_prompt!r}. Leave them out for the plain '
+                         f'empty unconditional prompt.')
+      null_tokens, null_mask = self.tokenizer.encode(negatives)
     shape = (b, num_frames) + self.video_shape[1:]
     if init is not None:
       init = jnp.asarray(init, jnp.float32)

@@ -246,8 +246,13 @@ def test_negative_prompt_takes_the_unconditional_branch():
     out = gen(prompts, guidance=w, negative_prompt=negative)
     np.testing.assert_allclose(out[:, 0, 0, 0, 0], np.clip((1 + w) * x_c - w * x_u, -1, 1),
                                atol=1e-4)
-  with pytest.raises(ValueError, match='negative prompt is empty'):
-    gen(prompts, guidance=w, negative_prompt='  ')
+  negatives = ['a red square moves right', 'a blue circle shrinks']  # one per prompt
+  out = gen(prompts, guidance=w, negative_prompt=negatives)
+  x_u = TextDenoiser.point(gen.tokenizer, negatives)
+  np.testing.assert_allclose(out[:, 0, 0, 0, 0], (1 + w) * x_c - w * x_u, atol=1e-4)
+  for bad in ('  ', ['a red square']):
+    with pytest.raises(ValueError, match='negative prompts: need one non-empty text'):
+      gen(prompts, guidance=w, negative_prompt=bad)
 
 
 @pytest.mark.parametrize('sampler', sampling.SAMPLERS)
@@ -267,3 +272,15 @@ def test_progress_and_preview_hooks_see_every_step(sampler):
   assert len(again) == 4 and len(steps) == 4
   gen(['a red square moves left'], guidance=0.)
   assert len(again) == 4
+
+
+def test_step_times_run_from_t_start_to_0_and_quadratic_ends_near_0():
+  for spacing in sampling.SPACINGS:
+    t = np.asarray(sampling.step_times(12, 0.8, spacing))
+    assert t.shape == (13,) and t[0] == pytest.approx(0.8) and t[-1] == 0.
+    assert np.all(np.diff(t) < 0)
+  np.testing.assert_allclose(sampling.step_times(12)[-2], 1 / 12, rtol=1e-6)
+  np.testing.assert_allclose(sampling.step_times(12, spacing='quadratic')[-2], 1 / 144,
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match='unknown step spacing'):
+    sampling.step_times(4, spacing='cubic')

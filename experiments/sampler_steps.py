@@ -1,0 +1,162 @@
+"""Quality against denoising steps, per sampler: what a faster solver buys.
+
+The base model: each setting (sampler:steps) is one `evaluate.py` run on the same
+prompts and seeds: colour / shape / motion accuracy of the analytic detector on
+``--num_samples`` prompts, sampling seconds per video (compile excluded), and FVD
+against held-out real clips for the settings in ``--fvd`` (about 1 s per video, three
+sets per row).
+
+An SSR model (``--ssr_workdir``): real clips whose ground truth is known are
+downsampled to its input size, as in training, and upsampled with each setting; rows
+give the mean absolute error against the real high-res clips, the mean frame-to-frame
+change (real clips: ``real``), the detector's accuracies on the output, and seconds per
+video, next to plain bilinear upsampling.
+
+  python experiments/sampler_steps.py --output_dir=steps \
+      --settings=ddpm:24,ddim:12,dpm++2m:8,dpm++2m:12 --fvd=ddpm:24,dpm++2m:12
+  python experiments/sampler_steps.py --ssr_workdir=pretrained/ssr_tiny \
+      --settings=ddim:16,dpm++2m:8 --num_samples=32 --output_dir=steps_ssr
+
+Writes ``<output_dir>/results.json`` and a Markdown table ``<output_dir>/table.md``;
+each row's evaluation stays in ``<output_dir>/<sampler>_<steps>``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+from stunet import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_OUT = flags.DEFINE_string('output_dir', 'sampler_steps', 'Where results go.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The base model (default: the shipped one).')
+_SSR = flags.DEFINE_string('ssr_workdir', None, 'Score this SSR run instead, on real '
+                           'clips downsampled to its input (the ground truth known).')
+_SETTINGS = flags.DEFINE_list('settings', ['ddpm:24', 'ddim:12', 'ddim:24', 'dpm++2m:4',
+                                           'dpm++2m:8', 'dpm++2m:12', 'dpm++2m:16'],
+                              'sampler:steps to score.')
+_FVD = flags.DEFINE_list('fvd', [], 'Settings also scored on FVD.')
+_NUM = flags.DEFINE_integer('num_samples', 128, 'Prompts per setting.')
+_SEED = flags.DEFINE_integer('seed', 4321, 'Prompt and sampling seed (evaluate.py --seed).')
+
+
+def _setting(text: str) -> tuple:
+  """'sampler:steps' or 'sampler:steps:spacing' -> (sampler, steps, spacing)."""
+  try:
+    sampler, steps, *spacing = text.split(':')
+    if len(spacing) > 1:
+      raise ValueError(text)
+    return sampler, int(steps), spacing[0] if spacing else 'uniform'
+  except ValueError as e:
+    raise app.UsageError(f'--settings: {text!r} is not sampler:steps[:spacing], e.g. '
+                         f'dpm++2m:12 or dpm++2m:12:quadratic.') from e
+
+
+def ssr_rows(settings, results, results_path):
+  """Scores the SSR of --ssr_workdir on real clips (ground truth known), per setting."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from data import shapes  # pylint: disable=g-import-not-at-top
+  from data import shapes_metrics as metrics  # pylint: disable=g-import-not-at-top
+  from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
+  from stunet import ssr  # pylint: disable=g-import-not-at-top
+  from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(_SSR.value)
+  size, frames = config.data.size, 16
+  examples = [shapes.example(_SEED.value, i, frames, size) for i in range(_NUM.value)]
+  truth = np.stack([e['video'] for e in examples]).astype(np.float32) / 127.5 - 1.
+  prompts = [e['caption'] for e in examples]
+  low = np.asarray(ssr.resize(truth, config.model.lowres_size))
+
+  def row(videos, **extra):
+    scores = metrics.score(videos, prompts)
+    return dict(**{k: scores[k] for k in ('color_acc', 'shape_acc', 'motion_acc', 'all_acc')},
+                mae=float(np.abs(videos - truth).mean()),
+                frame_change=metrics.frame_change(videos)['mean'], **extra)
+
+  results.setdefault('real', row(truth, sampler='real clips', steps=0, s_per_video=0.))
+  results.setdefault('bilinear', row(np.clip(np.asarray(ssr.resize(low, size)), -1., 1.),
+                                     sampler='bilinear', steps=0, s_per_video=0.))
+  for sampler, steps, spacing in settings:
+    name = f'{sampler}:{steps}:{spacing}'
+    if name in results:
+      continue
+    gen, _ = Generator.from_workdir(_SSR.value, sampler=sampler, num_steps=steps,
+                                    spacing=spacing)
+    out, seconds, n = [], 0., 8
+    for i in range(0, len(prompts), n):
+      out.append(gen(prompts[i:i + n], guidance=config.sample.guidance, seed=_SEED.value + i,
+                     lowres=low[i:i + n]))
+      seconds += gen.last_times['sample_s']
+    results[name] = row(np.concatenate(out), sampler=sampler, steps=steps, spacing=spacing,
+                        s_per_video=seconds / len(prompts))
+    json.dump(results, open(results_path, 'w'), indent=2)
+    print(f'{name}: {results[name]}', flush=True)
+  lines = ['| sampler | steps | spacing | MAE vs real | frame change | colour | shape | '
+           'motion | s/video |', '|---|---|---|---|---|---|---|---|---|']
+  for r in results.values():
+    lines.append(f'| {r["sampler"]} | {r["steps"] or "-"} | {r.get("spacing", "-")} | '
+                 f'{r["mae"]:.4f} | '
+                 f'{r["frame_change"]:.4f} | {r["color_acc"]:.3f} | {r["shape_acc"]:.3f} | '
+                 f'{r["motion_acc"]:.3f} | {r["s_per_video"]:.2f} |')
+  return lines
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
+  settings = [_setting(s) for s in _SETTINGS.value]
+  unknown = {_setting(s) for s in _FVD.value} - set(settings)
+  if unknown:
+    raise app.UsageError(f'--fvd names settings that --settings does not: {sorted(unknown)}.')
+  os.makedirs(_OUT.value, exist_ok=True)
+  results_path = os.path.join(_OUT.value, 'results.json')
+  results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+  if _SSR.value:
+    lines = ssr_rows(settings, results, results_path)
+    open(os.path.join(_OUT.value, 'table.md'), 'w').write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    return
+  for sampler, steps, spacing in settings:
+    name = f'{sampler}:{steps}:{spacing}'
+    if name in results:
+      continue
+    out_dir = os.path.join(_OUT.value, f'{sampler}_{steps}_{spacing}')
+    fvd = (sampler, steps, spacing) in {_setting(s) for s in _FVD.value}
+    cmd = [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--num_samples={_NUM.value}',
+           f'--seed={_SEED.value}', f'--output_dir={out_dir}', f'--{"" if fvd else "no"}fvd',
+           f'--sampler={sampler}', f'--num_steps={steps}', f'--spacing={spacing}']
+    cmd += [f'--workdir={_WORKDIR.value}'] if _WORKDIR.value else []
+    print(f'{name}: evaluating', flush=True)
+    with open(out_dir + '.log', 'w') as log:
+      subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    scores = json.load(open(os.path.join(out_dir, 'scores.json')))
+    times = scores['times']['sampling']
+    results[name] = dict(sampler=sampler, steps=steps, spacing=spacing, **scores['scores'],
+                         fvd=(scores['fvd'] or {}).get('fvd'),
+                         fvd_floor=(scores['fvd'] or {}).get('real_vs_real'),
+                         s_per_video=times['sample_s'] / scores['scores']['n'])
+    json.dump(results, open(results_path, 'w'), indent=2)
+    r = results[name]
+    print(f'{name}: colour {r["color_acc"]:.3f} shape {r["shape_acc"]:.3f} motion '
+          f'{r["motion_acc"]:.3f} all {r["all_acc"]:.3f}, {r["s_per_video"]:.2f} s/video',
+          flush=True)
+  lines = ['| sampler | steps | spacing | colour | shape | motion | all | FVD (floor) | '
+           's/video |', '|---|---|---|---|---|---|---|---|---|']
+  for r in results.values():
+    fvd = f'{r["fvd"]:.0f} ({r["fvd_floor"]:.0f})' if r.get('fvd') is not None else '-'
+    lines.append(f'| {r["sampler"]} | {r["steps"]} | {r.get("spacing", "uniform")} | '
+                 f'{r["color_acc"]:.3f} | '
+                 f'{r["shape_acc"]:.3f} | {r["motion_acc"]:.3f} | {r["all_acc"]:.3f} | {fvd} | '
+                 f'{r["s_per_video"]:.2f} |')
+  open(os.path.join(_OUT.value, 'table.md'), 'w').write('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  cli.run(main)
