@@ -60,18 +60,20 @@ def progress_bar(desc: str):
   """A progress bar with ETA on stderr for one sampling stage; yields the sampler's
   ``progress(step, num_steps)`` hook (``generator.Generator``), which moves it."""
   import tqdm  # pylint: disable=g-import-not-at-top
-  bar = tqdm.tqdm(desc=desc, unit='step', file=sys.stderr, dynamic_ncols=True, leave=False)
+  bars = []  # made at the first step, so that compiling does not count in the ETA
 
   def hook(step, num_steps):
-    del step  # the hook is called once per step, in order
-    if bar.total != int(num_steps):
-      bar.total = int(num_steps)
-    bar.update(1)
+    del step  # the hook is called once per step
+    if not bars:
+      bars.append(tqdm.tqdm(desc=desc, total=int(num_steps), unit='step', file=sys.stderr,
+                            dynamic_ncols=True, leave=False))
+    bars[0].update(1)
 
   try:
     yield hook
   finally:
-    bar.close()
+    for bar in bars:
+      bar.close()
 
 
 def quiet_library_logs() -> None:
