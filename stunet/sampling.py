@@ -121,7 +121,8 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
   z_init=None, lowres=None, lowres_aug=0., cond_video=None, cond_mask=None)``.
 
   shape: (b, t, h, w, c) of the video. tokens, mask: [b, L]; null_*: [b, L] (the
-  unconditional branch's prompt: the empty one, or a negative prompt). guidance: scalar weight w (traced: changing it does not recompile).
+  unconditional branch's prompt: the empty one, or a negative prompt). guidance: scalar
+  weight w (traced: changing it does not recompile).
   z_init: optional starting point [b, t, h, w, c] at time t_start (SDEdit); by
   default pure noise at t = 1. lowres: the SSR's low-res video [b, t, h', w', c],
   noise-augmented to level lowres_aug (traced). cond_video, cond_mask: the conditional
