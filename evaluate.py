@@ -198,14 +198,14 @@ def _check_flags() -> None:
     raise app.UsageError(str(e)) from e
 
 
-def _score(videos, prompts, fvd_sets) -> dict:
-  """Detector accuracies, frame-change profile and (with fvd_sets, the Featurizer and
-  the two real sets' features at this size) FVD and its floor of one set of videos."""
+def _score(videos, prompts, reference) -> dict:
+  """Detector accuracies, frame-change profile and (with reference, ``_fvd_reference``
+  at this size) FVD and its floor of one set of videos."""
   row = {'scores': metrics.score(videos, prompts), 'frame_change': metrics.frame_change(videos),
          'size': int(videos.shape[2]), 'fvd': None}
-  if fvd_sets:
+  if reference:
     from stunet import fvd  # pylint: disable=g-import-not-at-top
-    featurizer, real_a, real_b = fvd_sets
+    featurizer, real_a, real_b = reference
     if videos.dtype == np.uint8:  # real clips (--source=data)
       videos = videos.astype(np.float32) / 127.5 - 1.
     row['fvd'] = {'fvd': fvd.fvd(featurizer(videos), real_a),
@@ -213,22 +213,19 @@ def _score(videos, prompts, fvd_sets) -> dict:
   return row
 
 
-def _fvd_sets(prompts, frames: int, sizes) -> dict:
-  """{size: (featurizer, features of real set a, of real set b)}: two held-out real sets
-  of the prompts per frame size (FVD's reference and the floor's second set); {} when the
+def _fvd_reference(prompts, frames: int, size: int):
+  """(featurizer, features of real set a, of real set b): two held-out real sets of the
+  prompts at this frame size (FVD's reference and the floor's second set); None when the
   clips are too short for I3D."""
   from stunet import fvd  # pylint: disable=g-import-not-at-top
   if frames < fvd.MIN_FRAMES:
     print(f'FVD skipped: I3D needs at least {fvd.MIN_FRAMES} frames, these videos have '
           f'{frames}.')
-    return {}
+    return None
   featurizer = fvd.Featurizer(batch_size=8)
-  out = {}
-  for size in sorted(set(sizes)):
-    print(f'FVD: I3D features of 2 x {len(prompts)} real {size}px clips', flush=True)
-    out[size] = tuple([featurizer] + [featurizer(real_clips(prompts, _SEED.value + k, frames,
-                                                            size)) for k in (10_001, 10_002)])
-  return out
+  print(f'FVD: I3D features of 2 x {len(prompts)} real {size}px clips', flush=True)
+  return (featurizer,) + tuple(featurizer(real_clips(prompts, _SEED.value + k, frames, size))
+                               for k in (10_001, 10_002))
 
 
 def _print_row(name, row, chance):
@@ -277,8 +274,10 @@ def main(argv):
   os.makedirs(out_dir, exist_ok=True)
   frames = videos.shape[1]
   # FVD at the final size (with an SSR: its output against its bilinear upsampling).
-  fvd_sets = _fvd_sets(prompts, frames, [videos.shape[2]]) if _FVD.value else {}
-  scored = {name: _score(v, prompts, fvd_sets.get(v.shape[2])) for name, v in rows.items()}
+  size = videos.shape[2]
+  reference = _fvd_reference(prompts, frames, size) if _FVD.value else None
+  scored = {name: _score(v, prompts, reference if v.shape[2] == size else None)
+            for name, v in rows.items()}
   final = list(scored.values())[-1]
   real_change = metrics.frame_change(real_clips(prompts, _SEED.value + 10_001, frames,
                                                 videos.shape[2]))

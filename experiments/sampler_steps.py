@@ -111,7 +111,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   settings = [_setting(s) for s in _SETTINGS.value]
-  unknown = {_setting(s) for s in _FVD.value} - set(settings)
+  fvd_settings = {_setting(s) for s in _FVD.value}
+  unknown = fvd_settings - set(settings)
   if unknown:
     raise app.UsageError(f'--fvd names settings that --settings does not: {sorted(unknown)}.')
   os.makedirs(_OUT.value, exist_ok=True)
@@ -127,7 +128,7 @@ def main(argv):
     if name in results:
       continue
     out_dir = os.path.join(_OUT.value, f'{sampler}_{steps}_{spacing}')
-    fvd = (sampler, steps, spacing) in {_setting(s) for s in _FVD.value}
+    fvd = (sampler, steps, spacing) in fvd_settings
     cmd = [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--num_samples={_NUM.value}',
            f'--seed={_SEED.value}', f'--output_dir={out_dir}', f'--{"" if fvd else "no"}fvd',
            f'--sampler={sampler}', f'--num_steps={steps}', f'--spacing={spacing}']
