@@ -57,14 +57,69 @@ def test_hlo_collectives_reads_each_op_once_with_its_result_bytes():
   %mul = f32[4,8]{1,0} multiply(%ag, %ag)
   """
   ops = hlo_module.hlo_collectives(text, with_ops=True)
-  assert ops == [('all-gather', [('bf16', (4, 8))], 64, 'jit(f)/u/conv'),
-                 ('all-to-all', [('f32', (2, 3)), ('f32', (2, 3))], 48, ''),
-                 ('all-gather', [('f32', (8,))], 32, ''),
-                 ('all-reduce', [('f32', ())], 4, ''),
-                 ('collective-permute', [('s32', (5,))], 20, '')]
+  assert ops == [('all-gather', [('bf16', (4, 8))], 64, 1, 'jit(f)/u/conv'),
+                 ('all-to-all', [('f32', (2, 3)), ('f32', (2, 3))], 48, 1, ''),
+                 ('all-gather', [('f32', (8,))], 32, 1, ''),
+                 ('all-reduce', [('f32', ())], 4, 1, ''),
+                 ('collective-permute', [('s32', (5,))], 20, 1, '')]
   assert hlo_module.collective_bytes(text) == {
       'all-gather': (2, 96), 'all-reduce': (1, 4), 'reduce-scatter': (0, 0),
       'all-to-all': (1, 48), 'collective-permute': (1, 20)}
+
+
+def test_hlo_replica_groups_in_every_form_xla_prints():
+  hlo_module = _module('hlo')
+  groups = hlo_module.replica_groups
+  assert groups('x = f32[4] all-reduce(y), replica_groups={{0,1},{2,3}}') == [[0, 1], [2, 3]]
+  assert groups('replica_groups=[2,4]<=[8], dims') == [[0, 1, 2, 3], [4, 5, 6, 7]]
+  assert groups('replica_groups=[4,2]<=[2,4]T(1,0), x') == [[0, 4], [1, 5], [2, 6], [3, 7]]
+  # The mesh form: groups along the named axes of the device mesh (row-major ids).
+  mesh = "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0'}, use_global_device_ids"
+  assert groups(mesh) == [[0, 4], [1, 5], [2, 6], [3, 7]]
+  mesh = "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, x"
+  assert groups(mesh) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+  mesh = "replica_groups=mesh['axis_0'=2,'axis_1'=4], device_ids=([4,2]T(1,0)) {'axis_1'}"
+  assert groups(mesh) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+  assert groups('source_target_pairs={{0,1},{1,0}}') == [[0, 1], [1, 0]]
+  assert groups('x = f32[4] all-reduce(y), to_apply=%add') is None
+  assert hlo_module.link([[0, 1, 2, 3], [4, 5, 6, 7]], 4) == 'node'
+  assert hlo_module.link([[0, 4], [1, 5]], 4) == 'cross'
+  assert hlo_module.link(None, 4) == '?'
+  assert hlo_module.wire_bytes('all-gather', 400, 4) == 300
+  assert hlo_module.wire_bytes('all-reduce', 400, 4) == 600
+  assert hlo_module.wire_bytes('reduce-scatter', 100, 4) == 300
+
+
+def test_hlo_loop_trip_counts_multiply_the_collectives_of_nested_bodies():
+  hlo_module = _module('hlo')
+  text = """
+%inner_body (p: f32[2]) -> f32[2] {
+  %ag = f32[8]{0} all-gather(%p), replica_groups=[1,4]<=[4], dimensions={0}
+}
+
+%outer_body (p: f32[2]) -> f32[2] {
+  %w = f32[2]{0} while(%p), condition=%c2, body=%inner_body, backend_config={"known_trip_count":{"n":"3"}}
+  %ar = f32[2]{0} all-reduce(%w), replica_groups={{0,1},{2,3}}, to_apply=%add
+}
+
+%loose_body (p: f32[2]) -> f32[2] {
+  %a2a = f32[2]{0} all-to-all(%p), replica_groups={{0,1,2,3}}
+}
+
+ENTRY %main (a: f32[2]) -> f32[2] {
+  %w1 = f32[2]{0} while(%a), condition=%c1, body=%outer_body, backend_config={"known_trip_count":{"n":"4"}}
+  %w2 = f32[2]{0} while(%w1), condition=%c3, body=%loose_body
+  ROOT %r = f32[2]{0} all-reduce(%w2), replica_groups={{0,1,2,3}}, to_apply=%add
+}
+"""
+  assert hlo_module.collective_bytes(text) == {
+      'all-gather': (12, 12 * 32), 'all-reduce': (5, 4 * 8 + 8), 'reduce-scatter': (0, 0),
+      'all-to-all': (1, 8), 'collective-permute': (0, 0)}
+  assert hlo_module.unbounded_loops(text) == {'loose_body'}
+  links = hlo_module.collective_links(text, node_size=2)
+  assert links[('all-gather', 'cross')] == 12 * 32 * 3 / 4
+  assert links[('all-reduce', 'node')] == 4 * 2 * 8 / 2
+  assert links[('all-reduce', 'cross')] == 2 * 8 * 3 / 4
 
 
 def test_accelerator_check_runs_on_cpu_and_prints_every_figure():

@@ -58,11 +58,11 @@ def test_sharded_steps_equal_one_device():
     st8 = jax.device_put(init, s8.shardings)
     step = f8.lower(st8, sharding.global_batch(batch, m8), jax.random.key(1)).compile()
     ops = hlo.hlo_collectives(step.as_text())
-    assert any(kind == 'all-to-all' for kind, _, _ in ops), mesh_shape
+    assert any(kind == 'all-to-all' for kind, *_ in ops), mesh_shape
     # Gathered video activations: not a parameter's shape, and at least one clip's
     # smallest activation (4 frames x 8x8 x 16 channels; the text's keys and values,
     # [4 clips, 8 tokens, 32], are below it).
-    gathered = [sh for kind, shapes, _ in ops if kind == 'all-gather' for _, sh in shapes
+    gathered = [sh for kind, shapes, *_ in ops if kind == 'all-gather' for _, sh in shapes
                 if sh not in param_shapes and np.prod(sh) >= 4 * 8 * 8 * 16]
     assert not gathered, (mesh_shape, gathered)
     for _ in range(2):
@@ -127,7 +127,7 @@ def test_sampler_on_the_mesh_equals_one_device():
   fn = sampling.make_sampler(s.model, shape, mesh=mesh, rules=sharding.rules(cfg.mesh), **kw)
   sharded = jax.device_put(params, s.shardings.params)
   compiled = fn.lower({'params': sharded}, *args).compile()
-  assert any(k == 'all-to-all' for k, _, _ in hlo.hlo_collectives(compiled.as_text()))
+  assert any(k == 'all-to-all' for k, *_ in hlo.hlo_collectives(compiled.as_text()))
   out = compiled({'params': sharded}, *args)
   assert len(out.sharding.device_set) == 8
   np.testing.assert_allclose(np.asarray(out), np.asarray(one), atol=2e-5)
