@@ -11,10 +11,18 @@ Variants (big_vision style, after a colon):
   configs/paper.py:model=ssr                the spatial super-resolution model's shape:
                                             128 -> 1024 per frame on a window of frames
   configs/paper.py:model=ssr,window=8       ... on windows of 8 frames
+  ...,text=encoder                          the frozen T5-XXL encoder runs inside the
+                                            train step (the default with stage=stunet,
+                                            text=precomputed, reads T5 embeddings stored
+                                            with the clips)
 
-Nothing here downloads anything: data.name, data.tokenizer and train.init_from are
-placeholders for a video-caption dataset prepared as tfds under data.data_dir, T5's
-sentencepiece model, and a T2I workdir at these widths. They are meant for pods
+Nothing here downloads anything: data.records, model.text.pretrained and
+train.init_from are placeholders for video-caption records with stored T5 embeddings
+(data/ingest.py, then data/embed_captions.py), a local T5 v1.1 XXL checkpoint (its
+spiece.model is the tokenizer; sampling encodes prompts with it) and a T2I workdir at
+these widths; with text=encoder, data.name, data.tokenizer and train.init_from are (a
+tfds dataset under data.data_dir, T5's sentencepiece model, a T2I workdir whose frozen
+encoder the step runs). They are meant for pods
 (`python train.py --config=configs/paper.py:model=base --workdir=gs://...` on every
 host); `benchmarks/paper_scale.py` compiles their train step for a large mesh of
 fake CPU devices and prints per-device memory and FLOPs.
@@ -34,13 +42,19 @@ T5_MAX_LEN = 128
 
 
 def get_config(arg: str = 'model=base'):
-  args = config_lib.parse_arg(arg, model='base', stage='stunet', window=16)
-  model, stage, window = args['model'], args['stage'], args['window']
+  args = config_lib.parse_arg(arg, model='base', stage='stunet', window=16,
+                              text='')
+  model, stage, window, text = args['model'], args['stage'], args['window'], args['text']
   if model not in ('base', 'ssr'):
     raise ValueError(f'unknown model {model!r}; use model=base or model=ssr.')
   if stage not in ('stunet', 'scratch'):
     raise ValueError(f'unknown stage {stage!r}; use stage=stunet (temporal layers train, '
                      f'the rest frozen) or stage=scratch (every weight trains).')
+  text = text or ('encoder' if stage == 'scratch' else 'precomputed')
+  if text not in ('precomputed', 'encoder') or (text == 'precomputed' and stage == 'scratch'):
+    raise ValueError(f'text={text!r}: use text=precomputed (T5 embeddings stored with the '
+                     f'clips; not with stage=scratch, which trains the encoder) or '
+                     f'text=encoder (the encoder runs in the train step).')
   config = config_lib.base_config()
 
   d = config.data
@@ -57,6 +71,14 @@ def get_config(arg: str = 'model=base'):
   m.remat = 'full'                       # keep only block inputs for the backward pass
   for k, v in T5_XXL.items():
     setattr(m.text, k, v)
+  if text == 'precomputed':
+    # The frozen T5-XXL (4.76B parameters, 4x the U-Net) out of the train step: its
+    # embeddings are computed once per caption (data/embed_captions.py) and read with
+    # the clips, so the step neither runs nor all-gathers it (docs/scale.md). Sampling
+    # loads it from model.text.pretrained to encode prompts.
+    d.precomputed_text = True
+    d.records = './records'              # placeholder: ingest.py + embed_captions.py output
+    m.text.pretrained = 't5/t5-v1_1-xxl'  # placeholder: local HF T5 v1.1 XXL checkpoint
 
   if model == 'base':
     d.num_frames = 80                    # the whole 5 s clip at 16 fps in one pass
@@ -109,6 +131,12 @@ def get_config(arg: str = 'model=base'):
     m.lowres_size = 128
     config.sample.window = window
     config.sample.overlap = 2
+    # Training on random 256-px crops of the 1024-px frames (Imagen trained its SR
+    # models on crops): 1/16 of the activations, and the network is fully convolutional
+    # (no spatial self-attention; cross-attention and temporal attention treat every
+    # pixel alike), so it samples whole 1024-px frames. The low-res input of a crop is
+    # the crop downsampled 8x (32 px), aligned with the 128-px frame on its pixel grid.
+    d.crop_size = 256
 
   t = config.train
   t.stage = stage
@@ -118,7 +146,8 @@ def get_config(arg: str = 'model=base'):
   t.init_from = 'workdir/paper_t2i' if model == 'base' else 'workdir/paper_ssr_t2i'
   t.batch_size = 64                      # clips (base) or windows (ssr) per step (the
                                          # paper does not say), in 8 micro-batches: on 64
-  t.grad_accum = 8                       # chips one clip per 8-chip context group
+  t.grad_accum = 8                       # chips one clip per 8-chip context group (on
+                                         # 256 chips: batch_size=256, the same per chip)
   t.num_steps = 500_000
   t.lr = 1e-4
   t.warmup_steps = 10_000
@@ -131,9 +160,12 @@ def get_config(arg: str = 'model=base'):
   t.ckpt_every = 1000
   t.keep = 3
 
-  # Each clip over 8 chips (the context axis: its frames in spatial layers, its rows in
-  # temporal ones), clips over the remaining chips (fsdp), parameters over all of them.
-  config.mesh.shape = (1, -1, 1, 8)
+  # Each clip over the 8 chips of one node (the context axis: its frames in spatial
+  # layers, its rows in temporal ones), parameters split over those 8 (FSDP inside the
+  # node, over NVLink / ICI), nodes data-parallel (only the gradients' all-reduce crosses
+  # nodes): the ICI/DCN split of maxtext. (1, -1, 1, 8) splits parameters over every
+  # chip instead, and all-gathers them across nodes every micro-batch (docs/scale.md).
+  config.mesh.shape = (-1, 1, 1, 8)
 
   config.sample.sampler = 'ddim'
   config.sample.num_steps = 64

@@ -124,6 +124,35 @@ def make_dataset(
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def random_crops(ds: tf.data.Dataset, crop: int, step: int, seed: int) -> tf.data.Dataset:
+  """Crops every clip of each batch of `ds` to `crop` x `crop` pixels, the same window
+  in all its frames, at an offset drawn per clip from the multiples of `step` (the
+  SSR's upsampling factor: a crop then covers whole low-res pixels, so the low-res
+  conditioning made from it lines up with the low-res frame the SSR sees at sampling).
+
+  The offsets are a function of (seed, batch index, clip) alone: the same on every
+  host and in a resumed run (crop before skipping batches).
+  """
+  def crop_batch(index, batch):
+    video = batch["video"]
+    b, size = tf.shape(video)[0], video.shape[2]
+    if video.shape[3] != size or (size - crop) % step:
+      raise ValueError(f"random_crops: frames of {video.shape[2:4]} cannot be cropped to "
+                       f"{crop} at offsets that are multiples of {step}.")
+    positions = (size - crop) // step + 1
+    key = tf.stack([tf.constant(seed, tf.int64), index])
+    offsets = step * tf.random.stateless_uniform([b, 2], key, 0, positions, tf.int32)
+
+    def one(args):
+      clip, offset = args
+      return clip[:, offset[0]:offset[0] + crop, offset[1]:offset[1] + crop]
+
+    spec = tf.TensorSpec([video.shape[1], crop, crop, video.shape[4]], video.dtype)
+    return {**batch, "video": tf.map_fn(one, (video, offsets), fn_output_signature=spec)}
+
+  return ds.enumerate().map(crop_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def numpy_batches(ds: tf.data.Dataset, tokenize: Tokenize) -> Iterator[dict]:
   """Iterates `ds` as numpy batches with tokenized captions.
 
@@ -224,6 +253,10 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
                      process_index=k, process_count=shards)
         for k in mine
     ]
+  if d.crop_size:  # SSR on crops: per shard, so the crops do not depend on the hosts
+    step = d.size // config.model.lowres_size
+    parts = [random_crops(p, d.crop_size, step, seed=config.seed + k)
+             for p, k in zip(parts, mine)]
   ds = parts[0] if len(parts) == 1 else tf.data.Dataset.zip(tuple(parts)).map(
       lambda *b: {key: tf.concat([x[key] for x in b], 0) for key in b[0]})
   if start_step:

@@ -72,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
   # at a random frame and take every k-th frame, k drawn from frame_strides (those
   # that fit the video).
   c.data.records = ''
+  # SSR models only: train on random crop_size x crop_size crops of the frames (the same
+  # crop in every frame of a clip, at offsets on the low-res pixel grid) and sample whole
+  # frames of data.size (the SSR is fully convolutional, as Imagen's). 0: whole frames.
+  c.data.crop_size = 0
   c.data.frame_strides = (1,)
   # Read the text embeddings that data/embed_captions.py stored in the records
   # instead of running the text encoder every step (the U-Net then has no encoder
@@ -142,6 +146,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.stage = 'stunet'               # 't2i' | 'stunet' | 'scratch' | 'conditional'
   c.train.batch_size = 8                 # global batch: clips (STUNet) or frames (t2i)
   c.train.grad_accum = 1                 # micro-batches per step (batch_size / k each)
+  # With grad_accum > 1 and FSDP: gather each sharded parameter anew for every
+  # micro-batch (ZeRO-3: only one micro-batch's gathered weights are ever alive). False
+  # lets XLA hoist the gathers out of the accumulation loop, keeping every gathered
+  # parameter alive for the whole step: 1/grad_accum of the gather bytes, but a full
+  # copy of the parameters per device (docs/scale.md measures both).
+  c.train.regather_params = True
   c.train.frames_per_clip = 4            # t2i stage: random frames taken from each clip
   c.train.num_steps = 1000               # optimizer steps
   c.train.lr = 1e-3                      # peak learning rate
@@ -429,6 +439,23 @@ def _validate_kind(config) -> None:
     if m.temporal and m.temporal_resample:
       raise ValueError('an SSR model (config.model.lowres_size > 0) keeps the frame rate: '
                        'set config.model.temporal_resample=False.')
+    if d.size % m.lowres_size:
+      raise ValueError(f'config.model.lowres_size={m.lowres_size} must divide '
+                       f'config.data.size={d.size} (a whole upsampling factor).')
+  if d.crop_size:
+    step = d.size // m.lowres_size if m.lowres_size else 0
+    levels = 2 ** (len(m.channel_mult) - 1)
+    if not step or not levels * step <= d.crop_size < d.size or d.crop_size % (levels * step):
+      raise ValueError(
+          f'config.data.crop_size={d.crop_size}: training on crops is for SSR models '
+          f'(model.lowres_size > 0), and a crop must be below config.data.size={d.size} and '
+          f'a multiple of {levels * step or "the upsampling factor"} (the upsampling factor '
+          f'times the U-Net\'s {levels}x downsampling), so that it covers whole low-res '
+          f'pixels and halves evenly at every level.')
+    if m.layout_basis:
+      raise ValueError('config.data.crop_size needs a network without position: the layout '
+                       'bias (config.model.layout_basis) spans the input, a crop in training '
+                       'and the whole frame at sampling. Set one of them to 0.')
   if not cas.role:
     return
   if not m.temporal or m.lowres_size:

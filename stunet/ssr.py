@@ -53,11 +53,17 @@ class SuperResolution(TextToVideo):
   lowres_size: int = 0
 
   def denoise(self, z, t, text, text_mask, lowres, aug_t):
-    if lowres.shape[:2] != z.shape[:2] or lowres.shape[2:4] != (self.lowres_size,) * 2:
+    # The network is fully convolutional: it runs on whole frames (sampling) and on
+    # crops (training with data.crop_size), the low-res input being a whole factor
+    # smaller either way; callers check the factor against model.lowres_size.
+    h, w = lowres.shape[2:4]
+    if (lowres.shape[:2] != z.shape[:2] or h != w or not h < z.shape[2]
+        or z.shape[2] % h or z.shape[2] != z.shape[3]):
       raise ValueError(
           f'low-res input {lowres.shape} does not match this SSR model: it needs '
-          f'{z.shape[:2]} clips of {self.lowres_size}x{self.lowres_size} frames '
-          f'(model.lowres_size) to upsample to {z.shape[2]}x{z.shape[3]}.')
+          f'{z.shape[:2]} clips of square frames a whole factor smaller than '
+          f'{z.shape[2]}x{z.shape[3]} ({self.lowres_size}x{self.lowres_size} at the '
+          f'trained size, model.lowres_size).')
     up = resize(lowres.astype(jnp.float32), z.shape[2])
     return self.unet(jnp.concatenate([z, up.astype(z.dtype)], axis=-1), t, text, text_mask,
                      cond_t=aug_t)

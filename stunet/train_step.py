@@ -216,7 +216,9 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
     ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
     if lowres_size:  # SSR: the downsampled clip, noise-augmented to a random level
       r_aug = jax.random.fold_in(r_eps, 1)  # (base-model runs keep their randomness)
-      ex['lowres'], ex['aug_t'] = ssr.training_condition(r_aug, video, lowres_size,
+      # On crops (data.crop_size) the low-res clip is the crop's, at the same factor.
+      low = video.shape[2] * lowres_size // config.data.size
+      ex['lowres'], ex['aug_t'] = ssr.training_condition(r_aug, video, low,
                                                          tc.lowres_aug_max)
     if cascade_role == 'tsr':
       ex['cond'], ex['cond_mask'] = cond
@@ -237,7 +239,7 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
     ex = prepare(batch, jax.random.fold_in(rng, state.step))
     train, frozen = spec.split(state.params)
 
-    def loss(train, ex):
+    def loss(train, frozen, ex):
       params = unflatten({**train, **frozen})
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
           nn.logical_axis_rules(logical_rules):
@@ -250,10 +252,17 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
 
     grad_fn = jax.value_and_grad(loss)
     if accum == 1:
-      value, grads = grad_fn(train, ex)
+      value, grads = grad_fn(train, frozen, ex)
     else:
       def body(carry, micro):
-        value, grads = grad_fn(train, micro)
+        weights = (train, frozen)
+        if tc.regather_params:
+          # The weights are the same in every micro-batch, so XLA would hoist their
+          # all-gathers out of the loop and keep every gathered weight alive for the
+          # whole step. Tying the sharded weights to this micro-batch through a barrier
+          # keeps the gathers (and their buffers) inside one iteration.
+          weights, micro = jax.lax.optimization_barrier((weights, micro))
+        value, grads = grad_fn(*weights, micro)
         return jax.tree.map(jnp.add, carry, (value, grads)), None
       zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, train))
       (value, grads), _ = jax.lax.scan(body, zeros, micro_batches(ex))

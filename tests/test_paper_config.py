@@ -25,7 +25,7 @@ def _count(tree) -> int:
 
 
 def test_base_is_imagen_scale():
-  config = paper.get_config('model=base')
+  config = paper.get_config('model=base,text=encoder')  # the T5 in the model too
   assert (config.data.num_frames, config.data.size) == (80, 128)
   # 80 frames halve at each of the 4 resolution changes down to 5 at the coarsest level.
   assert config.data.num_frames // 2 ** (len(config.model.channel_mult) - 1) == 5
@@ -41,7 +41,7 @@ def test_base_is_imagen_scale():
 
 
 def test_ssr_builds_without_temporal_resampling():
-  config = paper.get_config('model=ssr')
+  config = paper.get_config('model=ssr,text=encoder')
   assert config.data.size == 1024 and config.data.num_frames == 16
   assert not config.model.temporal_resample
   params = _abstract_params(config)
@@ -55,3 +55,21 @@ def test_ssr_builds_without_temporal_resampling():
   assert config.model.lowres_size == 128
   assert params['unet']['conv_in']['kernel'].shape == (3, 3, 6, 128)
   assert 'aug_mlp_0' in params['unet']
+
+
+def test_pod_configs_train_on_stored_text_embeddings_and_ssr_crops():
+  """The default paper configs keep the frozen T5-XXL out of the train step (stored
+  embeddings; no encoder weights in the state), and the SSR trains on 256-px crops that
+  cover whole 128-px low-res pixels and halve evenly at each of its levels."""
+  from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
+  for arg in ('model=base', 'model=ssr'):
+    config = paper.get_config(arg)
+    assert config.data.precomputed_text and config.data.records
+    assert config.model.text.pretrained  # what sampling encodes prompts with
+    config_lib.validate(config)
+    assert not any(k[0] == 'text_encoder' for k in train_step.param_shapes(config))
+  assert paper.get_config('model=base,stage=scratch').data.precomputed_text is False
+  ssr = paper.get_config('model=ssr')
+  assert ssr.data.crop_size == 256 and ssr.data.size == 1024
+  assert ssr.data.crop_size % (ssr.data.size // ssr.model.lowres_size) == 0
+  assert paper.get_config('model=base').data.crop_size == 0

@@ -210,3 +210,48 @@ def test_text_warnings_read_the_captions_of_a_tfds_dataset(builder, data_dir):
   assert cut.startswith(f"100% of {NUM_TRAIN} training captions are longer than")
   c.data.tokenizer = ""  # the shipped tokenizer on the shapes data: nothing to check
   assert pipeline.TrainInputs(c).text_warnings() == []
+
+
+def test_ssr_crops_keep_high_res_and_low_res_aligned(builder):
+  """random_crops (data.crop_size, SSR training): the same window in every frame of a
+  clip, at offsets on the low-res pixel grid, deterministic per seed; the low-res clip
+  the train step makes from a crop (ssr.resize) is then the same region of the low-res
+  clip of the whole frames, which is what the SSR sees at sampling (inside a one-pixel
+  border, where the antialiasing filter of the crop's downsampling reaches past it)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from stunet import ssr  # pylint: disable=g-import-not-at-top
+
+  crop, step = 8, 2  # a 16-px frame, upsampled 2x from 8 px
+  rng = np.random.default_rng(0)
+  full = rng.uniform(-1, 1, size=(6, 4, FRAMES, SIZE, SIZE, 3)).astype(np.float32)
+  ds = tf.data.Dataset.from_tensor_slices({"video": full, "caption": np.full((6, 4), "a")})
+  cropped = [b["video"] for b in pipeline.random_crops(ds, crop, step, 3).as_numpy_iterator()]
+  again = [b["video"] for b in pipeline.random_crops(ds, crop, step, 3).as_numpy_iterator()]
+  other = [b["video"] for b in pipeline.random_crops(ds, crop, step, 4).as_numpy_iterator()]
+  assert all(np.array_equal(a, b) for a, b in zip(cropped, again))
+  assert not all(np.array_equal(a, b) for a, b in zip(cropped, other))
+  offsets = set()
+  low_full = np.asarray(ssr.resize(jnp.asarray(full.reshape((-1,) + full.shape[2:])),
+                                   SIZE // step)).reshape(full.shape[:3] + (8, 8, 3))
+  for i, batch in enumerate(cropped):
+    assert batch.shape == (4, FRAMES, crop, crop, 3)
+    low_crop = np.asarray(ssr.resize(jnp.asarray(batch), crop // step))
+    for j, clip in enumerate(batch):
+      # Find the window: the same offset in every frame, on the grid of `step`.
+      hits = [(y, x) for y in range(SIZE - crop + 1) for x in range(SIZE - crop + 1)
+              if np.array_equal(full[i, j, :, y:y + crop, x:x + crop], clip)]
+      assert len(hits) == 1, hits
+      (y, x), = hits
+      assert y % step == 0 and x % step == 0
+      offsets.add((y, x))
+      region = low_full[i, j, :, y // step:(y + crop) // step, x // step:(x + crop) // step]
+      np.testing.assert_allclose(low_crop[j, :, 1:-1, 1:-1], region[:, 1:-1, 1:-1], atol=1e-5)
+  assert len(offsets) > 5  # clips get their own crops
+  # Off the grid the low-res crop is not a region of the low-res frame.
+  off = full[0, :, :, 1:1 + crop, 1:1 + crop]
+  region = low_full[0, :, :, 0:crop // step, 0:crop // step]
+  assert not np.allclose(np.asarray(ssr.resize(jnp.asarray(off), crop // step))[:, :, 1:-1, 1:-1],
+                         region[:, :, 1:-1, 1:-1], atol=1e-2)
+  with pytest.raises(ValueError, match="multiples of 3"):
+    next(iter(pipeline.random_crops(ds, crop, 3, 0)))

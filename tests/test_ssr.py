@@ -38,8 +38,14 @@ def test_denoiser_reads_the_low_res_video_and_its_noise_level():
   assert out.shape == z.shape
   assert not np.allclose(out, apply(-lowres, aug_t))
   assert not np.allclose(out, apply(lowres, aug_t + 0.3))
+  # Fully convolutional: a crop's low-res clip (a whole factor smaller) runs too.
+  crop = jax.jit(lambda: model.apply(params, z[:, :, :8, :8], t, tokens, mask,
+                                     lowres[:, :, :4, :4], aug_t))()
+  assert crop.shape == (2,) + z.shape[1:2] + (8, 8, 3)
   with pytest.raises(ValueError, match='lowres_size'):
-    apply(jnp.zeros((2, 8, 4, 4, 3)), aug_t)
+    apply(jnp.zeros((2, z.shape[1], 5, 5, 3)), aug_t)  # not a whole factor
+  with pytest.raises(ValueError, match='lowres_size'):
+    apply(jnp.zeros((2, z.shape[1] - 1) + lowres.shape[2:]), aug_t)  # frames differ
 
 
 def test_training_condition_is_the_downsampled_clip_noised_to_its_level():
@@ -75,3 +81,34 @@ def test_ssr_training_lowers_its_loss():
     state, m = step(state, batches[i % 4], jax.random.key(1))
     losses.append(float(m['loss']))
   assert np.mean(losses[-8:]) < 0.75 * np.mean(losses[:8]), losses  # measured: 0.65
+
+
+def test_ssr_trains_on_crops_and_samples_whole_frames():
+  """data.crop_size: the train step takes crops (their low-res clip at the same factor)
+  and the same weights denoise whole frames; bad crop sizes are refused up front."""
+  from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = _ssr_config()
+  cfg.data.crop_size = 8  # of 16 px frames: 4 low-res pixels of the 8-px input
+  config_lib.validate(cfg)
+  mesh = sharding.make_mesh(cfg.mesh)
+  spec = train_step.TrainSpec(cfg, mesh)
+  null = np.zeros(cfg.data.max_text_len, np.int32)
+  null[0] = 1
+  step = train_step.make_train_step(spec, null, null > 0)
+  state = spec.init(jax.random.key(0))
+  batch = real_batch(cfg)
+  batch['video'] = batch['video'][:, :, 4:12, 6:14]  # a crop on the 2-px grid
+  state, m = step(state, sharding.global_batch(batch, mesh), jax.random.key(1))
+  assert np.isfinite(float(m['loss']))
+  model = build_model(cfg.model)
+  z, t, tokens, mask, lowres, aug_t = train_step.example_inputs(cfg, batch=1)
+  out = model.apply({'params': state.sampling_params()}, z, t, tokens, mask, lowres, aug_t)
+  assert out.shape == (1, cfg.data.num_frames, 16, 16, 3)
+  for bad in (6, 16, 2):  # not a multiple of 2 x 2, not below the frame, below one level
+    cfg.data.crop_size = bad
+    with pytest.raises(ValueError, match='crop_size'):
+      config_lib.validate(cfg)
+  base = small_config('scratch')
+  base.data.crop_size = 8
+  with pytest.raises(ValueError, match='for SSR models'):
+    config_lib.validate(base)
