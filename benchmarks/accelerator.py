@@ -5,9 +5,10 @@
       --steps=2 --sample_steps=2           # anywhere (CPU too): the tiny model
 
 Prepared to run in a few minutes of borrowed accelerator time. By default it takes
-configs/paper.py:model=base (1.23B-parameter U-Net, T5-XXL's shape as the frozen text
-encoder, 80 frames x 128x128, bfloat16 compute, remat full, only the temporal layers
-train) with random weights and a synthetic batch, and tries the shapes of --shapes in
+configs/paper.py:model=base,text=encoder (1.23B-parameter U-Net, T5-XXL's shape as the
+frozen text encoder, run in the step as the sampler runs it, 80 frames x 128x128,
+bfloat16 compute, remat full, only the temporal layers train) with random weights and
+a synthetic batch, and tries the shapes of --shapes in
 order (clips x frames), keeping the first whose compiled step fits the chip's memory
 (XLA's memory analysis against the device's limit; a compile that runs out of memory
 moves on to the next shape). For that shape it prints
@@ -39,7 +40,7 @@ import synthetic  # benchmarks/synthetic.py, beside this script
 from stunet import cli
 from stunet.generator import Generator
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/paper.py:model=base',
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/paper.py:model=base,text=encoder',
                                           'Config file (its model, dtype and remat).')
 _SHAPES = flags.DEFINE_list('shapes', ['1x80', '1x40', '1x16'],
                             'clips x frames to try, largest first; the first that fits '
