@@ -9,6 +9,7 @@ from configs import ssr as ssr_config
 from conftest import perturbed_params
 from conftest import real_batch
 from conftest import small_config
+from conftest import step_setup
 from stunet import sharding
 from stunet import ssr
 from stunet import train_step
@@ -90,11 +91,7 @@ def test_ssr_trains_on_crops_and_samples_whole_frames():
   cfg = _ssr_config()
   cfg.data.crop_size = 8  # of 16 px frames: 4 low-res pixels of the 8-px input
   config_lib.validate(cfg)
-  mesh = sharding.make_mesh(cfg.mesh)
-  spec = train_step.TrainSpec(cfg, mesh)
-  null = np.zeros(cfg.data.max_text_len, np.int32)
-  null[0] = 1
-  step = train_step.make_train_step(spec, null, null > 0)
+  spec, mesh, step = step_setup(cfg)
   state = spec.init(jax.random.key(0))
   batch = real_batch(cfg)
   batch['video'] = batch['video'][:, :, 4:12, 6:14]  # a crop on the 2-px grid
@@ -112,3 +109,4 @@ def test_ssr_trains_on_crops_and_samples_whole_frames():
   base.data.crop_size = 8
   with pytest.raises(ValueError, match='for SSR models'):
     config_lib.validate(base)
+
