@@ -463,6 +463,10 @@ def main():
     print('Per optimizer step (collective loop trip counts applied; FLOPs = XLA\'s count x '
           'grad_accum), and the step time it implies:')
     print(step_table(rows))
+    for r in ok:
+      if r.get('unbounded_loops'):
+        print(f"mesh {r['mesh']}: {r['unbounded_loops']} loop(s) without a trip count XLA "
+              f"states: their collectives are counted once, an undercount.")
     print(f'GiB sent per chip: ring algorithms (an all-gather or all-to-all sends (n-1)/n '
           f'of its result, an all-reduce 2(n-1)/n); inside node = every device of the '
           f'group within one block of {ARGS.node_size} consecutive mesh devices. Step time: '
