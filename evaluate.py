@@ -5,7 +5,7 @@ samples prompts (colour, shape, motion drawn uniformly from the valid combinatio
 generates one video each and reports how often the analytic detector
 (data/shapes_metrics.py) reads back the prompted colour, shape and motion, next to chance.
 --source=data scores real dataset clips and --source=noise scores noise videos with
-the same prompts: the detector's own validation (near 100% and near chance).
+the same prompts: the detector's own validation (near 100%% and near chance).
 With --fvd (default) it also reports the Frechet Video Distance (stunet/fvd.py) of the
 videos against held-out real clips of the same prompts, beside the floor: the FVD of a
 second real set against the first, what a perfect model would score at this n.
