@@ -56,6 +56,15 @@ VARIANTS = {
     'film_g5': ([], [], ['--guidance=5'], 'recipe'),
     'frozen_spatial': ([], ['--config.train.freeze_spatial=True'], [], None),
     'lr3e-3': ([], ['--config.train.lr=3e-3'], [], None),
+    # learning rate per parameter group: the inflated image network's weights at 0.1x
+    'spatial_lr': ([], ['--config.train.spatial_lr_scale=0.1'], [], None),
+    'spatial_lr_3e-3': ([], ['--config.train.spatial_lr_scale=0.1',
+                             '--config.train.lr=3e-3'], [], None),
+    # frames sharing half of the noise's variance (PYoCo's mixed noise prior)
+    'shared_noise': ([], ['--config.model.shared_noise=0.5'], [], None),
+    # guidance weight at sampling only
+    'recipe_g6': ([], [], ['--guidance=6'], 'recipe'),
+    'recipe_g10': ([], [], ['--guidance=10'], 'recipe'),
     # the T2I stage's time spent on video instead (about the same CPU time in all)
     'scratch': ([], ['STAGE=scratch', '--config.train.num_steps=700'], [], None),
 }

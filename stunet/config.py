@@ -117,6 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Row, column (and frame) coordinates at the input, through zero-initialised 1x1
   # projections (stunet.unet.UNet): absolute position from step 0.
   c.model.coord_channels = False
+  # The share of the noise's variance that a clip's frames have in common, in training
+  # and sampling (stunet.diffusion.video_noise; PYoCo's mixed noise prior); 0: each
+  # frame's noise independent, as in the paper.
+  c.model.shared_noise = 0.
   c.model.remat = 'none'                 # none | full | dots | dots_no_batch (unet.py)
   c.model.dtype = 'float32'              # compute dtype (bfloat16 on accelerators);
                                          # parameters and optimizer stay float32
@@ -166,6 +170,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
   c.train.lowres_aug_max = 0.4           # SSR: low-res input noised to t ~ U[0, this]
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
+  # The learning rate of the non-temporal weights (the inflated image network's)
+  # relative to train.lr; 1: one rate for every weight.
+  c.train.spatial_lr_scale = 1.0
   # Train only the spatial (T2I) layers, the temporal ones frozen: the stylized
   # generation fine-tune (sample.py --style).
   c.train.freeze_temporal = False
@@ -260,6 +267,7 @@ RANGES = {
     'model.num_temporal_attn': (0, None, 'temporal attention blocks per spatial one'),
     'model.lowres_size': (0, None, 'the SSR\'s low-res frame size (0: not an SSR)'),
     'model.layout_basis': (0, None, 'cosines per axis of the layout bias (0: off)'),
+    'model.shared_noise': (0., ('<', 1.), 'the share of the noise the frames have in common'),
     'model.text.vocab_size': (0, None, 'the vocabulary (0: the tokenizer\'s)'),
     'model.text.width': (1, None, 'the text encoder\'s width'),
     'model.text.num_layers': (0, None, 'text encoder layers'),
@@ -281,6 +289,7 @@ RANGES = {
     'train.grad_clip': (0., None, 'the gradient-norm clip (0: off)'),
     'train.ema_decay': (0., ('<', 1.), 'the EMA decay (0: raw weights)'),
     'train.t_power': (('>', 0.), None, 'the noise-level power (1: uniform)'),
+    'train.spatial_lr_scale': (0., None, 'the spatial weights\' learning-rate factor'),
     'train.cfg_drop': (0., ('<', 1.), 'the probability of dropping the text'),
     'train.lowres_aug_max': (0., 1., 'the SSR\'s largest low-res noise level'),
     'train.max_nonfinite_steps': (1, None, 'non-finite steps in a row before stopping'),

@@ -69,6 +69,19 @@ def drop_text(rng, tokens, mask, null_tokens, null_mask, p: float):
   return (jnp.where(expand(tokens), null_tokens, tokens), jnp.where(expand(mask), null_mask, mask))
 
 
+def video_noise(rng, shape, shared: float = 0.):
+  """Standard normal noise for videos [b, t, h, w, c] whose frames share a fraction
+  ``shared`` of its variance: sqrt(shared) n_clip + sqrt(1 - shared) n_frame, n_clip
+  drawn once per clip ([b, 1, h, w, c]), n_frame per frame (PYoCo's mixed noise prior,
+  Ge et al. 2023). Every element is still N(0, 1); 0 gives independent frames."""
+  if not shared:
+    return jax.random.normal(rng, shape, jnp.float32)
+  r_clip, r_frame = jax.random.split(rng)
+  clip = jax.random.normal(r_clip, (shape[0], 1) + tuple(shape[2:]), jnp.float32)
+  frame = jax.random.normal(r_frame, shape, jnp.float32)
+  return np.sqrt(shared) * clip + np.sqrt(1. - shared) * frame
+
+
 def sample_times(rng, batch: int, power: float = 1.):
   """Low-discrepancy u ~ U[0, 1] (as in VDM: lower-variance loss estimates), returned
   as t = 1 - (1 - u)^power. power = 1 is uniform; power > 1 puts more of the batch at

@@ -38,14 +38,15 @@ class Generator:
   def __init__(self, model, params, tokenizer, video_shape, *, num_steps: int,
                sampler: str, threshold: float, window: int, overlap: int, weighting: str,
                window_batch: int, lowres_aug: float, spacing: str = 'uniform',
-               mesh: Optional[jax.sharding.Mesh] = None, rules=()):
+               shared_noise: float = 0., mesh: Optional[jax.sharding.Mesh] = None,
+               rules=()):
     """The sampler settings are config.sample's (``from_config``, ``from_workdir``);
     mesh and rules: where and how to run (``sampling.make_sampler``; None: plain jit)."""
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.mesh, self.rules = mesh, rules
     self.video_shape = tuple(video_shape)  # (t, h, w, c); t: the trained clip length
     self.kw = dict(num_steps=num_steps, sampler=sampler, threshold=threshold,
-                   spacing=spacing)
+                   spacing=spacing, shared_noise=shared_noise)
     self.window = window or self.video_shape[0]
     self.window_kw = dict(overlap=overlap, weighting=weighting, batch=window_batch)
     self.lowres_aug = lowres_aug
@@ -106,7 +107,7 @@ class Generator:
                window=sc.window if window is None else window,
                overlap=sc.overlap if overlap is None else overlap,
                weighting=sc.weighting, window_batch=sc.window_batch,
-               lowres_aug=sc.lowres_aug, mesh=mesh,
+               lowres_aug=sc.lowres_aug, shared_noise=config.model.shared_noise, mesh=mesh,
                rules=sharding.rules(config.mesh) if mesh is not None else ())
 
   def windows(self, num_frames: int, b: int = 1) -> Optional[multidiffusion.Windows]:

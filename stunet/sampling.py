@@ -72,17 +72,18 @@ def ddim_step(z, x_hat, t, s):
   return a_s * x_hat + sig_s * eps
 
 
-def ddpm_step(rng, z, x_hat, t, s):
+def ddpm_step(rng, z, x_hat, t, s, shared_noise=0.):
   """Ancestral step: a draw from q(z_s | z_t, x = x_hat), t > s."""
   lt, ls = D.logsnr_schedule_cosine(t), D.logsnr_schedule_cosine(s)
   a_t, _ = D.alpha_sigma(lt)
   a_s, sig_s = D.alpha_sigma(ls)
   c = -jnp.expm1(lt - ls)  # sigma_{t|s}^2 / sigma_t^2
   mean = a_s * (z * (1. - c) / a_t + c * x_hat)
-  return mean + jnp.sqrt(c) * sig_s * jax.random.normal(rng, z.shape, z.dtype)
+  return mean + jnp.sqrt(c) * sig_s * D.video_noise(rng, z.shape, shared_noise)
 
 
-def dpmpp_2m_step(z, x_hat, x_prev, t_prev, t, s, first_order, rng=None):
+def dpmpp_2m_step(z, x_hat, x_prev, t_prev, t, s, first_order, rng=None,
+                  shared_noise=0.):
   """DPM-Solver++(2M) update z_t -> z_s, t > s, from the data predictions at t (x_hat)
   and at the previous time t_prev (x_prev). With lambda = log(alpha / sigma) = logsnr / 2,
   h = lambda_s - lambda_t and D = x_hat + (x_hat - x_prev) / (2 r), r = (lambda_t -
@@ -107,7 +108,7 @@ def dpmpp_2m_step(z, x_hat, x_prev, t_prev, t, s, first_order, rng=None):
   if rng is None:
     return (sig_s / sig_t) * z - a_s * jnp.expm1(-h) * d
   keep = -jnp.expm1(-2. * h)  # 1 - e^-2h
-  noise = jax.random.normal(rng, z.shape, z.dtype)
+  noise = D.video_noise(rng, z.shape, shared_noise)
   return (sig_s / sig_t) * jnp.exp(-h) * z + a_s * keep * d + sig_s * jnp.sqrt(keep) * noise
 
 
@@ -116,7 +117,8 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
                  windows: Optional[multidiffusion.Windows] = None,
                  mesh: Optional[jax.sharding.Mesh] = None, rules=(),
                  progress: Optional[Callable] = None,
-                 preview: Optional[Callable] = None) -> Callable:
+                 preview: Optional[Callable] = None,
+                 shared_noise: float = 0.) -> Callable:
   """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
   z_init=None, lowres=None, lowres_aug=0., cond_video=None, cond_mask=None)``.
 
@@ -171,7 +173,7 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
     text = model.apply(params, tokens, mask, method='encode_text')
     null_text = model.apply(params, null_tokens, null_mask, method='encode_text')
     noise_rng, step_rng = jax.random.split(rng)
-    z = folding.constrain(jax.random.normal(noise_rng, shape, jnp.float32),
+    z = folding.constrain(D.video_noise(noise_rng, shape, shared_noise),
                           folding.ACTIVATION)
     if z_init is not None:
       z = D.q_sample(z_init, jnp.full((b,), t_start), z)
@@ -202,7 +204,7 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
       if sampler == 'ddim':
         z = ddim_step(z, x_hat, t, s)
       elif sampler == 'ddpm':
-        z = ddpm_step(rng, z, x_hat, t, s)
+        z = ddpm_step(rng, z, x_hat, t, s, shared_noise)
       else:
         # First order at the first step (no previous prediction) and at the last: the
         # schedule ends at logsnr 20, so the last interval in lambda is long (h of 7-10
@@ -210,7 +212,7 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
         # lower_order_final does the same for short schedules.
         first = (i == 0) | (i == num_steps - 1)
         z = dpmpp_2m_step(z, x_hat, x_prev, times[jnp.maximum(i - 1, 0)], t, s, first,
-                          rng if sampler == 'dpm++2m-sde' else None)
+                          rng if sampler == 'dpm++2m-sde' else None, shared_noise)
       return (z, x_hat), None
 
     (_, x_hat), _ = jax.lax.scan(body, (z, jnp.zeros(shape, jnp.float32)),

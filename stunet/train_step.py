@@ -63,6 +63,12 @@ def make_optimizer(tc) -> optax.GradientTransformation:
   parts = [optax.clip_by_global_norm(tc.grad_clip)] if tc.grad_clip > 0 else []
   parts.append(optax.adamw(lr_schedule(tc), b1=0.9, b2=0.99,
                            weight_decay=tc.weight_decay))
+  if tc.spatial_lr_scale != 1:
+    # The weights the inflated image network already had take smaller steps than the
+    # layers the inflation added (parameters are flat dicts keyed 'a/b/c').
+    spatial = lambda params: {k: not inflate.is_temporal(tuple(k.split('/')))
+                              for k in params}
+    parts.append(optax.masked(optax.scale(tc.spatial_lr_scale), spatial))
   return optax.chain(*parts)
 
 
@@ -212,7 +218,7 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
                                           cascade_role, config.cascade.stride,
                                           config.cascade.window)
     t = D.sample_times(r_t, video.shape[0], tc.t_power)
-    eps = jax.random.normal(r_eps, video.shape, jnp.float32)
+    eps = D.video_noise(r_eps, video.shape, config.model.shared_noise)
     ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
     if lowres_size:  # SSR: the downsampled clip, noise-augmented to a random level
       r_aug = jax.random.fold_in(r_eps, 1)  # (base-model runs keep their randomness)

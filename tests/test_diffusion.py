@@ -69,3 +69,35 @@ def test_sample_times_power_moves_the_batch_to_high_noise():
   t = np.asarray(D.sample_times(jax.random.key(3), 1000, power=2.))
   np.testing.assert_allclose(t, 1. - (1. - u) ** 2, atol=1e-6)  # same strata, mapped
   assert abs((u > 0.85).mean() - 0.15) < 0.01 and abs((t > 0.85).mean() - 0.387) < 0.01
+
+
+def _frame_correlation(x):
+  """Mean correlation of the noise of two different frames of a clip, and of two
+  neighbouring pixels of one frame. x: [b, t, h, w, c]."""
+  x = np.asarray(x)
+  frames = np.mean(x[:, :-1] * x[:, 1:]) / np.mean(x * x)
+  pixels = np.mean(x[:, :, :-1] * x[:, :, 1:]) / np.mean(x * x)
+  return frames, pixels
+
+
+def test_video_noise_shares_the_given_part_of_the_variance_across_frames():
+  shape = (64, 8, 16, 16, 3)
+  rng = jax.random.key(5)
+  np.testing.assert_array_equal(D.video_noise(rng, shape), jax.random.normal(rng, shape))
+  for shared in (0., 0.5, 0.9):
+    x = np.asarray(D.video_noise(rng, shape, shared))
+    frames, pixels = _frame_correlation(x)
+    assert abs(x.std() - 1.) < 0.01 and abs(x.mean()) < 0.01  # still N(0, 1) per element
+    assert abs(frames - shared) < 0.02 and abs(pixels) < 0.02, (shared, frames, pixels)
+
+
+def test_ancestral_sampler_steps_draw_the_models_noise():
+  from stunet import sampling  # pylint: disable=g-import-not-at-top
+  shape = (64, 8, 16, 16, 3)
+  z = jnp.zeros(shape)
+  rng = jax.random.key(6)
+  for shared in (0., 0.5):
+    ddpm = sampling.ddpm_step(rng, z, z, 0.6, 0.5, shared)
+    sde = sampling.dpmpp_2m_step(z, z, z, 0.7, 0.6, 0.5, False, rng, shared)
+    for x in (ddpm, sde):  # z = x_hat = 0: the step's output is its noise alone
+      assert abs(_frame_correlation(x)[0] - shared) < 0.02

@@ -189,3 +189,22 @@ def test_freeze_temporal_trains_only_the_spatial_unet():
   train, frozen = train_step.split_params(params, False, freeze_temporal=True)
   assert sorted(train) == ['unet/conv_in/kernel', 'unet/down_0_0_res/scale']
   assert len(frozen) == 3
+
+
+def test_spatial_lr_scale_scales_only_the_inflated_image_networks_steps():
+  tc = config_lib.base_config().train
+  tc.warmup_steps = 0
+  params = {k: np.ones((3, 4), np.float32)
+            for k in ('unet/conv/kernel', 'unet/temporal_conv/kernel')}
+  grads = {k: np.random.default_rng(i).standard_normal((3, 4)).astype(np.float32)
+           for i, k in enumerate(params)}
+  updates = {}
+  for scale in (1., 0.25):
+    tc.spatial_lr_scale = scale
+    tx = train_step.make_optimizer(tc)
+    updates[scale], _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates[0.25]['unet/conv/kernel'],
+                             0.25 * updates[1.]['unet/conv/kernel'], rtol=1e-6)
+  np.testing.assert_array_equal(updates[0.25]['unet/temporal_conv/kernel'],
+                                updates[1.]['unet/temporal_conv/kernel'])
+  assert np.abs(updates[1.]['unet/conv/kernel']).min() > 0
