@@ -2,8 +2,13 @@
 
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=init
   configs/reproduce.py:experiment=init      identity vs He init of the temporal resampling
+  configs/reproduce.py:experiment=init_frozen   the same with frozen spatial weights
+                                            (the paper's exact setting)
   configs/reproduce.py:experiment=frozen    frozen vs trained spatial weights
-  configs/reproduce.py:experiment=cascade   STUNet vs keyframes + TSR at equal training FLOPs
+  configs/reproduce.py:experiment=cascade   STUNet vs keyframes + TSR at equal training FLOPs,
+                                            on top of the shipped model (one seed)
+  configs/reproduce.py:experiment=cascade_fair   the same, every arm from the shipped T2I
+                                            model with the quick start's recipe, 3 seeds
   configs/reproduce.py:experiment=seams     MultiDiffusion vs independent windows
 
 An experiment is a set of arms, each a train.py run (a config and its overrides)
@@ -17,7 +22,7 @@ import ml_collections
 
 from stunet import config as config_lib
 
-EXPERIMENTS = ('init', 'frozen', 'cascade', 'seams')
+EXPERIMENTS = ('init', 'init_frozen', 'frozen', 'cascade', 'cascade_fair', 'seams')
 
 
 def _arm(config: str, *flags: str, init_from: str = 't2i') -> ml_collections.ConfigDict:
@@ -52,6 +57,11 @@ def get_config(arg: str = 'experiment=init'):
   if name == 'init':  # the paper's claim: identity init trains better than a standard one
     c.arms.identity = identity
     c.arms.he = stunet_arm('--config.model.temporal_resample_init=he')
+  elif name == 'init_frozen':  # the paper's own setting: the T2I weights stay frozen
+    frozen = '--config.train.freeze_spatial=True'
+    c.arms.identity_frozen = stunet_arm('--config.model.temporal_resample_init=identity',
+                                        frozen)
+    c.arms.he_frozen = stunet_arm('--config.model.temporal_resample_init=he', frozen)
   elif name == 'frozen':  # the paper freezes the T2I weights; the tiny recipe trains them
     c.seeds = (0, 1)
     c.arms.identity = identity
@@ -75,6 +85,23 @@ def get_config(arg: str = 'experiment=init'):
     c.arms.stunet = _arm(stunet, *before, *recipe, init_from=shipped)
     c.arms.keyframes = _arm('configs/tiny.py:stage=keyframes', *recipe, init_from=shipped)
     c.arms.tsr = _arm('configs/tiny.py:stage=tsr', *recipe, init_from=shipped)
+  elif name == 'cascade_fair':
+    # The fair test: every arm starts from the same T2I model (the shipped one, which
+    # the quick start inflates) with the quick start's recipe (configs/tiny.py), and
+    # gets the same training FLOPs: the STUNet the quick start's 800 steps, the cascade
+    # the same FLOPs split as above. Three seeds; scored as `cascade`.
+    c.t2i = 'pretrained/t2i_tiny'
+    c.runs_dir = 'workdir/reproduce/cascade_fair'  # its arms are not the shipped ones'
+    c.steps = 800
+    c.keyframe_share = 0.5
+    c.eval.num_samples, c.eval.fvd = 128, True
+    c.eval.seed = 4242
+    # The cascade's stages with what the tiny STUNet stage sets on top of the defaults.
+    recipe = ('--config.model.coord_channels=True', '--config.train.freeze_text=True',
+              '--config.model.layout_basis=6', '--config.train.t_power=2')
+    c.arms.stunet = _arm(stunet)
+    c.arms.keyframes = _arm('configs/tiny.py:stage=keyframes', *recipe)
+    c.arms.tsr = _arm('configs/tiny.py:stage=tsr', *recipe)
   else:  # seams: the shipped base model over 48 frames in 16-frame windows
     c.seeds = (0,)
     c.steps = 0

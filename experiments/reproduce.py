@@ -2,7 +2,9 @@
 
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=init
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=frozen
+  python experiments/reproduce.py --config=configs/reproduce.py:experiment=init_frozen
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=cascade
+  python experiments/reproduce.py --config=configs/reproduce.py:experiment=cascade_fair
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=seams
 
 Trains every arm for every seed with train.py (a run whose last checkpoint exists is
@@ -217,6 +219,7 @@ def ablation(c) -> dict:
   paired = {k: [rb[k] - ra[k] for ra, rb in zip(arms[a]['runs'], arms[b]['runs'])
                 if ra[k] is not None and rb[k] is not None] for k in LOSSES + METRICS}
   titles = {'init': 'temporal resampling init: identity vs He',
+            'init_frozen': 'temporal resampling init, spatial weights frozen',
             'frozen': 'spatial weights: trained vs frozen'}
   figure = os.path.join(c.results_dir, f'{c.experiment}_loss.png')
   plot_losses(figure, curves, titles[c.experiment])
@@ -268,7 +271,7 @@ def coherence_figures(c, stunet_dir, keyframe_dir, tsr_dir, scores, stride) -> l
   ax.set_title(f'frame-to-frame change, {c.eval.num_samples} prompts (seed {c.eval.seed})')
   ax.legend(fontsize=8)
   fig.tight_layout()
-  change_png = os.path.join(c.results_dir, 'cascade_frame_change.png')
+  change_png = os.path.join(c.results_dir, f'{c.experiment}_frame_change.png')
   fig.savefig(change_png)
   plt.close(fig)
 
@@ -295,15 +298,15 @@ def coherence_figures(c, stunet_dir, keyframe_dir, tsr_dir, scores, stride) -> l
   axes[0].set_title('Y-T (3 bounces) and X-T (right, left, rotates) projections, time '
                     'down', fontsize=9)
   fig.tight_layout()
-  xt_png = os.path.join(c.results_dir, 'cascade_xt.png')
+  xt_png = os.path.join(c.results_dir, f'{c.experiment}_xt.png')
   fig.savefig(xt_png)
   plt.close(fig)
   return [change_png, xt_png]
 
 
-def cascade_experiment(c) -> dict:
-  """STUNet vs keyframes + TSR: the same training FLOPs on top of the shipped model."""
-  seed = c.seeds[0]
+def cascade_seed(c, seed) -> tuple[dict, dict, dict]:
+  """One seed of STUNet vs keyframes + TSR: the STUNet trained for c.steps, the keyframe
+  and TSR models for their shares of its training FLOPs; (runs, scores, workdirs)."""
   stunet = train(c, 'stunet', seed, c.steps)
   budget = c.steps * stunet['flops_per_step']
   runs = {'stunet': stunet}
@@ -319,7 +322,17 @@ def cascade_experiment(c) -> dict:
   scores = {'stunet': evaluate(c, dirs['stunet']),
             'cascade': evaluate(c, dirs['keyframes'], [f'--tsr_workdir={dirs["tsr"]}'],
                                 out_dir=casc_dir)}
-  train_flops_total = {'stunet': budget,
+  return runs, scores, dirs
+
+
+def cascade_experiment(c) -> dict:
+  """STUNet vs keyframes + TSR at the same training FLOPs, for every seed; the figures
+  from the first seed. With several seeds, each arm's per-seed scores, their mean and
+  spread, and a verdict per measure (``compare``)."""
+  ensure_t2i(c)
+  per_seed = {seed: cascade_seed(c, seed) for seed in c.seeds}
+  runs, scores, dirs = per_seed[c.seeds[0]]
+  train_flops_total = {'stunet': c.steps * runs['stunet']['flops_per_step'],
                        'cascade': sum(runs[a]['steps'] * runs[a]['flops_per_step']
                                       for a in ('keyframes', 'tsr'))}
   cas = json.load(open(os.path.join(dirs['tsr'], 'config.json')))
@@ -329,9 +342,28 @@ def cascade_experiment(c) -> dict:
               len(cascade.window_starts(frames, stride, window)) * window}
   figures = coherence_figures(c, dirs['stunet'], dirs['keyframes'], dirs['tsr'], scores,
                               stride)
-  return dict(runs=runs, train_flops=train_flops_total,
-              frames_denoised_per_clip_per_step=per_clip,
-              arms={k: dict(stats=summary(v)) for k, v in scores.items()}, figures=figures)
+  result = dict(runs=runs, train_flops=train_flops_total,
+                frames_denoised_per_clip_per_step=per_clip, figures=figures)
+  if len(c.seeds) == 1:
+    result['arms'] = {k: dict(stats=summary(v)) for k, v in scores.items()}
+    return result
+  measures = METRICS + ('frame_change_max_over_median',)
+  arms = {}
+  for arm in ('stunet', 'cascade'):
+    seeds = []
+    for seed, (seed_runs, seed_scores, _) in per_seed.items():
+      row = dict(seed=seed, **summary(seed_scores[arm]))
+      row['frame_change_max_over_median'] = row['frame_change']['max_over_median']
+      row['train_wall_s'] = sum(r['train_wall_s'] for a, r in seed_runs.items()
+                                if (a == 'stunet') == (arm == 'stunet'))
+      seeds.append(row)
+    arms[arm] = dict(runs=seeds, stats={k: mean_spread([r[k] for r in seeds])
+                                        for k in measures})
+  result['runs'] = {seed: r for seed, (r, _, _) in per_seed.items()}
+  result['arms'] = arms
+  result['comparisons'] = {'stunet vs cascade': {
+      k: compare(arms['stunet']['stats'][k], arms['cascade']['stats'][k]) for k in measures}}
+  return result
 
 
 def seams_experiment(c) -> dict:
@@ -366,10 +398,17 @@ def print_table(result: dict) -> None:
       print('    by motion: ' + ', '.join(f'{m} {a:.2f}' for m, a in s['by_motion'].items()))
       continue
     cell = lambda k, f='.3f': (f'{s[k]["mean"]:{f}} ± {s[k]["std"]:{f}}' if s.get(k) else '-')
+    flops = f'{s["flops_per_step"] / 1e9:.2f}' if s.get('flops_per_step') else '-'
     print(f'| {arm} | {len(r["runs"])} | {cell("mean_loss", ".4f")} | '
           f'{cell("final_loss", ".4f")} | {cell("color_acc")} | '
           f'{cell("shape_acc")} | {cell("motion_acc")} | {cell("all_acc")} | '
-          f'{cell("fvd", ".0f")} | {s["flops_per_step"] / 1e9:.2f} |')
+          f'{cell("fvd", ".0f")} | {flops} |')
+    if 'frame_change_max_over_median' in s:
+      print('    per seed: ' + '; '.join(
+          f'seed {x["seed"]}: colour {x["color_acc"]:.3f} shape {x["shape_acc"]:.3f} '
+          f'motion {x["motion_acc"]:.3f} all {x["all_acc"]:.3f} FVD {x["fvd"]:.0f} '
+          f'frame change max/median {x["frame_change_max_over_median"]:.2f}'
+          for x in r['runs']))
   for pair, comp in result.get('comparisons', {}).items():
     print(f'{pair}: ' + ', '.join(f'{k} {v}' for k, v in comp.items()))
   for pair, diffs in result.get('paired_differences', {}).items():
@@ -384,8 +423,8 @@ def main(argv):
   os.makedirs(c.results_dir, exist_ok=True)
   os.makedirs(c.runs_dir, exist_ok=True)
   t0 = time.time()
-  run = {'init': ablation, 'frozen': ablation, 'cascade': cascade_experiment,
-         'seams': seams_experiment}[c.experiment]
+  run = {'init': ablation, 'init_frozen': ablation, 'frozen': ablation, 'cascade': cascade_experiment,
+         'cascade_fair': cascade_experiment, 'seams': seams_experiment}[c.experiment]
   result = run(c)
   result.update(experiment=c.experiment, config=c.to_dict())
   if not _ONLY_REPORT.value:  # what this command took (a report alone takes seconds)

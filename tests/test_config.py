@@ -1,6 +1,7 @@
 """Configuration: every config file validates, and every rule of stunet/config.py refuses
 what it should with a message that names the field (the one place rules are checked)."""
 
+import ast
 import json
 import math
 import re
@@ -51,8 +52,24 @@ def test_the_other_config_files_validate():
       assert path == 'configs/tiny.py'
       cfg = tiny.get_config(stage)
       cfg.train.init_from = arm.init_from
+      for flag in arm.flags:  # '--config.a.b=value', as train.py would set it
+        field, value = flag[len('--config.'):].split('=')
+        section, name = field.rsplit('.', 1)
+        target = cfg
+        for part in section.split('.'):
+          target = target[part]
+        try:
+          value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # a bare word: a string field's value
+          pass
+        target[name] = type(target[name])(value)
       config_lib.validate(cfg)
-  assert set(reproduce.get_config('experiment=cascade').arms) == {'stunet', 'keyframes', 'tsr'}
+  for name in ('cascade', 'cascade_fair'):
+    assert set(reproduce.get_config(f'experiment={name}').arms) == {'stunet', 'keyframes', 'tsr'}
+  # The fair test: every arm from the same T2I run, in runs of its own.
+  fair = reproduce.get_config('experiment=cascade_fair')
+  assert {arm.init_from for arm in fair.arms.values()} == {'t2i'} and len(fair.seeds) >= 3
+  assert fair.runs_dir != reproduce.get_config('experiment=cascade').runs_dir
 
 
 @pytest.mark.parametrize('arg', ['model=base', 'model=base,stage=scratch', 'model=ssr',
