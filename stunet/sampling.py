@@ -141,6 +141,9 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
   context axis), the parameters stay in the shardings they come in (those of training,
   ``checkpoints.load_params``), and the videos come out split over data x fsdp.
 
+  shared_noise: the model's ``config.model.shared_noise``: the share of every noise
+  draw (the start and the stochastic samplers' steps) common to a clip's frames.
+
   progress, preview: host functions called from inside the loop after every step
   (``jax.debug.callback``; None compiles nothing in): ``progress(step, num_steps)``
   (step counts from 1; nothing leaves the device) for progress bars, and
