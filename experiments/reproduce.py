@@ -342,11 +342,11 @@ def cascade_experiment(c) -> dict:
               len(cascade.window_starts(frames, stride, window)) * window}
   figures = coherence_figures(c, dirs['stunet'], dirs['keyframes'], dirs['tsr'], scores,
                               stride)
-  result = dict(runs=runs, train_flops=train_flops_total,
+  result = dict(train_flops=train_flops_total,
                 frames_denoised_per_clip_per_step=per_clip, figures=figures)
   if len(c.seeds) == 1:
-    result['arms'] = {k: dict(stats=summary(v)) for k, v in scores.items()}
-    return result
+    return dict(result, runs=runs,
+                arms={k: dict(stats=summary(v)) for k, v in scores.items()})
   measures = METRICS + ('frame_change_max_over_median',)
   arms = {}
   for arm in ('stunet', 'cascade'):
