@@ -75,6 +75,10 @@ _SIZE = flags.DEFINE_integer('size', 32, 'Frame size (data/noise sources).')
 _FVD = flags.DEFINE_bool('fvd', True, 'Also report FVD (Kinetics-400 I3D features) against '
                          'real clips of the same prompts, and the real-vs-real floor (two '
                          'such sets): about 1 s per video on 2 CPU cores.')
+_STATIONARY = flags.DEFINE_bool('stationary', False, 'Score against the stationary variant '
+                                'of the data (motion at a rate per frame, on a torus; '
+                                'data/shapes.py). On by itself for a model trained on it '
+                                '(config.data.stationary_frames).')
 
 
 # Seconds per sampling stage of this run: {stage: {'compile_s', 'sample_s'}} (scores.json).
@@ -161,10 +165,13 @@ def upsampled(prompts, videos, ssr_config):
   return {'bilinear': bilinear, 'ssr': high}
 
 
-def real_clips(prompts, seed: int, frames: int, size: int) -> np.ndarray:
-  """Held-out real clips of the prompts (fresh random positions and phases), [-1, 1]."""
+def real_clips(prompts, seed: int, frames: int, size: int, stationary: bool = False
+               ) -> np.ndarray:
+  """Held-out real clips of the prompts (fresh random positions and phases), [-1, 1]; of
+  the stationary variant, a clip of ``frames`` is a random window of a longer one."""
   rng = np.random.default_rng(seed)
-  clips = [shapes.render(shapes.parse_caption(p), frames, size, rng) for p in prompts]
+  clips = [shapes.render(shapes.parse_caption(p), frames, size, rng, stationary=stationary)
+           for p in prompts]
   return np.stack(clips).astype(np.float32) / 127.5 - 1.
 
 
@@ -198,10 +205,11 @@ def _check_flags() -> None:
     raise app.UsageError(str(e)) from e
 
 
-def _score(videos, prompts, reference) -> dict:
+def _score(videos, prompts, reference, stationary: bool) -> dict:
   """Detector accuracies, frame-change profile and (with reference, ``_fvd_reference``
   at this size) FVD and its floor of one set of videos."""
-  row = {'scores': metrics.score(videos, prompts), 'frame_change': metrics.frame_change(videos),
+  row = {'scores': metrics.score(videos, prompts, stationary),
+         'frame_change': metrics.frame_change(videos),
          'size': int(videos.shape[2]), 'fvd': None}
   if reference:
     from stunet import fvd  # pylint: disable=g-import-not-at-top
@@ -213,7 +221,7 @@ def _score(videos, prompts, reference) -> dict:
   return row
 
 
-def _fvd_reference(prompts, frames: int, size: int):
+def _fvd_reference(prompts, frames: int, size: int, stationary: bool):
   """(featurizer, features of real set a, of real set b): two held-out real sets of the
   prompts at this frame size (FVD's reference and the floor's second set); None when the
   clips are too short for I3D."""
@@ -224,8 +232,9 @@ def _fvd_reference(prompts, frames: int, size: int):
     return None
   featurizer = fvd.Featurizer(batch_size=8)
   print(f'FVD: I3D features of 2 x {len(prompts)} real {size}px clips', flush=True)
-  return (featurizer,) + tuple(featurizer(real_clips(prompts, _SEED.value + k, frames, size))
-                               for k in (10_001, 10_002))
+  return (featurizer,) + tuple(
+      featurizer(real_clips(prompts, _SEED.value + k, frames, size, stationary))
+      for k in (10_001, 10_002))
 
 
 def _print_row(name, row, chance):
@@ -250,9 +259,11 @@ def main(argv):
   _check_flags()
   prompts = benchmark_prompts(_NUM.value, _SEED.value)
   rows = {}
+  stationary = _STATIONARY.value
   if _SOURCE.value == 'model':
     workdir = _WORKDIR.value or _default_workdir()
     try:
+      stationary = stationary or config_lib.load(workdir).data.stationary_frames > 0
       ssr_config = check_ssr(workdir) if _SSR.value else None
       rows['base'] = generated(prompts, workdir)
       if ssr_config is not None:
@@ -262,7 +273,8 @@ def main(argv):
   elif _SOURCE.value == 'data':  # real clips rendered for exactly these captions
     rng = np.random.default_rng(_SEED.value + 1)
     rows['data'] = np.stack([shapes.render(shapes.parse_caption(p), _FRAMES.value,
-                                           _SIZE.value, rng) for p in prompts])
+                                           _SIZE.value, rng, stationary=stationary)
+                             for p in prompts])
   else:
     rng = np.random.default_rng(_SEED.value + 1)
     rows['noise'] = rng.uniform(-1, 1, (len(prompts), _FRAMES.value, _SIZE.value,
@@ -275,15 +287,16 @@ def main(argv):
   frames = videos.shape[1]
   # FVD at the final size (with an SSR: its output against its bilinear upsampling).
   size = videos.shape[2]
-  reference = _fvd_reference(prompts, frames, size) if _FVD.value else None
-  scored = {name: _score(v, prompts, reference if v.shape[2] == size else None)
+  reference = _fvd_reference(prompts, frames, size, stationary) if _FVD.value else None
+  scored = {name: _score(v, prompts, reference if v.shape[2] == size else None, stationary)
             for name, v in rows.items()}
   final = list(scored.values())[-1]
   real_change = metrics.frame_change(real_clips(prompts, _SEED.value + 10_001, frames,
-                                                videos.shape[2]))
-  detected = [metrics.detect(v) for v in videos[:8]]
+                                                videos.shape[2], stationary))
+  detected = [metrics.detect(v, stationary) for v in videos[:8]]
   with open(os.path.join(out_dir, 'scores.json'), 'w') as f:
-    json.dump({'source': _SOURCE.value, 'scores': final['scores'], 'chance': chance,
+    json.dump({'source': _SOURCE.value, 'stationary': stationary,
+               'scores': final['scores'], 'chance': chance,
                'fvd': final['fvd'], 'frame_change': final['frame_change'],
                'real_frame_change': real_change, 'rows': scored, 'times': TIMES,
                'examples': [{'prompt': p, 'detected': d} for p, d in zip(prompts, detected)]},

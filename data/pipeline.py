@@ -153,6 +153,29 @@ def random_crops(ds: tf.data.Dataset, crop: int, step: int, seed: int) -> tf.dat
   return ds.enumerate().map(crop_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def random_windows(ds: tf.data.Dataset, length: int, seed: int) -> tf.data.Dataset:
+  """Cuts every clip of each batch of `ds` to `length` frames, from a first frame drawn
+  per clip (uniform over those that fit): training on random windows of long clips.
+
+  The offsets are a function of (seed, batch index, clip) alone: the same on every
+  host and in a resumed run (cut before skipping batches).
+  """
+  def cut_batch(index, batch):
+    video = batch["video"]
+    b, frames = tf.shape(video)[0], video.shape[1]
+    if frames < length:
+      raise ValueError(f"random_windows: clips of {frames} frames are shorter than the "
+                       f"window of {length}.")
+    # A key of its own (negative index): apart from random_crops' on the same seed.
+    key = tf.stack([tf.constant(seed, tf.int64), -1 - index])
+    starts = tf.random.stateless_uniform([b], key, 0, frames - length + 1, tf.int32)
+    spec = tf.TensorSpec([length] + video.shape[2:].as_list(), video.dtype)
+    return {**batch, "video": tf.map_fn(lambda a: a[0][a[1]:a[1] + length], (video, starts),
+                                        fn_output_signature=spec)}
+
+  return ds.enumerate().map(cut_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def numpy_batches(ds: tf.data.Dataset, tokenize: Tokenize) -> Iterator[dict]:
   """Iterates `ds` as numpy batches with tokenized captions.
 
@@ -195,10 +218,11 @@ def dataset_builder(data_config) -> tfds.core.DatasetBuilder:
   if data_config.name == "shapes":
     from data import shapes_tfds  # pylint: disable=g-import-not-at-top
 
+    stationary = data_config.stationary_frames
     return shapes_tfds.build(
-        data_config.data_dir, data_config.num_frames, data_config.size,
+        data_config.data_dir, stationary or data_config.num_frames, data_config.size,
         data_config.num_train, data_config.num_test, seed=data_config.dataset_seed,
-        style=data_config.style,
+        style=data_config.style, stationary=bool(stationary),
     )
   builder = tfds.builder(data_config.name, data_dir=data_config.data_dir)
   if not builder.is_prepared():
@@ -253,6 +277,9 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
                      process_index=k, process_count=shards)
         for k in mine
     ]
+  if d.stationary_frames:  # random windows of the long clips, per shard (as crops)
+    parts = [random_windows(p, d.num_frames, seed=config.seed + k)
+             for p, k in zip(parts, mine)]
   if d.crop_size:  # SSR on crops: per shard, so the crops do not depend on the hosts
     step = d.size // config.model.lowres_size
     parts = [random_crops(p, d.crop_size, step, seed=config.seed + k)

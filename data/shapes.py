@@ -66,6 +66,16 @@ OUTLINE_WIDTH = 0.05
 # Periods of the |sin| bounce per clip, independent of the number of frames (clips
 # shorter than 8 frames get num_frames/4 periods).
 BOUNCE_PERIODS = 2.0
+# The stationary variant (render(..., stationary=True)): every motion has a rate per
+# frame, the one a default clip of this many frames has, whatever the clip's length:
+# a translation of 40-50% of the frame per 15 frames (leaving one edge, the object
+# enters at the opposite one: the frame is a torus), a bounce every 8 frames, a turn
+# of 75 degrees per 15 frames. Growth cannot go on forever in a frame: the radius
+# grows (shrinks) geometrically over GROW_PERIOD frames from one end of GROW_RANGE to
+# the other, then starts again: a window of the reference length holds at most one
+# restart and keeps growing (shrinking) at the same rate around it.
+STATIONARY_REFERENCE_FRAMES = 16
+GROW_PERIOD = 24
 
 
 def valid_combination(shape: str, motion: str) -> bool:
@@ -160,13 +170,19 @@ def _check_labels(labels: dict) -> tuple[str, str, str]:
 
 
 def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator,
-           style: str = "") -> np.ndarray:
+           style: str = "", stationary: bool = False) -> np.ndarray:
   """Renders one clip. Returns uint8 [num_frames, size, size, 3].
 
   labels: dict with 'color', 'shape', 'motion' (names from COLORS/SHAPES/MOTIONS).
   rng supplies the random start position, orientation, extent and phase; the object
   stays fully inside the frame for the whole clip. style: one of STYLES; the same rng
   draws give the same motion in every style.
+
+  stationary: the motion has a rate per frame instead of an extent per clip (see
+  STATIONARY_REFERENCE_FRAMES), so a clip of any length continues it and every window
+  of STATIONARY_REFERENCE_FRAMES frames shows it as a default clip does; a translating
+  object wraps around the frame's edges. Read back with
+  ``shapes_metrics.detect(..., stationary=True)``.
   """
   color, shape, motion = _check_labels(labels)
   if style not in STYLES:
@@ -174,7 +190,10 @@ def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator,
   if num_frames < 4 or size < 16:
     raise ValueError(f"Need num_frames >= 4 and size >= 16, got {num_frames}, {size}.")
   t = num_frames
-  s = np.linspace(0.0, 1.0, t)  # clip progress per frame
+  # Clip progress per frame: 0..1 over the clip, or (stationary) over the first
+  # STATIONARY_REFERENCE_FRAMES frames and on at the same rate.
+  s = (np.arange(t) / (STATIONARY_REFERENCE_FRAMES - 1) if stationary
+       else np.linspace(0.0, 1.0, t))
   r0 = BASE_RADIUS * size
   margin = 0.5  # keep anti-aliased edges off the border
 
@@ -186,15 +205,21 @@ def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator,
   lo, hi = r0 + margin, size - r0 - margin  # allowed centre range for radius r0
   cx = np.full(t, uniform(lo, hi))
   cy = np.full(t, uniform(lo, hi))
+  wrap_axis = None  # stationary translations: the axis along which the frame wraps
 
   if motion.startswith("moves"):
-    # Traverse 40-50% of the frame along one axis.
-    dist = min(uniform(0.40, 0.50) * size, hi - lo)
-    start = uniform(lo, hi - dist)
+    # Traverse 40-50% of the frame along one axis (stationary: per 15 frames, on a torus).
+    dist = uniform(0.40, 0.50) * size
     direction = motion.split()[1]
-    path = start + dist * s
-    if direction in ("left", "up"):  # decreasing coordinate
-      path = path[::-1]
+    if stationary:
+      path = uniform(0.0, size) + dist * s * (-1 if direction in ("left", "up") else 1)
+      path = np.mod(path, size)
+      wrap_axis = "x" if direction in ("left", "right") else "y"
+    else:
+      dist = min(dist, hi - lo)
+      path = uniform(lo, hi - dist) + dist * s
+      if direction in ("left", "up"):  # decreasing coordinate
+        path = path[::-1]
     if direction in ("left", "right"):
       cx = path
     else:
@@ -208,11 +233,18 @@ def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator,
     amp = min(uniform(0.30, 0.40) * size, hi - lo)
     floor = uniform(lo + amp, hi)
     phase = uniform(0.0, 1.0)
-    u = periods * np.arange(t) / t + phase
+    if stationary:
+      u = BOUNCE_PERIODS / STATIONARY_REFERENCE_FRAMES * np.arange(t) + phase
+    else:
+      u = periods * np.arange(t) / t + phase
     cy = floor - amp * np.abs(np.sin(np.pi * u))
   elif motion in ("grows", "shrinks"):
     a, b = GROW_RANGE if motion == "grows" else GROW_RANGE[::-1]
-    r = r0 * (a + (b - a) * s)
+    if stationary:  # geometric, restarting every GROW_PERIOD frames at a random phase
+      u = np.mod(np.arange(t) / GROW_PERIOD + uniform(0.0, 1.0), 1.0)
+      r = r0 * a * (b / a) ** u
+    else:
+      r = r0 * (a + (b - a) * s)
     rmax = r0 * max(GROW_RANGE)
     cx = np.full(t, uniform(rmax + margin, size - rmax - margin))
     cy = np.full(t, uniform(rmax + margin, size - rmax - margin))
@@ -220,10 +252,17 @@ def render(labels: dict, num_frames: int, size: int, rng: np.random.Generator,
     sign = 1.0 if rng.random() < 0.5 else -1.0
     theta = theta + sign * np.deg2rad(ROTATION_DEG) * s
 
-  cov = _coverage(shape, cx, cy, r, theta, size)
+  def coverage(radius):
+    """The shape's coverage; on a torus along wrap_axis (copies one frame away)."""
+    shifts = (-size, 0, size) if wrap_axis else (0,)
+    return np.max([_coverage(shape, cx + (d if wrap_axis == "x" else 0),
+                             cy + (d if wrap_axis == "y" else 0), radius, theta, size)
+                   for d in shifts], axis=0)
+
+  cov = coverage(r)
   if style == "outline":  # minus the same shape with its edges moved in by the width
     inset = OUTLINE_WIDTH * size / (np.cos(np.pi / _SIDES[shape]) if shape in _SIDES else 1.)
-    cov = cov - _coverage(shape, cx, cy, np.maximum(r - inset, 0.), theta, size)
+    cov = cov - coverage(np.maximum(r - inset, 0.))
   video = cov[..., None] * COLORS[color].astype(np.float32)
   return np.clip(np.round(video), 0, 255).astype(np.uint8)
 
@@ -235,9 +274,9 @@ def sample_labels(rng: np.random.Generator) -> dict:
 
 
 def example(seed: int, index: int, num_frames: int = 16, size: int = 32,
-            style: str = "") -> dict:
+            style: str = "", stationary: bool = False) -> dict:
   """Example `index` of the stream `seed`: a pure function of (seed, index) (and the
-  style, which changes only the look).
+  style, which changes only the look; stationary: ``render``'s).
 
   Returns dict(video=uint8 [t, size, size, 3], caption=str, color=str, shape=str,
   motion=str).
@@ -246,5 +285,5 @@ def example(seed: int, index: int, num_frames: int = 16, size: int = 32,
     raise ValueError(f"seed and index must be non-negative, got {seed}, {index}.")
   rng = np.random.default_rng([seed, index])
   labels = sample_labels(rng)
-  video = render(labels, num_frames, size, rng, style)
+  video = render(labels, num_frames, size, rng, style, stationary)
   return dict(video=video, caption=caption(**labels), **labels)

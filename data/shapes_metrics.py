@@ -153,7 +153,8 @@ def _rotation_deg(feats: Sequence[dict], shape: str) -> float:
   return float(np.degrees(abs(phase[-1] - phase[0]) / k))
 
 
-def _classify_motion(feats: Sequence[dict], shape: str, h: int, w: int) -> str:
+def _classify_motion(feats: Sequence[dict], shape: str, h: int, w: int,
+                     stationary: bool = False) -> str:
   """Motion from the centroid/area/orientation trajectories of the valid frames."""
   n = len(feats)
   if n < 2:
@@ -161,6 +162,8 @@ def _classify_motion(feats: Sequence[dict], shape: str, h: int, w: int) -> str:
   xs = np.array([f["cx"] for f in feats]) / w
   ys = np.array([f["cy"] for f in feats]) / h
   areas = np.array([f["area"] for f in feats])
+  if stationary:  # on a torus: a step of more than half the frame went the other way
+    xs, ys = np.unwrap(xs, period=1.0), np.unwrap(ys, period=1.0)
   dx, dy = xs[-1] - xs[0], ys[-1] - ys[0]
   path_y = float(np.sum(np.abs(np.diff(ys))))
   range_y = float(ys.max() - ys.min())
@@ -179,9 +182,17 @@ def _classify_motion(feats: Sequence[dict], shape: str, h: int, w: int) -> str:
   if abs(dy) >= MOVE_MIN:
     return "moves down" if dy > 0 else "moves up"
 
-  # Size: compare the first and last ~eighth of the clip (robust to one bad frame).
+  # Size: compare the first and last ~eighth of the clip (robust to one bad frame);
+  # stationary growth restarts, so there the median change over a quarter of the
+  # clip (long enough to see past pixel steps, short enough that a restart spoils
+  # only a quarter of the pairs), scaled to the clip.
   m = max(1, n // 8)
-  ratio = areas[-m:].mean() / max(areas[:m].mean(), 1e-6)
+  if stationary:
+    lag = max(1, n // 4)
+    log_area = np.log(areas)
+    ratio = float(np.exp(np.median(log_area[lag:] - log_area[:-lag]) * (n - 1) / lag))
+  else:
+    ratio = areas[-m:].mean() / max(areas[:m].mean(), 1e-6)
   if ratio > AREA_RATIO:
     return "grows"
   if ratio < 1.0 / AREA_RATIO:
@@ -192,26 +203,71 @@ def _classify_motion(feats: Sequence[dict], shape: str, h: int, w: int) -> str:
   return NONE
 
 
-def detect(video) -> dict:
+def _torus_shift(fg: np.ndarray) -> tuple[int, int]:
+  """(rows, columns) to roll a foreground mask [h, w] by (np.roll by minus them) so
+  that an empty row and an empty column sit at its first edges: an object that wraps
+  around the frame's edges becomes one piece (0 where no row/column is empty)."""
+  rows, cols = np.flatnonzero(~fg.any(axis=1)), np.flatnonzero(~fg.any(axis=0))
+  return (int(rows[0]) if rows.size else 0, int(cols[0]) if cols.size else 0)
+
+
+def _objects(video, stationary: bool) -> tuple[list, int, int]:
+  """([(frame index, the object's pixels [n, 3], its features)] for every frame that
+  shows one object, h, w); positions in the frame's own coordinates (stationary: each
+  frame read on a torus, ``_torus_shift``)."""
+  unit = _to_unit(video)
+  _, h, w, _ = unit.shape
+  out = []
+  for i, u in enumerate(unit):
+    fg = u.max(axis=-1) > FG_THRESHOLD
+    dy, dx = _torus_shift(fg) if stationary else (0, 0)
+    if dy or dx:
+      u, fg = (np.roll(a, (-dy, -dx), axis=(0, 1)) for a in (u, fg))
+    m = _object_mask(fg)
+    if m is not None:
+      f = _frame_features(m)
+      f["cx"], f["cy"] = (f["cx"] + dx) % w, (f["cy"] + dy) % h
+      out.append((i, u[m], f))
+  return out, h, w
+
+
+def detect(video, stationary: bool = False) -> dict:
   """Reads back the labels of one video.
 
   Args:
     video: [t, h, w, 3], uint8 in [0, 255] or float in [-1, 1].
+    stationary: read the stationary variant of the data (``shapes.render(...,
+      stationary=True)``), any window of it: the frame is a torus (an object leaving
+      one edge enters at the other) and growth restarts, so it is read from its
+      typical rate per frame rather than from the first and last frames.
   Returns:
     dict(color=str, shape=str, motion=str) using the names in data.shapes, or
     'none' where nothing conclusive is seen (e.g. an all-black video).
   """
-  unit = _to_unit(video)
-  _, h, w, _ = unit.shape
-  fg = unit.max(axis=-1) > FG_THRESHOLD  # [t, h, w]
-  objects = [(u, m) for u, m in zip(unit, map(_object_mask, fg)) if m is not None]
+  objects, h, w = _objects(video, stationary)
   if not objects:
     return dict(color=NONE, shape=NONE, motion=NONE)
-  feats = [_frame_features(m) for _, m in objects]
-  color = _classify_color(np.concatenate([u[m] for u, m in objects]))
+  feats = [f for _, _, f in objects]
+  color = _classify_color(np.concatenate([px for _, px, _ in objects]))
   shape = _classify_shape(feats)
-  motion = _classify_motion(feats, shape, h, w)
+  motion = _classify_motion(feats, shape, h, w, stationary)
   return dict(color=color, shape=shape, motion=motion)
+
+
+def track(video, stationary: bool = False) -> np.ndarray:
+  """The object's centroid per frame, float [t, 2] (x, y in pixels), NaN where no frame
+  shows one object. stationary: on a torus, unwrapped so that a step of more than
+  half the frame counts as the shorter way round (the track stays continuous when
+  the object leaves one edge and enters at the other)."""
+  objects, h, w = _objects(video, stationary)
+  out = np.full((np.shape(video)[0], 2), np.nan)
+  if objects:
+    idx = [i for i, _, _ in objects]
+    xy = np.array([[f["cx"], f["cy"]] for _, _, f in objects])
+    if stationary:
+      xy = np.stack([np.unwrap(xy[:, 0], period=w), np.unwrap(xy[:, 1], period=h)], 1)
+    out[idx] = xy
+  return out
 
 
 # 'outline' when the object's holes (pixels enclosed by it but not part of it) make up
@@ -241,12 +297,13 @@ def detect_style(video) -> str:
   return "outline" if frac >= OUTLINE_HOLE_FRAC else "solid"
 
 
-def score(videos: Iterable, captions: Sequence[str]) -> dict:
+def score(videos: Iterable, captions: Sequence[str], stationary: bool = False) -> dict:
   """Prompt accuracy of videos against their captions.
 
   Args:
     videos: [n, t, h, w, 3] array (or sequence of [t, h, w, 3]), uint8 or [-1, 1].
     captions: n captions in the data.shapes grammar ('a red square moves left').
+    stationary: ``detect``'s (videos of the stationary variant, or windows of them).
   Returns:
     dict(color_acc, shape_acc, motion_acc, all_acc, n); accuracies in [0, 1]; and
     by_motion: {prompted motion: dict(n, acc, detected={detected motion: count})},
@@ -261,7 +318,7 @@ def score(videos: Iterable, captions: Sequence[str]) -> dict:
   detected = collections.defaultdict(collections.Counter)  # prompted -> detected
   for video, text in zip(videos, captions):
     want = shapes_lib.parse_caption(text)
-    got = detect(video)
+    got = detect(video, stationary)
     detected[want["motion"]][got["motion"]] += 1
     ok = [got[k] == want[k] for k in ("color", "shape", "motion")]
     hits["color"] += ok[0]

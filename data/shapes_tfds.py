@@ -32,10 +32,11 @@ TEST_INDEX_OFFSET = 2**31
 
 
 def config_name(num_frames: int, size: int, num_train: int, num_test: int, seed: int,
-                style: str = "") -> str:
-  """'f16_r32_n2048_t256_s0' ('..._s0_outline' in a style): every field that changes
-  the data is in the name."""
-  return f"f{num_frames}_r{size}_n{num_train}_t{num_test}_s{seed}" + (f"_{style}" if style else "")
+                style: str = "", stationary: bool = False) -> str:
+  """'f16_r32_n2048_t256_s0' ('..._s0_outline' in a style, '..._stationary' for motion
+  with a rate per frame): every field that changes the data is in the name."""
+  return (f"f{num_frames}_r{size}_n{num_train}_t{num_test}_s{seed}" +
+          (f"_{style}" if style else "") + ("_stationary" if stationary else ""))
 
 
 @dataclasses.dataclass(eq=False)
@@ -48,10 +49,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_test: int = 256
   seed: int = 0
   style: str = ""
+  stationary: bool = False  # data.shapes.render's: motion at a rate per frame
 
   @classmethod
   def make(cls, num_frames: int, size: int, num_train: int, num_test: int, seed: int = 0,
-           style: str = ""):
+           style: str = "", stationary: bool = False):
     if num_frames < 4 or size < 16:
       raise ValueError(f"Need num_frames >= 4 and size >= 16, got {num_frames}, {size}.")
     if num_train < 1 or num_test < 1 or seed < 0:
@@ -61,10 +63,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
     if style not in shapes.STYLES:
       raise ValueError(f"Unknown style {style!r}; use one of {shapes.STYLES}.")
     return cls(
-        name=config_name(num_frames, size, num_train, num_test, seed, style),
+        name=config_name(num_frames, size, num_train, num_test, seed, style, stationary),
         description=(
             f"{num_train} train / {num_test} test clips of {num_frames} frames at "
-            f"{size}x{size}, seed {seed}" + (f", {style} style." if style else ".")
+            f"{size}x{size}, seed {seed}" + (f", {style} style" if style else "") +
+            (", motion at a rate per frame" if stationary else "") + "."
         ),
         num_frames=num_frames,
         size=size,
@@ -72,6 +75,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
         num_test=num_test,
         seed=seed,
         style=style,
+        stationary=stationary,
     )
 
 
@@ -120,7 +124,7 @@ class ShapesVideos(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, start: int, count: int):
     c = self.builder_config
     for index in range(start, start + count):
-      ex = shapes.example(c.seed, index, c.num_frames, c.size, c.style)
+      ex = shapes.example(c.seed, index, c.num_frames, c.size, c.style, c.stationary)
       yield index, dict(
           video=ex["video"],
           caption=ex["caption"],
@@ -138,13 +142,14 @@ def build(
     num_test: int,
     seed: int = 0,
     style: str = "",
+    stationary: bool = False,
 ) -> tfds.core.DatasetBuilder:
   """Returns a prepared ShapesVideos builder, generating the data only if missing.
 
   A second call with the same arguments and data_dir only reads dataset_info.json.
   Never touches the network (no GCS lookup, no downloads).
   """
-  config = ShapesConfig.make(num_frames, size, num_train, num_test, seed, style)
+  config = ShapesConfig.make(num_frames, size, num_train, num_test, seed, style, stationary)
   if config.name in ShapesVideos.builder_configs:
     # tfds refuses a second config object with a registered name: use the registered one.
     config = ShapesVideos.builder_configs[config.name]
@@ -155,7 +160,8 @@ def build(
   # "downloaded and prepared" notice (which nothing was).
   t0 = time.time()
   print(f"generating the shapes dataset once: {num_train} + {num_test} "
-        f"{style + ' ' if style else ''}clips of {num_frames}x{size}x{size} under "
+        f"{style + ' ' if style else ''}{'stationary ' if stationary else ''}clips of "
+        f"{num_frames}x{size}x{size} under "
         f"{data_dir}", flush=True)
   tfds.display_progress_bar(False)
   try:

@@ -67,6 +67,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Look of the shapes dataset: '' (solid shapes) or 'outline' (drawn as outlines; the
   # style of stylized generation, configs/tiny.py:stage=style).
   c.data.style = ''
+  # 0: the benchmark's clips, whose motion spans the clip (a translation covers 40-50%
+  # of the frame whatever the length). N: the stationary variant (shapes only): clips
+  # of N frames whose motion has a rate per frame (a translation wraps around the
+  # frame; data/shapes.py), from which training reads random windows of num_frames, so
+  # a model learns motion that can be continued past its window (long videos).
+  c.data.stationary_frames = 0
   # Records written by data/ingest.py (a directory of *.tfrecord shards + info.json);
   # when set they replace the tfds dataset `name`. Clips of num_frames frames start
   # at a random frame and take every k-th frame, k drawn from frame_strides (those
@@ -261,6 +267,7 @@ RANGES = {
     'data.dataset_seed': (0, None, 'the generated dataset\'s seed'),
     'data.max_text_len': (2, None, 'tokens per caption, EOS included'),
     'data.num_shards': (0, None, 'logical data shards (0 = one per process)'),
+    'data.stationary_frames': (0, None, 'frames per stationary clip (0: the benchmark\'s clips)'),
     'model.channels': (1, None, 'the base width'),
     'model.num_res_blocks': (1, None, 'ResBlocks per level'),
     'model.num_heads': (1, None, 'attention heads'),
@@ -405,6 +412,12 @@ def validate(config) -> None:
                      f'non-negative shares ({", ".join(conditioning.KINDS)}), not all 0.')
   multidiffusion.check_windows(sc.window or d.num_frames, sc.overlap, 'config.sample.window',
                                'config.sample.overlap')
+  if d.stationary_frames and (d.name != 'shapes' or d.records or
+                              d.stationary_frames < d.num_frames):
+    raise ValueError(f'config.data.stationary_frames={d.stationary_frames}: the stationary '
+                     f'variant is of the shapes dataset (data.name=shapes, no data.records) '
+                     f'and its clips hold windows of config.data.num_frames={d.num_frames}: '
+                     f'use 0 or at least {d.num_frames}.')
   if d.precomputed_text and not (d.records and m.text.pretrained):
     raise ValueError('config.data.precomputed_text=True reads embeddings stored in records '
                      'by data/embed_captions.py: set config.data.records to that directory '

@@ -149,3 +149,52 @@ def test_the_style_detector_tells_outlines_from_solid_shapes_and_keeps_the_label
     got = metrics.detect(outline["video"])  # same motion and colour in either style
     assert (got["color"], got["motion"]) == (outline["color"], outline["motion"])
   assert metrics.detect_style(np.zeros((4, 32, 32, 3), np.uint8)) == metrics.NONE
+
+
+def _stationary(n, frames=64, seed=21):
+  exs = [shapes.example(seed, i, frames, 32, stationary=True) for i in range(n)]
+  return np.stack([e["video"] for e in exs]), [e["caption"] for e in exs]
+
+
+def test_every_window_of_a_stationary_clip_reads_back_its_labels():
+  """The stationary variant (data.stationary_frames): any window of the trained length
+  of a long clip shows the clip's labels, read on a torus."""
+  videos, captions = _stationary(48)
+  windows = [v[s:s + 16] for v in videos for s in range(0, 49, 6)]
+  labels = [c for c in captions for _ in range(0, 49, 6)]
+  got = metrics.score(windows, labels, stationary=True)
+  for key in ("color_acc", "shape_acc", "motion_acc"):
+    assert got[key] == 1.0, got
+  # Read as a default clip, a window in which the object wraps around looks otherwise.
+  assert metrics.score(windows, labels)["motion_acc"] < 0.95
+
+
+def test_the_stationary_reading_stays_at_chance_on_noise_and_wrong_captions():
+  rng = np.random.default_rng(4)
+  chance = metrics.chance_levels()
+  noise = rng.integers(0, 256, size=(100, 16, 32, 32, 3), dtype=np.uint8)
+  wrong = _stationary(100, frames=16, seed=22)[0]
+  for videos in (noise, wrong):
+    got = metrics.score(videos, _random_captions(100, seed=5), stationary=True)
+    for key in ("color_acc", "shape_acc", "motion_acc"):
+      assert got[key] <= 2 * chance[key] + 0.1, (key, got, chance)
+  # The default clips read the same either way.
+  videos, captions = _real(80, seed=23)
+  assert (metrics.score(videos, captions, stationary=True)["motion_acc"] ==
+          metrics.score(videos, captions)["motion_acc"])
+
+
+def test_track_follows_the_object_across_the_edge():
+  labels = dict(color="red", shape="square", motion="moves left")
+  video = shapes.render(labels, 64, 32, np.random.default_rng(1), stationary=True)
+  xy = metrics.track(video, stationary=True)
+  steps = np.diff(xy[:, 0])
+  assert np.all(steps < 0) and np.all(steps > -2.)  # left every frame, no jump
+  assert xy[0, 0] - xy[-1, 0] > 32  # once around the frame and more
+  np.testing.assert_allclose(xy[:, 1], xy[0, 1], atol=0.5)
+  plain = metrics.track(video)  # without the torus: the wrap is a jump the other way
+  assert np.nanmax(np.diff(plain[:, 0])) > 10
+  dark = np.zeros((4, 32, 32, 3), np.uint8)
+  dark[2, 10:14, 10:14] = 255
+  got = metrics.track(dark)
+  assert np.isnan(got[[0, 1, 3]]).all() and np.allclose(got[2], [12, 12])

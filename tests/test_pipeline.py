@@ -255,3 +255,42 @@ def test_ssr_crops_keep_high_res_and_low_res_aligned(builder):
                          region[:, :, 1:-1, 1:-1], atol=1e-2)
   with pytest.raises(ValueError, match="multiples of 3"):
     next(iter(pipeline.random_crops(ds, crop, 3, 0)))
+
+
+def test_stationary_clips_are_their_own_config_and_train_on_random_windows(data_dir):
+  """data.stationary_frames: long clips of the stationary variant, and training reads
+  random windows of num_frames from them, each a run of its clip's frames with the
+  clip's caption and labels, the same for a seed on every host and rerun."""
+  long = shapes_tfds.build(data_dir, 24, SIZE, 8, 4, seed=0, stationary=True)
+  assert long.builder_config.name == f"f24_r{SIZE}_n8_t4_s0_stationary"
+  ds = pipeline.make_dataset(long, "train", 4, seed=0, shuffle=False, repeat=True)
+  stored = [(ex["caption"].numpy(), int(ex["motion"]),
+             ex["video"].numpy().astype(np.float32) / 127.5 - 1.)
+            for ex in long.as_dataset(split="train")]
+  cut = lambda seed: [b for b in pipeline.random_windows(ds, FRAMES, seed).take(6)
+                      .as_numpy_iterator()]
+  batches, again, other = cut(3), cut(3), cut(4)
+  assert all(np.array_equal(a["video"], b["video"]) for a, b in zip(batches, again))
+  assert not all(np.array_equal(a["video"], b["video"]) for a, b in zip(batches, other))
+  starts = set()
+  for batch in batches:
+    assert batch["video"].shape == (4, FRAMES, SIZE, SIZE, 3)
+    for video, caption, motion in zip(batch["video"], batch["caption"], batch["motion"]):
+      hits = [s for c, m, clip in stored if (c, m) == (caption, motion)
+              for s in range(24 - FRAMES + 1)
+              if np.allclose(clip[s:s + FRAMES], video, atol=1e-6)]
+      assert hits, caption  # a window of its own clip: labels and caption carried along
+      starts.update(hits)
+  assert len(starts) > 5  # offsets drawn over the whole clip
+  with pytest.raises(ValueError, match="shorter than the window"):
+    next(iter(pipeline.random_windows(ds, 32, 0)))
+
+
+def test_train_batches_of_a_stationary_config(data_dir):
+  c = small_config("scratch")
+  c.data.data_dir, c.data.num_train, c.data.num_test = data_dir, 8, 4
+  c.data.stationary_frames = 2 * c.data.num_frames
+  from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.validate(c)
+  batch = next(pipeline.train_batches(c, _fake_tokenize([])))
+  assert batch["video"].shape == (c.train.batch_size, c.data.num_frames, 16, 16, 3)

@@ -141,3 +141,47 @@ def test_colors_are_pure():
     fg = video.max(-1) == 255
     assert np.all(video[fg] == shapes.COLORS[color])
     assert np.all(video[video.max(-1) == 0] == 0)  # black background
+
+
+@pytest.mark.parametrize("motion", shapes.MOTIONS)
+def test_stationary_motion_has_a_rate_per_frame_and_goes_on(motion):
+  """The stationary variant: every motion keeps the rate a 16-frame clip has, for any
+  length; a translating object wraps around the frame (its area never drops), growth
+  restarts every GROW_PERIOD frames, and the first frames are those of a short clip of
+  the same draws."""
+  for shape in ("square", "triangle"):
+    rng = np.random.default_rng([3, shapes.MOTIONS.index(motion)])
+    labels = dict(color="cyan", shape=shape, motion=motion)
+    long = shapes.render(labels, 96, 32, rng, stationary=True)
+    short = shapes.render(labels, 16, 32, np.random.default_rng([3, shapes.MOTIONS.index(
+        motion)]), stationary=True)
+    np.testing.assert_array_equal(long[:16], short)
+    cov = long.astype(np.float32).max(-1) / 255.
+    area = cov.sum((1, 2))
+    if motion.startswith("moves"):
+      np.testing.assert_allclose(area, area[0], rtol=0.02)  # whole on the torus
+      axis = 2 if motion in ("moves left", "moves right") else 1
+      sign = -1 if motion in ("moves left", "moves up") else 1
+      # Circular centroid along the motion's axis: a constant step every frame.
+      angle = 2 * np.pi * (np.arange(32) + 0.5) / 32
+      mass = cov.sum(3 - axis)  # [t, 32] along the axis
+      pos = np.unwrap(np.angle((mass * np.exp(1j * angle)).sum(1))) * 32 / (2 * np.pi)
+      steps = sign * np.diff(pos)
+      assert steps.min() > 0.8 * 0.4 * 32 / 15 and steps.max() < 1.2 * 0.5 * 32 / 15
+      assert sign * (pos[-1] - pos[0]) > 32  # past a whole frame: it wrapped
+    elif motion in ("grows", "shrinks"):
+      sign = 1 if motion == "grows" else -1
+      jumps = np.flatnonzero(sign * np.diff(area) < -0.3 * area.max())
+      assert len(jumps) in (3, 4) and np.all(np.diff(jumps) == shapes.GROW_PERIOD)
+    elif motion == "bounces up and down":
+      cy = (cov * (np.arange(32)[None, :, None] + 0.5)).sum((1, 2)) / area
+      # The bounce's period stays 8 frames (two per reference clip of 16).
+      lows = np.flatnonzero((cy[1:-1] > cy[:-2]) & (cy[1:-1] >= cy[2:])) + 1
+      assert len(lows) >= 10 and set(np.diff(lows)) <= {7, 8, 9}
+
+
+def test_stationary_is_a_different_stream_and_the_default_is_unchanged():
+  a = shapes.example(0, 5, 16, 32)
+  b = shapes.example(0, 5, 16, 32, stationary=True)
+  assert a["caption"] == b["caption"] and not np.array_equal(a["video"], b["video"])
+  assert np.array_equal(a["video"], shapes.example(0, 5, 16, 32)["video"])
