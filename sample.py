@@ -10,7 +10,11 @@ shipped SSR (pretrained/ssr_tiny; --ssr_workdir for another, --base_only for non
 and the base clip is written next to the high-res one (name_lowres.mp4).
 Several --prompt flags give several videos (output name gets _0, _1, ...).
 Clips longer than a model's window (--frames, or the low-res clip for the SSR) are
-made of overlapping windows fused at every step (MultiDiffusion).
+made of overlapping windows fused at every step (MultiDiffusion). With --prompt_frames
+the prompts are one video's schedule: each window follows the prompts of its frames
+(transitions; docs/long_videos.md):
+  python sample.py --prompt="a red square moves left" --prompt="a red square moves up" \
+      --frames=64 --prompt_frames=0,32 --output=samples/left_then_up.mp4
 
 Applications (docs/applications.md). Video-to-video editing (SDEdit):
 --video=clip.mp4 --strength=0.5 noises the clip to t = 0.5 and denoises it with the
@@ -58,7 +62,12 @@ _WINDOW = flags.DEFINE_integer('window', None, 'SSR window length in frames (def
                                'config.sample.window); without an SSR, the base model\'s.')
 _OVERLAP = flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring windows '
                                 '(default: config.sample.overlap, 2).')
-_PROMPT = flags.DEFINE_multi_string('prompt', None, 'Text prompt; repeat for several.')
+_PROMPT = flags.DEFINE_multi_string('prompt', None, 'Text prompt; repeat for several '
+                                    '(with --prompt_frames: one video\'s prompts, in order).')
+_PROMPT_FRAMES = flags.DEFINE_list('prompt_frames', None, 'A prompt schedule: the first frame '
+                                   'of each --prompt in one video, e.g. --prompt="a red square '
+                                   'moves left" --prompt="a red square moves up" '
+                                   '--frames=64 --prompt_frames=0,32 (docs/long_videos.md).')
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight w (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed: same seed, same video.')
@@ -109,7 +118,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()  # first: checking --mesh starts jax, which logs its backends
   request = sample_request.SampleRequest(
-      prompts=_PROMPT.value, outputs=_OUTPUT.value, workdir=_WORKDIR.value,
+      prompts=_PROMPT.value, prompt_frames=_PROMPT_FRAMES.value, outputs=_OUTPUT.value,
+      workdir=_WORKDIR.value,
       checkpoint=_CHECKPOINT.value, ssr_workdir=_SSR_WORKDIR.value,
       ssr_checkpoint=_SSR_CHECKPOINT.value, base_only=_BASE_ONLY.value,
       negative_prompt=_NEGATIVE.value, frames=_FRAMES.value, window=_WINDOW.value,

@@ -18,6 +18,7 @@ from stunet import cascade
 from stunet import checkpoints
 from stunet import config as config_lib
 from stunet import multidiffusion
+from stunet import prompt_schedule
 from stunet import sampling
 from stunet import sharding
 from stunet import t5
@@ -125,8 +126,12 @@ class Generator:
   def __call__(self, prompts, *, guidance: float, seed: int = 0,
                num_frames: Optional[int] = None, lowres=None, init=None,
                t_start: float = 1., num_steps: Optional[int] = None, cond=None,
-               negative_prompt=None, progress=None, preview=None):
+               negative_prompt=None, progress=None, preview=None, prompt_frames=None):
     """prompts: list of b str -> videos float32 [b, t, h, w, 3] in [-1, 1].
+
+    prompt_frames: a prompt schedule (``stunet.prompt_schedule``), the first frame of
+    each of K prompts; every entry of ``prompts`` is then a list of K prompts, one
+    video's schedule. A change over time needs a clip longer than the window.
 
     negative_prompt: the unconditional branch of guidance gets this text (one for every
     video, or a list of one per prompt) instead of the empty prompt, so guidance pushes
@@ -144,7 +149,13 @@ class Generator:
     makers of ``stunet.conditioning`` (t is then the clip length); a conditional model
     without them makes plain text-to-video samples (an all-zero mask).
     """
-    if not prompts or any(not p.strip() for p in prompts):
+    schedule = prompts
+    if prompt_frames is not None:
+      if any(isinstance(p, str) or len(p) != len(prompt_frames) for p in prompts):
+        raise ValueError(f'with a prompt schedule of {len(prompt_frames)} first frames, every '
+                         f'video needs a list of {len(prompt_frames)} prompts.')
+      schedule = [q for p in prompts for q in p]
+    if not prompts or any(not isinstance(p, str) or not p.strip() for p in schedule):
       raise ValueError('every prompt must be non-empty text (the empty prompt is the '
                        'unconditional one used for guidance).')
     b = len(prompts)
@@ -177,7 +188,10 @@ class Generator:
     unet_lib.check_frames(windows.length if windows else num_frames,
                           self.model.unet.temporal_factor,
                           'a window' if windows else 'a clip', 'change --frames or --window')
-    tokens, mask = self.tokenizer.encode(prompts)
+    tokens, mask = self.tokenizer.encode(schedule)
+    if prompt_frames is not None:
+      prompt_frames = prompt_schedule.check(prompt_frames, len(prompt_frames), num_frames)
+      tokens, mask = (a.reshape(b, len(prompt_frames), -1) for a in (tokens, mask))
     if negative_prompt is None:
       null_tokens, null_mask = self.tokenizer.null(b)
     else:
@@ -193,7 +207,7 @@ class Generator:
       init = jnp.asarray(init, jnp.float32)
       if init.shape != shape:
         raise ValueError(f'init videos of shape {init.shape}: need {list(shape)}.')
-    kw = dict(self.kw, t_start=t_start)
+    kw = dict(self.kw, t_start=t_start, schedule=prompt_frames)
     kw['num_steps'] = num_steps or kw['num_steps']
     args = (self.params, tokens, mask, null_tokens, null_mask, jax.random.key(seed),
             jnp.float32(guidance), init, lowres, jnp.float32(self.lowres_aug), *(cond or ()))

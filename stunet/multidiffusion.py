@@ -125,22 +125,30 @@ def fuse(preds: Sequence[jax.Array], starts: Sequence[int], num_frames: int,
   return num / den
 
 
-def apply(fn: Callable, z: jax.Array, windows: Windows, cond: Sequence[jax.Array] = ()
-          ) -> jax.Array:
-  """Runs ``fn(z_window, *cond_windows)`` on every window and fuses the predictions.
+def apply(fn: Callable, z: jax.Array, windows: Windows, cond: Sequence[jax.Array] = (),
+          per_window: Sequence[jax.Array] = ()) -> jax.Array:
+  """Runs ``fn(z_window, *cond_windows, *per_window_values)`` on every window and fuses
+  the predictions.
 
   z: [b, T, ...]; cond: arrays [b, T, ...] cut into the same windows (e.g. the SSR's
-  low-res video); fn maps [n, L, ...] to a prediction of z's window shape. Windows go
-  through a lax.scan, ``windows.batch`` at a time stacked along the batch axis (the
-  last group is padded with copies of the last window at weight 0).
+  low-res video); per_window: arrays [num_windows, b, ...], one value per window and
+  example (e.g. the text of a prompt schedule, ``stunet.prompt_schedule``); fn maps
+  [n, L, ...] to a prediction of z's window shape. Windows go through a lax.scan,
+  ``windows.batch`` at a time stacked along the batch axis (windows-major; the last
+  group is padded with copies of the last window at weight 0).
   """
   if z.shape[1] != windows.num_frames:
     raise ValueError(f'clip of {z.shape[1]} frames, windows made for {windows.num_frames}.')
   starts, k, length = list(windows.starts), windows.batch, windows.length
+  if any(a.shape[0] != len(starts) for a in per_window):
+    raise ValueError(f'per-window values for {[a.shape[0] for a in per_window]} windows, '
+                     f'the clip has {len(starts)}.')
   used = [1.] * len(starts) + [0.] * (-len(starts) % k)
+  index = list(range(len(starts))) + [len(starts) - 1] * (len(used) - len(starts))
   starts += [starts[-1]] * (len(used) - len(starts))
   starts = jnp.asarray(starts, jnp.int32).reshape(-1, k)
   used = jnp.asarray(used, jnp.float32).reshape(-1, k)
+  index = jnp.asarray(index, jnp.int32).reshape(-1, k)
   weights = jnp.asarray(windows.weights)
   b = z.shape[0]
 
@@ -150,11 +158,12 @@ def apply(fn: Callable, z: jax.Array, windows: Windows, cond: Sequence[jax.Array
 
   def body(carry, xs):
     num, den = carry
-    group, use = xs
-    pred = fn(cut(z, group), *(cut(c, group) for c in cond))
+    group, use, ids = xs
+    values = [a[ids].reshape((k * b,) + a.shape[2:]) for a in per_window]
+    pred = fn(cut(z, group), *(cut(c, group) for c in cond), *values)
     for j in range(k):
       num, den = _add_window(num, den, pred[j * b:(j + 1) * b], group[j], use[j] * weights)
     return (num, den), None
 
-  (num, den), _ = jax.lax.scan(body, _buffers(z.shape), (starts, used))
+  (num, den), _ = jax.lax.scan(body, _buffers(z.shape), (starts, used, index))
   return (num / den).astype(z.dtype)

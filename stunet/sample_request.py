@@ -19,6 +19,7 @@ from stunet import checkpoints
 from stunet import conditioning
 from stunet import config as config_lib
 from stunet import editing
+from stunet import prompt_schedule
 from stunet import sharding
 from stunet import video_io
 from stunet.generator import Generator
@@ -33,6 +34,7 @@ VIDEO_EXTENSIONS = ('.mp4', '.gif')
 class SampleRequest:
   """The flags of one sample.py call (None: the model's configured value)."""
   prompts: Sequence[str]
+  prompt_frames: Optional[Sequence[str]] = None  # one video's prompt schedule
   outputs: Sequence[str] = ('samples/sample.mp4',)
   workdir: Optional[str] = None          # default: the shipped model
   checkpoint: Optional[str] = None       # workdir/checkpoints/<step>
@@ -122,6 +124,11 @@ class SampleRequest:
       if value is not None:
         config_lib.check_range(flag, value, 1, None, what)
     mode = self.mode()
+    if self.prompt_frames is not None:
+      if mode != 'text-to-video':
+        raise ValueError(f'--prompt_frames schedules the prompts of text-to-video, not of '
+                         f'{mode}.')
+      self.schedule(self.frames)
     if self.strength is not None:
       try:
         editing.check_strength(self.strength)
@@ -149,6 +156,23 @@ class SampleRequest:
                          f'.gif.')
       _check_writable(output)
     return mode
+
+  def schedule(self, num_frames: Optional[int]) -> Optional[tuple]:
+    """--prompt_frames as first frames checked against the prompts (and, when known, the
+    clip's num_frames), or None without a schedule."""
+    if self.prompt_frames is None:
+      return None
+    try:
+      first = [int(v) for v in self.prompt_frames]
+    except ValueError:
+      first = None
+    flag = f'--prompt_frames={",".join(map(str, self.prompt_frames))}'
+    if first is None:
+      raise ValueError(f'{flag}: give whole numbers, the first frame of each --prompt.')
+    try:
+      return prompt_schedule.check(first, len(self.prompts), num_frames or 1 + max(first))
+    except ValueError as e:
+      raise ValueError(f'{flag}: {e}') from e
 
   def box_pixels(self) -> list:
     try:
@@ -293,6 +317,17 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
   prompts = list(request.prompts)
   negative = [] if request.negative_prompt is None else [request.negative_prompt]
   text_warnings, text_errors = Tokenizer.from_config(config.data).check(prompts + negative)
+  frames = request.frames or config.data.num_frames
+  schedule = request.schedule(frames)
+  if schedule is not None:
+    # The base model's window (with an SSR, --window is the SSR's).
+    window = (None if cascade else request.window) or config.sample.window or \
+        config.data.num_frames
+    if frames <= window:
+      raise ValueError(f'--prompt_frames changes the prompt over time from one MultiDiffusion '
+                       f'window to the next, and a clip of {frames} frames fits one window '
+                       f'of {window}: ask for more frames (e.g. --frames={2 * window}).')
+    prompts = [prompts]  # one video
   if text_errors:
     raise ValueError(' '.join(text_errors) + ' Use words of the training captions.')
   if cascade:
@@ -337,7 +372,7 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
     kw = dict(guidance=guidance, seed=request.seed, progress=hook,
               negative_prompt=request.negative_prompt)
     if mode == 'text-to-video':
-      videos = gen(prompts, num_frames=request.frames, **kw)
+      videos = gen(prompts, num_frames=request.frames, prompt_frames=schedule, **kw)
     elif mode == 'editing':
       videos = editing.sdedit(gen, prompts, np.repeat(inputs[None], len(prompts), 0),
                               strength=request.strength, **kw)
@@ -353,7 +388,7 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
     ssr_guidance = ssr_config.sample.guidance if request.guidance is None else request.guidance
     with progress('ssr') as hook:  # the SSR follows the low-res clip: no negative prompt
       high = ssr_gen(prompts, guidance=ssr_guidance, seed=request.seed, lowres=videos,
-                     progress=hook)
+                     progress=hook, prompt_frames=schedule)
     log(_timing('ssr', ssr_gen, high))
     # Both written at the same display size.
     outputs = {'': (high, max(1, round(request.scale * low / high.shape[2]))),
@@ -365,6 +400,8 @@ def run(request: SampleRequest, log: Callable[[str], None] = print,
       for i, (prompt, video) in enumerate(zip(prompts, clips)):
         path = (root if len(clips) == 1 else f'{root}_{i}') + suffix + ext
         video_io.write_video(path, video, fps=request.fps, scale=scale)
-        log(f'wrote {path}: "{prompt}"')
+        shown = (prompt if schedule is None else ', then '.join(
+            f'from frame {f} "{p}"' for f, p in zip(schedule, prompt)))
+        log(f'wrote {path}: ' + (f'"{shown}"' if schedule is None else shown))
         written.append(path)
   return written

@@ -19,6 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from stunet import diffusion as D
 from stunet import folding
 from stunet import multidiffusion
+from stunet import prompt_schedule
 from stunet import sharding
 from stunet import ssr
 
@@ -118,7 +119,8 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
                  mesh: Optional[jax.sharding.Mesh] = None, rules=(),
                  progress: Optional[Callable] = None,
                  preview: Optional[Callable] = None,
-                 shared_noise: float = 0.) -> Callable:
+                 shared_noise: float = 0.,
+                 schedule: Optional[tuple] = None) -> Callable:
   """Returns ``sample(params, tokens, mask, null_tokens, null_mask, rng, guidance,
   z_init=None, lowres=None, lowres_aug=0., cond_video=None, cond_mask=None)``.
 
@@ -144,6 +146,10 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
   shared_noise: the model's ``config.model.shared_noise``: the share of every noise
   draw (the start and the stochastic samplers' steps) common to a clip's frames.
 
+  schedule: the first frame of each of K prompts (``stunet.prompt_schedule``): tokens
+  and mask are then [b, K, L], every video's K prompts, and each window is conditioned
+  on the mix of the prompts of its frames.
+
   progress, preview: host functions called from inside the loop after every step
   (``jax.debug.callback``; None compiles nothing in): ``progress(step, num_steps)``
   (step counts from 1; nothing leaves the device) for progress bars, and
@@ -157,11 +163,18 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
     raise ValueError(f'windows for {windows.num_frames} frames, clip of {shape[1]}.')
   b = shape[0]
 
+  if schedule is not None:
+    prompt_schedule.check(schedule, len(schedule), shape[1])
+  spans = ([(s, windows.length) for s in windows.starts] if windows is not None
+           else [(0, shape[1])])
+
   def guided_x(params, z, t, text, mask, null_text, null_mask, guidance, extra, *cond):
     """Guided x-prediction of z [n, ...] before thresholding. n = b x (windows per call),
-    windows-major; the conditional and unconditional predictions run in one batch."""
+    windows-major; the conditional and unconditional predictions run in one batch.
+    Per-example inputs of b rows are repeated for every window (text and mask may
+    already have n rows: a prompt schedule's text per window)."""
     n = z.shape[0]
-    tile = lambda a: jnp.tile(a, (n // b,) + (1,) * (a.ndim - 1))
+    tile = lambda a: a if a.shape[0] == n else jnp.tile(a, (n // b,) + (1,) * (a.ndim - 1))
     both = lambda cond, uncond: jnp.concatenate([cond, uncond])
     v = model.apply(params, both(z, z), jnp.full((2 * n,), t),
                     both(tile(text), tile(null_text)), both(tile(mask), tile(null_mask)),
@@ -173,7 +186,15 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
              z_init: Optional[jax.Array] = None, lowres: Optional[jax.Array] = None,
              lowres_aug=0., cond_video: Optional[jax.Array] = None,
              cond_mask: Optional[jax.Array] = None):
-    text = model.apply(params, tokens, mask, method='encode_text')
+    if schedule is None:
+      text = model.apply(params, tokens, mask, method='encode_text')
+    else:  # [W, b, L, d]: every window's mix of its frames' prompts
+      k, length = tokens.shape[1:]
+      text = model.apply(params, tokens.reshape(-1, length), mask.reshape(-1, length),
+                         method='encode_text')
+      text, mask = prompt_schedule.mix(
+          text.reshape((b, k) + text.shape[1:]), mask,
+          jnp.asarray(prompt_schedule.shares(schedule, shape[1], spans)))
     null_text = model.apply(params, null_tokens, null_mask, method='encode_text')
     noise_rng, step_rng = jax.random.split(rng)
     z = folding.constrain(D.video_noise(noise_rng, shape, shared_noise),
@@ -190,9 +211,15 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
     times = step_times(num_steps, t_start, spacing)
 
     def predict(z, t):
-      fn = lambda zw, *cw: guided_x(params, zw, t, text, mask, null_text, null_mask,
-                                    guidance, extra, *cw)
-      x = fn(z, *cond) if windows is None else multidiffusion.apply(fn, z, windows, cond)
+      if schedule is None:
+        fn = lambda zw, *cw: guided_x(params, zw, t, text, mask, null_text, null_mask,
+                                      guidance, extra, *cw)
+        x = fn(z, *cond) if windows is None else multidiffusion.apply(fn, z, windows, cond)
+      else:  # the window's text and mask come last
+        fn = lambda zw, *cw: guided_x(params, zw, t, cw[-2], cw[-1], null_text, null_mask,
+                                      guidance, extra, *cw[:-2])
+        x = (fn(z, *cond, text[0], mask[0]) if windows is None else
+             multidiffusion.apply(fn, z, windows, cond, per_window=(text, mask)))
       return dynamic_threshold(x, threshold)
 
     def body(carry, i):

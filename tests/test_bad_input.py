@@ -50,6 +50,8 @@ TRAIN = [
       '--config.train.init_from='], 'stage=stunet starts from another run: set '
      'config.train.init_from'),
     (TINY + ['--config.train.init_from=nowhere'], 'not a train.py workdir'),
+    (TINY + ['--config.data.stationary_frames=8'], 'config.data.stationary_frames=8: the '
+     'stationary variant is of the shapes dataset'),
 ]
 P = ['--prompt=a red square moves left']
 SAMPLE = [
@@ -62,6 +64,21 @@ SAMPLE = [
     (P + ['--seed=-3'], "--seed=-3: the run's seed must be >= 0"),
     (['--prompt= '], '--prompt: every prompt must be non-empty text'),
     (P + ['--negative_prompt= '], '--negative_prompt is empty'),
+    (P + ['--prompt=a red square moves up', '--prompt_frames=0,x', '--frames=64'],
+     '--prompt_frames=0,x: give whole numbers'),
+    (P + ['--prompt=a red square moves up', '--prompt_frames=32,0', '--frames=64'],
+     'a prompt schedule starts at frame 0'),
+    (P + ['--prompt=a red square moves up', '--prompt=a red square grows',
+          '--prompt_frames=0,40,20', '--frames=64'], 'first frames of a prompt schedule must '
+     'increase'),
+    (P + ['--prompt=a red square moves up', '--prompt_frames=0,64', '--frames=64'],
+     'starts a prompt at frame 64, past the clip of 64 frames'),
+    (P + ['--prompt=a red square moves up', '--prompt_frames=0', '--frames=64'],
+     'a prompt schedule of 2 prompts needs 2 first frames'),
+    (P + ['--prompt=a red square moves up', '--prompt_frames=0,8'], 'a clip of 16 frames '
+     'fits one window of 16: ask for more frames (e.g. --frames=32)'),
+    (P + ['--prompt_frames=0', '--frames=32', '--video=a_file', '--strength=0.5'],
+     '--prompt_frames schedules the prompts of text-to-video, not of editing'),
     (P + ['--base_only', '--ssr_workdir=ssr'], '--base_only skips the SSR'),
     (P + ['--workdir=nowhere'], 'not a train.py workdir'),
     (P + ['--ssr_checkpoint=ssr/checkpoints/x'], 'is not a checkpoint folder'),
