@@ -270,6 +270,24 @@ def track(video, stationary: bool = False) -> np.ndarray:
   return out
 
 
+# Axis (0: x, 1: y) and sign of the prompted direction of each translation.
+_DIRECTIONS = {"moves left": (0, -1), "moves right": (0, 1), "moves up": (1, -1),
+               "moves down": (1, 1)}
+
+
+def backward_steps(video, caption: str, min_px: float = 2.0,
+                   stationary: bool = True) -> int | None:
+  """Frames whose centroid steps against the direction a 'moves <dir>' caption asks
+  for by more than min_px pixels (a motion that restarts instead of going on); None
+  for the other motions. stationary: ``track``'s (on a torus)."""
+  motion = shapes_lib.parse_caption(caption)["motion"]
+  if motion not in _DIRECTIONS:
+    return None
+  axis, sign = _DIRECTIONS[motion]
+  step = sign * np.diff(track(video, stationary)[:, axis])
+  return int(np.sum(step[np.isfinite(step)] < -min_px))
+
+
 # 'outline' when the object's holes (pixels enclosed by it but not part of it) make up
 # at least this fraction of the filled object, in the median frame (the generator:
 # solid 0 always, outlined 0.10 or more).

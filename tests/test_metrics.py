@@ -198,3 +198,18 @@ def test_track_follows_the_object_across_the_edge():
   dark[2, 10:14, 10:14] = 255
   got = metrics.track(dark)
   assert np.isnan(got[[0, 1, 3]]).all() and np.allclose(got[2], [12, 12])
+
+
+def test_backward_steps_count_restarts_not_wraps():
+  """A move that goes on (the stationary data, wrapping around) has none; clips of the
+  default data one after another (the motion replayed) have one per restart."""
+  labels = dict(color="red", shape="square", motion="moves right")
+  rng = np.random.default_rng(2)
+  going_on = shapes.render(labels, 64, 32, rng, stationary=True)
+  replayed = np.concatenate([shapes.render(labels, 16, 32, rng) for _ in range(4)])
+  assert metrics.backward_steps(going_on, "a red square moves right") == 0
+  assert metrics.backward_steps(replayed, "a red square moves right") == 3
+  reverse = going_on[::-1]  # every step backwards, each below 2 px: not a jump
+  assert metrics.backward_steps(reverse, "a red square moves right") == 0
+  assert metrics.backward_steps(reverse, "a red square moves right", min_px=0.5) == 63
+  assert metrics.backward_steps(going_on, "a red square grows") is None
