@@ -14,6 +14,10 @@ Variants (big_vision style, after a colon):
   configs/tiny.py:stage=style     the shipped model's spatial weights fine-tuned on the
                                   outlined-shapes style (data.style='outline'), its
                                   temporal layers frozen (sample.py --style)
+  configs/tiny.py:stage=stationary   the shipped model fine-tuned on the stationary
+                                  data (motion at a rate per frame, random 16-frame
+                                  windows of 64-frame clips): long videos whose motion
+                                  goes on across windows (docs/long_videos.md)
   configs/tiny.py:stage=keyframes the keyframe model of the keyframe + TSR cascade
                                   (every 4th frame of each clip; docs/reproducing.md),
                                   from --config.train.init_from
@@ -27,7 +31,8 @@ from stunet import config as config_lib
 
 def get_config(arg: str = 'stage=stunet'):
   stage = config_lib.parse_arg(arg, stage='stunet')['stage']
-  stages = ('t2i', 'stunet', 'scratch', 'conditional', 'style', 'keyframes', 'tsr')
+  stages = ('t2i', 'stunet', 'scratch', 'conditional', 'style', 'stationary', 'keyframes',
+            'tsr')
   if stage not in stages:
     raise ValueError(f'unknown stage {stage!r}; use stage= one of {", ".join(stages)}.')
   config = config_lib.base_config()
@@ -55,7 +60,8 @@ def get_config(arg: str = 'stage=stunet'):
     config.train.freeze_text = True
 
   t = config.train
-  t.stage = {'style': 'stunet', 'keyframes': 'stunet', 'tsr': 'conditional'}.get(stage, stage)
+  t.stage = {'style': 'stunet', 'stationary': 'stunet', 'keyframes': 'stunet',
+             'tsr': 'conditional'}.get(stage, stage)
   # At this scale the whole network fine-tuned on clips learns motion sooner than the
   # temporal layers alone on a frozen 600-step image model (docs/choices.md).
   t.freeze_spatial = False
@@ -77,7 +83,7 @@ def get_config(arg: str = 'stage=stunet'):
     t.t_power = 2.
   t.ema_decay = 0.995                    # short runs: a short average
 
-  if stage in ('conditional', 'style'):
+  if stage in ('conditional', 'style', 'stationary'):
     # Fine-tunes of the shipped model (docs/models.md): its architecture
     # (the layout bias) and its last recipe (constant lr 3e-4, t_power 2).
     m.layout_basis = 6
@@ -85,10 +91,12 @@ def get_config(arg: str = 'stage=stunet'):
     t.lr, t.t_power, t.ema_decay = 3e-4, 2., 0.999
     t.ckpt_every = 500
     m.conditional = stage == 'conditional'
-    t.num_steps = 3000 if stage == 'conditional' else 1500
+    t.num_steps = {'conditional': 3000, 'style': 1500, 'stationary': 2000}[stage]
     if stage == 'style':
       config.data.style = 'outline'
       t.freeze_temporal = True
+    if stage == 'stationary':
+      config.data.stationary_frames = 64
 
   if stage in ('keyframes', 'tsr'):  # 4 keyframes; TSR windows [0, 8), [4, 12), [8, 16)
     config.cascade.role, config.cascade.stride, config.cascade.window = stage, 4, 8

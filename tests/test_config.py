@@ -17,7 +17,8 @@ from stunet import config as config_lib
 from stunet import sharding
 from stunet import text as text_lib
 
-TINY_STAGES = ('t2i', 'stunet', 'scratch', 'conditional', 'style', 'keyframes', 'tsr')
+TINY_STAGES = ('t2i', 'stunet', 'scratch', 'conditional', 'style', 'stationary', 'keyframes',
+               'tsr')
 
 
 def _tiny(stage='scratch'):
@@ -34,7 +35,7 @@ def test_tiny_variants_validate_and_say_what_they_are(stage):
   config_lib.validate(cfg)
   assert cfg.model.temporal == (stage != 't2i')
   assert cfg.model.text.vocab_size > 20  # from the shipped tokenizer
-  kind = {'scratch': 'stunet', 'style': 'stunet'}.get(stage, stage)
+  kind = {'scratch': 'stunet', 'style': 'stunet', 'stationary': 'stunet'}.get(stage, stage)
   assert config_lib.model_kind(cfg) == kind
 
 
@@ -87,8 +88,12 @@ def test_paper_configs_validate(arg):
 
 def test_fine_tuning_stages_start_from_the_shipped_model():
   cond, style = tiny.get_config('stage=conditional'), tiny.get_config('stage=style')
-  for cfg in (cond, style):
+  stationary = tiny.get_config('stage=stationary')
+  for cfg in (cond, style, stationary):
     assert cfg.train.init_from == 'pretrained/stunet_tiny' and cfg.model.layout_basis == 6
+  # The stationary data's long clips, read in windows of the shipped model's length.
+  assert stationary.data.stationary_frames == 64 and stationary.data.num_frames == 16
+  assert stationary.train.stage == 'stunet' and not stationary.model.conditional
   assert cond.model.conditional and cond.train.stage == 'conditional'
   assert style.train.freeze_temporal and style.data.style == 'outline'
   assert not style.model.conditional
