@@ -167,7 +167,7 @@ class SampleRequest:
     except ValueError:
       first = None
     flag = f'--prompt_frames={",".join(map(str, self.prompt_frames))}'
-    if first is None:
+    if not first:
       raise ValueError(f'{flag}: give whole numbers, the first frame of each --prompt.')
     try:
       return prompt_schedule.check(first, len(self.prompts), num_frames or 1 + max(first))
