@@ -23,9 +23,10 @@ whose motion changes halfway (--prompt_frames 0, frames/2; stunet.prompt_schedul
 scored by each half's per-window accuracy for its own prompt (the windows inside the
 half), the centroid's largest step at the change against the largest inside the halves
 (the object keeps its place when only the motion changes), and the frame change at the
-change against inside. Writes <name>.json and <name>_transition.png (frames and X-T
-slices, time running down, of the first transitions: the brightest pixel over rows
-and over columns, i.e. the object's x and y over time) to --output_dir.
+change against inside. Writes to --output_dir <name>.json, <name>_long_xt.png (the
+first 8 long clips) and <name>_transition.png, _transition_xt.png (the first 4
+transitions): frames, and X-T and Y-T slices with time running down (the brightest
+pixel over rows and over columns: the object's x and y over time).
 """
 
 import json
@@ -98,6 +99,15 @@ def edge_ratio(videos, pairs) -> dict:
   at[pairs] = True
   return {'edges': float(profile[at].mean()), 'inside': float(profile[~at].mean()),
           'ratio': float(profile[at].mean() / profile[~at].mean())}
+
+
+def tracks(videos) -> np.ndarray:
+  """One image: per video, where the object is along x (left) and y (right) over time
+  (time runs down): the brightest pixel over rows, and over columns (one object on
+  black)."""
+  white = np.full((videos.shape[1], 1, 3), 255, np.uint8)
+  return np.concatenate([part for v in video_io.to_uint8(videos)
+                         for part in (v.max(axis=1), white, v.max(axis=2), white, white)], 1)
 
 
 def random_windows(videos, length: int, rng) -> np.ndarray:
@@ -205,19 +215,14 @@ def main(argv):
   result['seconds'] = time.time() - t0
 
   os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
-  with open(os.path.join(_OUTPUT_DIR.value, _NAME.value + '.json'), 'w') as f:
+  out = lambda suffix: os.path.join(_OUTPUT_DIR.value, _NAME.value + suffix)
+  with open(out('.json'), 'w') as f:
     json.dump(result, f, indent=1)
-  shown = tvideos[:4]
-  grid = video_io.frame_grid(shown[:, ::4])  # every 4th frame, one row per video
-  # Per video: where the object is along x (left) and y (right) over time (time runs
-  # down): the brightest pixel over rows, and over columns (one object on black).
-  white = np.full((frames, 1, 3), 255, np.uint8)
-  xt = np.concatenate([part for v in video_io.to_uint8(shown)
-                       for part in (v.max(axis=1), white, v.max(axis=2), white, white)], 1)
-  video_io.write_image(os.path.join(_OUTPUT_DIR.value, _NAME.value + '_transition.png'),
-                       video_io.upscale(grid, 3))
-  video_io.write_image(os.path.join(_OUTPUT_DIR.value, _NAME.value + '_transition_xt.png'),
-                       video_io.upscale(xt, 3))
+  video_io.write_image(out('_long_xt.png'), video_io.upscale(tracks(videos[:8]), 3))
+  # Every 4th frame of the first transitions, one row per video.
+  video_io.write_image(out('_transition.png'), video_io.upscale(
+      video_io.frame_grid(tvideos[:4, ::4]), 3))
+  video_io.write_image(out('_transition_xt.png'), video_io.upscale(tracks(tvideos[:4]), 3))
 
   lm, lr = result['long']['model'], result['long']['real']
   print(f'{frames}-frame clips from {workdir}, windows of {gen.window} at {list(starts)}; '
@@ -237,7 +242,7 @@ def main(argv):
         f'{t["largest_step_px_at_change"]:.1f} px (inside {t["largest_step_px_inside"]:.1f}); '
         f'frame change at the change {t["frame_change_at_change"]:.4f} (inside '
         f'{t["frame_change_inside"]:.4f})')
-  print(f'wrote {_OUTPUT_DIR.value}/{_NAME.value}.json, _transition.png, _transition_xt.png '
+  print(f'wrote {out(".json")}, _long_xt.png, _transition.png, _transition_xt.png '
         f'({result["seconds"]:.0f}s)')
 
 
