@@ -149,13 +149,13 @@ class Generator:
     makers of ``stunet.conditioning`` (t is then the clip length); a conditional model
     without them makes plain text-to-video samples (an all-zero mask).
     """
-    schedule = prompts
+    texts = prompts  # every prompt text, one video after another
     if prompt_frames is not None:
       if any(isinstance(p, str) or len(p) != len(prompt_frames) for p in prompts):
         raise ValueError(f'with a prompt schedule of {len(prompt_frames)} first frames, every '
                          f'video needs a list of {len(prompt_frames)} prompts.')
-      schedule = [q for p in prompts for q in p]
-    if not prompts or any(not isinstance(p, str) or not p.strip() for p in schedule):
+      texts = [q for p in prompts for q in p]
+    if not prompts or any(not isinstance(p, str) or not p.strip() for p in texts):
       raise ValueError('every prompt must be non-empty text (the empty prompt is the '
                        'unconditional one used for guidance).')
     b = len(prompts)
@@ -188,7 +188,7 @@ class Generator:
     unet_lib.check_frames(windows.length if windows else num_frames,
                           self.model.unet.temporal_factor,
                           'a window' if windows else 'a clip', 'change --frames or --window')
-    tokens, mask = self.tokenizer.encode(schedule)
+    tokens, mask = self.tokenizer.encode(texts)
     if prompt_frames is not None:
       prompt_frames = prompt_schedule.check(prompt_frames, len(prompt_frames), num_frames)
       tokens, mask = (a.reshape(b, len(prompt_frames), -1) for a in (tokens, mask))
