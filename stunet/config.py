@@ -113,6 +113,8 @@ def base_config() -> ml_collections.ConfigDict:
   # SSR (stunet/ssr.py): > 0 makes this a super-resolution model conditioned on the
   # clip downsampled to lowres_size x lowres_size (upsampled, concatenated to its input).
   c.model.lowres_size = 0
+  # SSR: diffuse the residual over the bilinearly upsampled low-res clip (stunet/ssr.py).
+  c.model.lowres_residual = False
   # The conditional STUNet (stunet/conditioning.py): its input is <noisy video, masked
   # conditioning video, mask> (7 channels) for image-to-video, in/outpainting and
   # cinemagraphs; trained by stage=conditional from a text-to-video run.
@@ -454,6 +456,9 @@ def _validate_kind(config) -> None:
   if m.conditional and (m.lowres_size or not m.temporal):
     raise ValueError('config.model.conditional=True is a STUNet option: it cannot be an SSR '
                      'model (lowres_size > 0) or a T2I one (temporal=False).')
+  if m.lowres_residual and not m.lowres_size:
+    raise ValueError('config.model.lowres_residual=True is an SSR option: set '
+                     'config.model.lowres_size > 0 as well, or leave it False.')
   if m.lowres_size:
     if not m.lowres_size < d.size:
       raise ValueError(f'config.model.lowres_size={m.lowres_size} must be below '

@@ -39,5 +39,6 @@ def build_model(model_config) -> unet_lib.TextToVideo:
   if m.conditional:
     return Conditional(unet=unet, text_encoder=text)
   if m.lowres_size:
-    return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size)
+    return SuperResolution(unet=unet, text_encoder=text, lowres_size=m.lowres_size,
+                           residual=m.lowres_residual)
   return unet_lib.TextToVideo(unet=unet, text_encoder=text)

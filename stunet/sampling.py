@@ -206,7 +206,7 @@ def make_sampler(model, shape, *, num_steps: int, sampler: str, threshold: float
     extra = ()
     if lowres is not None:  # SSR: the low-res video, noised once to a fixed level
       aug_t = jnp.full((b,), lowres_aug, jnp.float32)
-      cond = (ssr.augment(jax.random.fold_in(noise_rng, 1), lowres, aug_t),)
+      cond = (ssr.augment(jax.random.fold_in(noise_rng, 1), lowres, aug_t), lowres)
       extra = (aug_t,)
     times = step_times(num_steps, t_start, spacing)
 

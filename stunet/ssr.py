@@ -12,6 +12,15 @@ two extra inputs:
   like the diffusion time and added to the timestep embedding. The model learns to
   not trust the low-res input blindly, which makes it robust to the base model's
   artefacts.
+With ``residual`` (``model.lowres_residual``), the diffusion runs on the residual
+r = x - up(base) between the high-res clip and the clean low-res clip ``base``
+bilinearly upsampled (SRDiff, Li et al. 2022, arXiv 2104.14951), written as a
+reparameterization of the same process on x: the network sees z - alpha_t up(base),
+the noised residual, and its output f becomes v = f - sigma_t up(base). Since
+z_t = alpha_t x + sigma_t eps, f's target is then the residual's v, alpha_t eps -
+sigma_t r, and x_hat = up(base) + r_hat: every sampler, guidance, thresholding and the
+loss work on x unchanged. Where the clip is flat, r = 0 and the network only has to
+recognise the noise, instead of separating it from the colours.
 Memory allows the SSR only short windows of frames; ``stunet.multidiffusion`` fuses
 overlapping windows at every denoising step.
 """
@@ -35,24 +44,30 @@ def augment(rng, lowres, aug_t):
 
 
 def training_condition(rng, video, lowres_size: int, aug_max: float):
-  """(augmented low-res video, aug_t) for a training batch of high-res videos.
+  """(augmented low-res video, clean low-res video, aug_t) for a training batch of
+  high-res videos.
 
   The low-res input is the high-res clip downsampled (antialiased), as the base
   model's output would be; aug_t ~ U[0, aug_max] per example.
   """
   r_t, r_noise = jax.random.split(rng)
   aug_t = jax.random.uniform(r_t, (video.shape[0],), maxval=aug_max)
-  return augment(r_noise, resize(video, lowres_size), aug_t), aug_t
+  clean = resize(video, lowres_size)
+  return augment(r_noise, clean, aug_t), clean, aug_t
 
 
 class SuperResolution(TextToVideo):
-  """TextToVideo whose denoiser also takes the (augmented) low-res video and its level.
+  """TextToVideo whose denoiser also takes the low-res video and its augmentation level.
 
-  denoise(z [b, t, H, W, 3], t [b], text, text_mask, lowres [b, t, h, w, 3], aug_t [b]).
+  denoise(z [b, t, H, W, 3], t [b], text, text_mask, lowres [b, t, h, w, 3], base [same],
+  aug_t [b]): lowres is the low-res clip as the network sees it (noise-augmented to
+  aug_t), base the same clip clean, which a residual model's output is relative to
+  (the others ignore it).
   """
   lowres_size: int = 0
+  residual: bool = False
 
-  def denoise(self, z, t, text, text_mask, lowres, aug_t):
+  def denoise(self, z, t, text, text_mask, lowres, base, aug_t):
     # The network is fully convolutional: it runs on whole frames (sampling) and on
     # crops (training with data.crop_size), the low-res input being a whole factor
     # smaller either way; callers check the factor against model.lowres_size.
@@ -64,9 +79,18 @@ class SuperResolution(TextToVideo):
           f'{z.shape[:2]} clips of square frames a whole factor smaller than '
           f'{z.shape[2]}x{z.shape[3]} ({self.lowres_size}x{self.lowres_size} at the '
           f'trained size, model.lowres_size).')
+    if base.shape != lowres.shape:
+      raise ValueError(f'the clean low-res clip {base.shape} and the network\'s low-res '
+                       f'input {lowres.shape} must have one shape.')
     up = resize(lowres.astype(jnp.float32), z.shape[2])
-    return self.unet(jnp.concatenate([z, up.astype(z.dtype)], axis=-1), t, text, text_mask,
-                     cond_t=aug_t)
+    if self.residual:  # the network sees and predicts the residual over up(base)
+      alpha, sigma = (D.per_example(a, z) for a in
+                      D.alpha_sigma(D.logsnr_schedule_cosine(t)))
+      skip = resize(base.astype(jnp.float32), z.shape[2])
+      z = (z - alpha * skip).astype(z.dtype)
+    out = self.unet(jnp.concatenate([z, up.astype(z.dtype)], axis=-1), t, text, text_mask,
+                    cond_t=aug_t)
+    return out - sigma * skip if self.residual else out
 
-  def __call__(self, z, t, tokens, mask, lowres, aug_t):
-    return self.denoise(z, t, self.encode_text(tokens, mask), mask, lowres, aug_t)
+  def __call__(self, z, t, tokens, mask, lowres, base, aug_t):
+    return self.denoise(z, t, self.encode_text(tokens, mask), mask, lowres, base, aug_t)

@@ -110,8 +110,8 @@ def example_inputs(config, batch: int = 1):
           else jnp.zeros((batch, n), jnp.int32))
   inputs = (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch,)), text,
             jnp.ones((batch, n), bool))
-  if low:  # SSR: the low-res video and its augmentation level
-    inputs += (jnp.zeros((batch, frames, low, low, 3)), jnp.zeros((batch,)))
+  if low:  # SSR: the low-res video (augmented, clean) and its augmentation level
+    inputs += (jnp.zeros((batch, frames, low, low, 3)),) * 2 + (jnp.zeros((batch,)),)
   if config.model.conditional:  # the conditioning video and its mask
     inputs += (jnp.zeros((batch, frames, s, s, 3)), jnp.zeros((batch, frames, s, s, 1)))
   return inputs
@@ -224,8 +224,8 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
       r_aug = jax.random.fold_in(r_eps, 1)  # (base-model runs keep their randomness)
       # On crops (data.crop_size) the low-res clip is the crop's, at the same factor.
       low = video.shape[2] * lowres_size // config.data.size
-      ex['lowres'], ex['aug_t'] = ssr.training_condition(r_aug, video, low,
-                                                         tc.lowres_aug_max)
+      ex['lowres'], ex['base'], ex['aug_t'] = ssr.training_condition(
+          r_aug, video, low, tc.lowres_aug_max)
     if cascade_role == 'tsr':
       ex['cond'], ex['cond_mask'] = cond
     elif conditional:  # a random mask of each application, or none
@@ -250,7 +250,7 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), \
           nn.logical_axis_rules(logical_rules):
         z = D.q_sample(ex['video'], ex['t'], ex['eps'])
-        cond = ((ex['lowres'], ex['aug_t']) if lowres_size else
+        cond = ((ex['lowres'], ex['base'], ex['aug_t']) if lowres_size else
                 (ex['cond'], ex['cond_mask']) if conditional else ())
         v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'], *cond,
                         method=method)

@@ -30,18 +30,20 @@ def test_denoiser_reads_the_low_res_video_and_its_noise_level():
   params = perturbed_params(model, inputs)
   assert params['params']['unet']['conv_in']['kernel'].shape[-2] == 6  # noisy + low-res
   rng = np.random.default_rng(0)
-  z, t, tokens, mask, lowres, aug_t = inputs
+  z, t, tokens, mask, lowres, _, aug_t = inputs
   z = jnp.asarray(rng.normal(size=z.shape), jnp.float32)
   lowres = jnp.asarray(rng.uniform(-1, 1, size=lowres.shape), jnp.float32)
   t, aug_t = jnp.full((2,), 0.5), jnp.full((2,), 0.1)
-  apply = jax.jit(lambda low, lvl: model.apply(params, z, t, tokens, mask, low, lvl))
+  apply = jax.jit(lambda low, lvl, base=None: model.apply(
+      params, z, t, tokens, mask, low, low if base is None else base, lvl))
   out = apply(lowres, aug_t)
   assert out.shape == z.shape
   assert not np.allclose(out, apply(-lowres, aug_t))
   assert not np.allclose(out, apply(lowres, aug_t + 0.3))
+  np.testing.assert_array_equal(out, apply(lowres, aug_t, base=-lowres))  # not residual
   # Fully convolutional: a crop's low-res clip (a whole factor smaller) runs too.
   crop = jax.jit(lambda: model.apply(params, z[:, :, :8, :8], t, tokens, mask,
-                                     lowres[:, :, :4, :4], aug_t))()
+                                     lowres[:, :, :4, :4], lowres[:, :, :4, :4], aug_t))()
   assert crop.shape == (2,) + z.shape[1:2] + (8, 8, 3)
   with pytest.raises(ValueError, match='lowres_size'):
     apply(jnp.zeros((2, z.shape[1], 5, 5, 3)), aug_t)  # not a whole factor
@@ -51,11 +53,12 @@ def test_denoiser_reads_the_low_res_video_and_its_noise_level():
 
 def test_training_condition_is_the_downsampled_clip_noised_to_its_level():
   video = jax.random.uniform(jax.random.key(0), (4, 3, 16, 16, 3), minval=-1., maxval=1.)
-  lowres, aug_t = ssr.training_condition(jax.random.key(1), video, 8, 0.4)
-  assert lowres.shape == (4, 3, 8, 8, 3) and aug_t.shape == (4,)
+  lowres, base, aug_t = ssr.training_condition(jax.random.key(1), video, 8, 0.4)
+  assert lowres.shape == base.shape == (4, 3, 8, 8, 3) and aug_t.shape == (4,)
   assert float(aug_t.min()) >= 0. and float(aug_t.max()) <= 0.4
-  # Level 0 leaves the downsampled clip as it is.
+  # Level 0 leaves the downsampled clip as it is; base is that clip, clean.
   small = ssr.resize(video, 8)
+  np.testing.assert_array_equal(base, small)
   clean = ssr.augment(jax.random.key(2), small, jnp.zeros((4,)))
   np.testing.assert_allclose(clean, small, atol=1e-3)
   # The downsampling is antialiased: a one-pixel checkerboard (above the new Nyquist
@@ -65,6 +68,44 @@ def test_training_condition_is_the_downsampled_clip_noised_to_its_level():
                             (1, 1, 16, 16, 3))
   assert float(jnp.abs(ssr.resize(jnp.asarray(checker), 8)).max()) < 0.3
   np.testing.assert_allclose(ssr.resize(jnp.full((1, 1, 16, 16, 3), 0.7), 8), 0.7, atol=1e-6)
+
+
+def test_residual_ssr_diffuses_the_residual_over_the_upsampled_clip():
+  """model.lowres_residual: the network's input is z - alpha_t up(base) and its output
+  f becomes v = f - sigma_t up(base), so x_hat = up(base) + (the x-prediction f makes of
+  the noised residual), and the v-loss on x is the residual's v-loss."""
+  from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
+  cfg = _ssr_config()
+  cfg.model.lowres_residual = True
+  model = build_model(cfg.model)
+  assert model.residual
+  inputs = train_step.example_inputs(cfg, batch=2)
+  params = perturbed_params(model, inputs)
+  rng = np.random.default_rng(0)
+  z, t, tokens, mask, lowres, _, aug_t = inputs
+  x = jnp.asarray(rng.uniform(-1, 1, size=z.shape), jnp.float32)
+  eps = jnp.asarray(rng.normal(size=z.shape), jnp.float32)
+  base = jnp.asarray(rng.uniform(-1, 1, size=lowres.shape), jnp.float32)
+  seen = base + 0.1 * jnp.asarray(rng.normal(size=lowres.shape), jnp.float32)
+  t, aug_t = jnp.array([0.3, 0.8]), jnp.full((2,), 0.1)
+  skip = ssr.resize(base, z.shape[2])
+  v = model.apply(params, D.q_sample(x, t, eps), t, tokens, mask, seen, base, aug_t)
+  # The same weights as a plain SSR on the noised residual.
+  plain = build_model(_ssr_config().model)
+  f = plain.apply(params, D.q_sample(x - skip, t, eps), t, tokens, mask, seen, seen, aug_t)
+  _, sigma = D.alpha_sigma(D.logsnr_schedule_cosine(t))
+  np.testing.assert_allclose(v, f - sigma[:, None, None, None, None] * skip, atol=1e-5)
+  np.testing.assert_allclose(D.x_from_v(D.q_sample(x, t, eps), t, v),
+                             skip + D.x_from_v(D.q_sample(x - skip, t, eps), t, f), atol=1e-5)
+  np.testing.assert_allclose(D.loss_fn(v, x, t, eps), D.loss_fn(f, x - skip, t, eps),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match='one shape'):
+    model.apply(params, z, t, tokens, mask, seen, base[:, :, :4, :4], aug_t)
+  from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
+  bad = small_config('scratch')
+  bad.model.lowres_residual = True
+  with pytest.raises(ValueError, match='lowres_residual=True is an SSR option'):
+    config_lib.validate(bad)
 
 
 def test_ssr_training_lowers_its_loss():
@@ -98,8 +139,9 @@ def test_ssr_trains_on_crops_and_samples_whole_frames():
   state, m = step(state, sharding.global_batch(batch, mesh), jax.random.key(1))
   assert np.isfinite(float(m['loss']))
   model = build_model(cfg.model)
-  z, t, tokens, mask, lowres, aug_t = train_step.example_inputs(cfg, batch=1)
-  out = model.apply({'params': state.sampling_params()}, z, t, tokens, mask, lowres, aug_t)
+  z, t, tokens, mask, lowres, base, aug_t = train_step.example_inputs(cfg, batch=1)
+  out = model.apply({'params': state.sampling_params()}, z, t, tokens, mask, lowres, base,
+                    aug_t)
   assert out.shape == (1, cfg.data.num_frames, 16, 16, 3)
   for bad in (6, 16, 2):  # not a multiple of 2 x 2, not below the frame, below one level
     cfg.data.crop_size = bad
