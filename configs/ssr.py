@@ -4,7 +4,8 @@ It upsamples configs/tiny.py's 32x32 clips to 64x64, trained on windows of 8 fra
 (the paper's SSR sees short windows; sampling fuses overlapping windows of 8 with
 MultiDiffusion, so clips of any length work). Same U-Net code as the base model,
 with temporal convolutions and attention but no temporal down/upsampling, the low-res
-clip concatenated to the input and noise-conditioning augmentation (stunet/ssr.py).
+clip concatenated to the input, noise-conditioning augmentation, and the diffusion run
+on the residual over the low-res clip's bilinear upsampling (stunet/ssr.py).
 
 Variants (as configs/tiny.py):
   configs/ssr.py:stage=scratch   every weight trained from scratch (default)
@@ -35,6 +36,13 @@ def get_config(arg: str = 'stage=scratch'):
   m.cross_attn_levels = (2,)             # cross-attention to the text at 16 px
   m.temporal = stage != 't2i'
   m.temporal_resample = False            # SSR: keep every frame at every level
+  # Diffuse the residual over the bilinearly upsampled low-res clip (stunet/ssr.py):
+  # where the clip is flat the network has nothing to add but the noise to recognise.
+  m.lowres_residual = True
+  # 90% of the noise's variance common to every frame of a clip (PYoCo's mixed noise
+  # prior), in training and sampling: what the SSR leaves of the noise is then nearly
+  # the same in every frame instead of a flicker (docs/superres_and_long_clips.md).
+  m.shared_noise = 0.9
 
   t = config.train
   t.stage = stage
@@ -49,10 +57,12 @@ def get_config(arg: str = 'stage=scratch'):
   t.lowres_aug_max = 0.4
 
   s = config.sample
-  # The SDE DPM-Solver at 8 steps: as close to the real clips as DDIM at 16, in half the
-  # time (docs/sampling.md).
+  # The SDE DPM-Solver at 8 steps, quadratic step times: the last step starts at
+  # t = 1/64 instead of 1/8, so that less of the noise is left to one prediction
+  # (docs/sampling.md).
   s.sampler = 'dpm++2m-sde'
   s.num_steps = 8
+  s.spacing = 'quadratic'
   s.guidance = 1.0                       # the low-res clip already fixes the content
   # Plain clipping: dynamic thresholding rescales a whole clip when a few pixels of the
   # black background overshoot -1, and the SSR's error compounds over the steps (held-
