@@ -75,6 +75,10 @@ _SIZE = flags.DEFINE_integer('size', 32, 'Frame size (data/noise sources).')
 _FVD = flags.DEFINE_bool('fvd', True, 'Also report FVD (Kinetics-400 I3D features) against '
                          'real clips of the same prompts, and the real-vs-real floor (two '
                          'such sets): about 1 s per video on 2 CPU cores.')
+_FVD_REFERENCE = flags.DEFINE_string('fvd_reference', None, 'An .npz file keeping the real '
+                                    'sets\' I3D features: read when it holds these prompts, '
+                                    'seed and clip shape, else computed and written there '
+                                    '(scoring many settings on the same prompts).')
 _STATIONARY = flags.DEFINE_bool('stationary', False, 'Score against the stationary variant '
                                 'of the data (motion at a rate per frame, on a torus; '
                                 'data/shapes.py). On by itself for a model trained on it '
@@ -231,10 +235,14 @@ def _fvd_reference(prompts, frames: int, size: int, stationary: bool):
           f'{frames}.')
     return None
   featurizer = fvd.Featurizer(batch_size=8)
-  print(f'FVD: I3D features of 2 x {len(prompts)} real {size}px clips', flush=True)
-  return (featurizer,) + tuple(
-      featurizer(real_clips(prompts, _SEED.value + k, frames, size, stationary))
-      for k in (10_001, 10_002))
+
+  def compute():
+    print(f'FVD: I3D features of 2 x {len(prompts)} real {size}px clips', flush=True)
+    return {k: featurizer(real_clips(prompts, _SEED.value + seed, frames, size, stationary))
+            for k, seed in (('a', 10_001), ('b', 10_002))}
+  key = json.dumps([prompts, _SEED.value, frames, size, stationary])
+  real = fvd.cached(_FVD_REFERENCE.value, key, compute)
+  return featurizer, real['a'], real['b']
 
 
 def _print_row(name, row, chance):

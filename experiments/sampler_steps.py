@@ -3,8 +3,8 @@
 The base model: each setting (sampler:steps) is one `evaluate.py` run on the same
 prompts and seeds: colour / shape / motion accuracy of the analytic detector on
 ``--num_samples`` prompts, sampling seconds per video (compile excluded), and FVD
-against held-out real clips for the settings in ``--fvd`` (about 1 s per video, three
-sets per row).
+against held-out real clips for the settings in ``--fvd`` (about 1 s per video; the real
+sets' features are computed once, in <output_dir>/fvd_reference.npz).
 
 An SSR model (``--ssr_workdir``): real clips whose ground truth is known are
 downsampled to its input size, as in training, and upsampled with each setting; rows
@@ -132,6 +132,7 @@ def main(argv):
     cmd = [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--num_samples={_NUM.value}',
            f'--seed={_SEED.value}', f'--output_dir={out_dir}', f'--{"" if fvd else "no"}fvd',
            f'--sampler={sampler}', f'--num_steps={steps}', f'--spacing={spacing}']
+    cmd += [f'--fvd_reference={os.path.join(_OUT.value, "fvd_reference.npz")}'] if fvd else []
     cmd += [f'--workdir={_WORKDIR.value}'] if _WORKDIR.value else []
     print(f'{name}: evaluating', flush=True)
     with open(out_dir + '.log', 'w') as log:

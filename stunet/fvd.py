@@ -26,7 +26,7 @@ import importlib.util
 import os
 import pickle
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -245,6 +245,24 @@ class Featurizer:
     if video.ndim != 4 or n < 1:
       raise ValueError(f'Expected a video [t >= {clip_frames}, h, w, 3], got {video.shape}.')
     return self(video[:n * clip_frames].reshape((n, clip_frames) + video.shape[1:])).mean(0)
+
+
+def cached(path: str | None, key: str, compute: Callable[[], dict[str, np.ndarray]]
+           ) -> dict[str, np.ndarray]:
+  """`compute()`'s arrays, kept in the .npz at `path` under `key` (e.g. the real clips'
+  features that every setting of an experiment is scored against): read from `path` when
+  it holds `key`, else computed and written there (atomically: a file being written is
+  never read). No path: computed, not kept."""
+  if path and os.path.exists(path):
+    with np.load(path) as f:
+      if str(f['key']) == key:
+        return {k: f[k] for k in f.files if k != 'key'}
+  arrays = compute()
+  if path:
+    tmp = f'{path}.tmp.{os.getpid()}.npz'
+    np.savez(tmp, key=np.asarray(key), **arrays)
+    os.replace(tmp, path)
+  return arrays
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,

@@ -162,3 +162,25 @@ def test_fvd_of_samples():
   few = rng.standard_normal((20, 50))
   trace = np.trace(np.cov(few, rowvar=False))
   assert fvd.fvd(few, few) == pytest.approx(0.0, abs=1e-6 * trace)
+
+
+def test_cached_computes_once_per_key_and_keeps_the_file_whole(tmp_path):
+  path = str(tmp_path / 'reference.npz')
+  calls = []
+
+  def compute(value):
+    def f():
+      calls.append(value)
+      return {'a': np.full((2, 3), value, np.float32), 'b': np.arange(4.0) + value}
+    return f
+  first = fvd.cached(path, 'prompts 1', compute(1.0))
+  again = fvd.cached(path, 'prompts 1', compute(2.0))  # read back, not recomputed
+  assert calls == [1.0]
+  for k in ('a', 'b'):
+    np.testing.assert_array_equal(again[k], first[k])
+  other = fvd.cached(path, 'prompts 2', compute(3.0))  # another key: computed, replaces
+  assert calls == [1.0, 3.0] and other['a'][0, 0] == 3.0
+  assert fvd.cached(path, 'prompts 2', compute(4.0))['b'][0] == 3.0
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['reference.npz']  # no temp left
+  fvd.cached(None, 'prompts 1', compute(5.0))  # no path: computed, nothing kept
+  assert calls == [1.0, 3.0, 5.0]
