@@ -15,7 +15,8 @@ the same clips bilinearly upsampled to the SSR's size (what the SSR must beat on
 and the SSR's output (windows fused by MultiDiffusion; --ssr_overlap=0: independent
 windows); their FVD is against real clips at the high resolution (the base row's
 frame size has none).
-Writes <output_dir>/scores.json and a frame grid with X-T slices of the first videos.
+Writes <output_dir>/scores.json and a frame grid with X-T slices of the first videos
+(with FVD, also the I3D features of every scored set: fvd_features.npz).
 """
 
 import json
@@ -87,6 +88,9 @@ _STATIONARY = flags.DEFINE_bool('stationary', False, 'Score against the stationa
 
 # Seconds per sampling stage of this run: {stage: {'compile_s', 'sample_s'}} (scores.json).
 TIMES = {}
+# I3D features of each scored set: {row name: [n, 400]} (fvd_features.npz, with the
+# reference set's as 'real').
+FEATURES = {}
 
 
 def benchmark_prompts(n: int, seed: int) -> list:
@@ -209,9 +213,10 @@ def _check_flags() -> None:
     raise app.UsageError(str(e)) from e
 
 
-def _score(videos, prompts, reference, stationary: bool) -> dict:
+def _score(row_name, videos, prompts, reference, stationary: bool) -> dict:
   """Detector accuracies, frame-change profile and (with reference, ``_fvd_reference``
-  at this size) FVD and its floor of one set of videos."""
+  at this size) FVD and its floor of one set of videos (its I3D features kept in
+  FEATURES[row_name])."""
   row = {'scores': metrics.score(videos, prompts, stationary),
          'frame_change': metrics.frame_change(videos),
          'size': int(videos.shape[2]), 'fvd': None}
@@ -220,8 +225,10 @@ def _score(videos, prompts, reference, stationary: bool) -> dict:
     featurizer, real_a, real_b = reference
     if videos.dtype == np.uint8:  # real clips (--source=data)
       videos = videos.astype(np.float32) / 127.5 - 1.
-    row['fvd'] = {'fvd': fvd.fvd(featurizer(videos), real_a),
+    features = featurizer(videos)
+    row['fvd'] = {'fvd': fvd.fvd(features, real_a),
                   'real_vs_real': fvd.fvd(real_b, real_a), 'n': len(videos)}
+    FEATURES[row_name] = features
   return row
 
 
@@ -296,8 +303,8 @@ def main(argv):
   # FVD at the final size (with an SSR: its output against its bilinear upsampling).
   size = videos.shape[2]
   reference = _fvd_reference(prompts, frames, size, stationary) if _FVD.value else None
-  scored = {name: _score(v, prompts, reference if v.shape[2] == size else None, stationary)
-            for name, v in rows.items()}
+  scored = {name: _score(name, v, prompts, reference if v.shape[2] == size else None,
+                         stationary) for name, v in rows.items()}
   final = list(scored.values())[-1]
   real_change = metrics.frame_change(real_clips(prompts, _SEED.value + 10_001, frames,
                                                 videos.shape[2], stationary))
@@ -309,6 +316,8 @@ def main(argv):
                'real_frame_change': real_change, 'rows': scored, 'times': TIMES,
                'examples': [{'prompt': p, 'detected': d} for p, d in zip(prompts, detected)]},
               f, indent=2)
+  if FEATURES:
+    np.savez(os.path.join(out_dir, 'fvd_features.npz'), real=reference[1], **FEATURES)
   n = min(8, len(videos))
   grid = video_io.frame_grid(videos[:n])
   xt = np.concatenate([video_io.xt_slice(v) for v in videos[:n]], axis=1)  # [t, n*w, 3]
@@ -322,7 +331,8 @@ def main(argv):
         f'median pair {real_change["max_over_median"]:.2f}')
   for p, d in list(zip(prompts, detected))[:n]:
     print(f'  "{p}" -> {d["color"]} {d["shape"]} {d["motion"]}')
-  print(f'wrote {out_dir}/scores.json, frames.png, xt_slices.png')
+  print(f'wrote {out_dir}/scores.json, frames.png, xt_slices.png' +
+        (', fvd_features.npz' if FEATURES else ''))
 
 
 if __name__ == '__main__':

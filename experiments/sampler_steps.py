@@ -17,14 +17,20 @@ video, next to plain bilinear upsampling.
   python experiments/sampler_steps.py --ssr_workdir=pretrained/ssr_tiny \
       --settings=ddim:16,dpm++2m:8 --num_samples=32 --output_dir=steps_ssr
 
+FVD's spread: 200 bootstrap resamples of the videos (the same for every row: same
+prompts and seeds) and of the real reference give each FVD's std and the std of its
+difference from ``--fvd_baseline``'s, the test of "within noise".
+
 Writes ``<output_dir>/results.json`` and a Markdown table ``<output_dir>/table.md``;
-each row's evaluation stays in ``<output_dir>/<sampler>_<steps>``.
+each row's evaluation stays in ``<output_dir>/<sampler>_<steps>_<spacing>``.
 """
 
 import json
 import os
 import subprocess
 import sys
+
+import numpy as np
 
 from absl import app
 from absl import flags
@@ -41,6 +47,9 @@ _SETTINGS = flags.DEFINE_list('settings', ['ddpm:24', 'ddim:12', 'ddim:24', 'dpm
                                            'dpm++2m:8', 'dpm++2m:12', 'dpm++2m:16'],
                               'sampler:steps to score.')
 _FVD = flags.DEFINE_list('fvd', [], 'Settings also scored on FVD.')
+_BASELINE = flags.DEFINE_string('fvd_baseline', 'ddpm:24', 'The setting the others\' FVD is '
+                                'compared with: the difference and its bootstrap std '
+                                '(paired: same prompts, seeds and reference).')
 _NUM = flags.DEFINE_integer('num_samples', 128, 'Prompts per setting.')
 _SEED = flags.DEFINE_integer('seed', 4321, 'Prompt and sampling seed (evaluate.py --seed).')
 
@@ -106,6 +115,34 @@ def ssr_rows(settings, results, results_path):
   return lines
 
 
+def _features_path(out_dir: str) -> str:
+  return os.path.join(out_dir, 'fvd_features.npz')
+
+
+def fvd_spread(results: dict, baseline: tuple) -> dict:
+  """{setting: {'std': bootstrap std of its FVD, 'diff_std': of its FVD minus the
+  baseline's}} for the rows whose I3D features are kept: every row has the same prompts,
+  seeds and real reference, so the resamples are paired across rows and the spread of a
+  difference is smaller than that of either FVD."""
+  from stunet import fvd  # pylint: disable=g-import-not-at-top
+  sets, reference = {}, None
+  for name in results:
+    path = _features_path(os.path.join(_OUT.value, name.replace(':', '_')))
+    if os.path.exists(path):
+      with np.load(path) as f:
+        sets[name], reference = f['base'], f['real']
+  if not sets:
+    return {}
+  out = fvd.bootstrap(sets, reference, num=200, seed=0)
+  base = '{}:{}:{}'.format(*baseline)
+  spread = {k: {'std': float(v.std())} for k, v in out.items()}
+  if base in out:
+    for k, v in out.items():
+      if k != base:
+        spread[k]['diff_std'] = float((v - out[base]).std())
+  return spread
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -125,10 +162,10 @@ def main(argv):
     return
   for sampler, steps, spacing in settings:
     name = f'{sampler}:{steps}:{spacing}'
-    if name in results:
-      continue
     out_dir = os.path.join(_OUT.value, f'{sampler}_{steps}_{spacing}')
     fvd = (sampler, steps, spacing) in fvd_settings
+    if name in results and (not fvd or os.path.exists(_features_path(out_dir))):
+      continue
     cmd = [sys.executable, os.path.join(ROOT, 'evaluate.py'), f'--num_samples={_NUM.value}',
            f'--seed={_SEED.value}', f'--output_dir={out_dir}', f'--{"" if fvd else "no"}fvd',
            f'--sampler={sampler}', f'--num_steps={steps}', f'--spacing={spacing}']
@@ -148,14 +185,21 @@ def main(argv):
     print(f'{name}: colour {r["color_acc"]:.3f} shape {r["shape_acc"]:.3f} motion '
           f'{r["motion_acc"]:.3f} all {r["all_acc"]:.3f}, {r["s_per_video"]:.2f} s/video',
           flush=True)
-  lines = ['| sampler | steps | spacing | colour | shape | motion | all | FVD (floor) | '
-           's/video |', '|---|---|---|---|---|---|---|---|---|']
-  for r in results.values():
-    fvd = f'{r["fvd"]:.0f} ({r["fvd_floor"]:.0f})' if r.get('fvd') is not None else '-'
+  spread = fvd_spread(results, _setting(_BASELINE.value))
+  json.dump(results, open(results_path, 'w'), indent=2)
+  base = '{}:{}:{}'.format(*_setting(_BASELINE.value))
+  lines = ['| sampler | steps | spacing | colour | shape | motion | all | FVD ± std (floor) | '
+           f'FVD vs {_BASELINE.value} | s/video |', '|---|---|---|---|---|---|---|---|---|---|']
+  for name, r in results.items():
+    fvd = (f'{r["fvd"]:.0f} ± {spread[name]["std"]:.0f} ({r["fvd_floor"]:.0f})'
+           if name in spread else f'{r["fvd"]:.0f} ({r["fvd_floor"]:.0f})'
+           if r.get('fvd') is not None else '-')
+    diff = (f'{r["fvd"] - results[base]["fvd"]:+.0f} ± {spread[name]["diff_std"]:.0f}'
+            if name in spread and 'diff_std' in spread[name] else '-')
     lines.append(f'| {r["sampler"]} | {r["steps"]} | {r.get("spacing", "uniform")} | '
                  f'{r["color_acc"]:.3f} | '
                  f'{r["shape_acc"]:.3f} | {r["motion_acc"]:.3f} | {r["all_acc"]:.3f} | {fvd} | '
-                 f'{r["s_per_video"]:.2f} |')
+                 f'{diff} | {r["s_per_video"]:.2f} |')
   open(os.path.join(_OUT.value, 'table.md'), 'w').write('\n'.join(lines) + '\n')
   print('\n'.join(lines))
 

@@ -184,3 +184,21 @@ def test_cached_computes_once_per_key_and_keeps_the_file_whole(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['reference.npz']  # no temp left
   fvd.cached(None, 'prompts 1', compute(5.0))  # no path: computed, nothing kept
   assert calls == [1.0, 3.0, 5.0]
+
+
+def test_bootstrap_is_paired_and_its_fvd_is_the_closed_form():
+  rng = np.random.default_rng(0)
+  reference = rng.normal(size=(24, 40))
+  a = rng.normal(size=(20, 40))
+  b = a + 0.5  # the same videos, shifted: FVD(b) - FVD(a) varies only through the means
+  # the identity the bootstrap uses, n < d as with 128 videos of 400 features
+  assert fvd._fvd_nuclear(a, reference) == pytest.approx(fvd.fvd(a, reference), rel=1e-6)
+  out = fvd.bootstrap({'a': a, 'a again': a.copy(), 'b': b}, reference, num=50, seed=1)
+  assert {k: v.shape for k, v in out.items()} == {'a': (50,), 'a again': (50,), 'b': (50,)}
+  np.testing.assert_array_equal(out['a'], out['a again'])  # paired: same resamples
+  assert out['a'].std() > 0
+  assert np.all(out['b'] > out['a'])  # shifted away from the reference on every resample
+  np.testing.assert_array_equal(
+      fvd.bootstrap({'a': a}, reference, num=50, seed=1)['a'], out['a'])  # seeded
+  with pytest.raises(ValueError, match='one size'):
+    fvd.bootstrap({'a': a, 'c': a[:10]}, reference)
