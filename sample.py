@@ -72,7 +72,7 @@ _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: 
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight w (default: config).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed: same seed, same video.')
 _SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: config '
-                             '(the shipped text-to-video model: dpm++2m-sde, 12 steps; '
+                             '(the shipped text-to-video model: ddpm, 24 steps; '
                              'docs/sampling.md).')
 _SPACING = flags.DEFINE_enum('spacing', None, list(sampling.SPACINGS), 'Step times: uniform '
                              'in t, or quadratic (dense near t = 0); default: config.')

@@ -103,8 +103,10 @@ def get_config(arg: str = 'stage=stunet'):
     m.conditional = stage == 'tsr'
 
   # A stochastic sampler: ancestral sampling gives cleaner, more coherent clips than
-  # DDIM for these models (docs/choices.md); its second-order multistep form matches
-  # DDPM at 24 steps in 12 (docs/sampling.md).
+  # DDIM for these models (docs/choices.md). Its second-order multistep form at 12
+  # steps matches DDPM-24's accuracies, not its FVD (docs/sampling.md: the shipped
+  # model's config samples with DDPM-24), and the quick start's model moves more with
+  # it (docs/models.md#the-quick-starts-model).
   config.sample.sampler = 'dpm++2m-sde'
   config.sample.num_steps = 12
   # A plain clip of x_hat: dynamic thresholding divides the whole clip by s > 1 when

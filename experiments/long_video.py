@@ -45,6 +45,7 @@ from data import shapes
 from data import shapes_metrics as metrics
 from stunet import checkpoints
 from stunet import cli
+from stunet import sampling
 from stunet import video_io
 from stunet.generator import Generator
 
@@ -60,6 +61,9 @@ _BATCH = flags.DEFINE_integer('batch_size', 8, 'Videos per sampler call.')
 _JUMP_PX = flags.DEFINE_float('jump_px', 2., 'A backward jump: a step against the prompted '
                               'direction larger than this, in pixels.')
 _FVD = flags.DEFINE_bool('fvd', True, 'Also FVD of random windows against real windows.')
+_SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: the '
+                             'model\'s config.')
+_NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _OVERLAP = flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring windows '
                                 '(default: the model\'s config.sample.overlap, 2).')
 
@@ -172,7 +176,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   workdir = _WORKDIR.value or checkpoints.default_workdir()
-  gen, config = Generator.from_workdir(workdir, overlap=_OVERLAP.value)
+  gen, config = Generator.from_workdir(workdir, overlap=_OVERLAP.value,
+                                       sampler=_SAMPLER.value, num_steps=_NUM_STEPS.value)
   length, size = config.data.num_frames, config.data.size
   frames = _FRAMES.value or 4 * length
   if frames <= gen.window:

@@ -25,6 +25,7 @@ from data import shapes  # pylint: disable=g-import-not-at-top
 from data import shapes_metrics as metrics  # pylint: disable=g-import-not-at-top
 from stunet import checkpoints  # pylint: disable=g-import-not-at-top
 from stunet import cli  # pylint: disable=g-import-not-at-top
+from stunet import sampling  # pylint: disable=g-import-not-at-top
 from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
 
 OPPOSITE = {'moves left': 'moves right', 'moves right': 'moves left', 'moves up':
@@ -35,6 +36,9 @@ _NUM = flags.DEFINE_integer('num_samples', 64, 'Prompts.')
 _SEED = flags.DEFINE_integer('seed', 4321, 'Prompt and sampling seed.')
 _BATCH = flags.DEFINE_integer('batch_size', 8, 'Videos per sampler call.')
 _GUIDANCE = flags.DEFINE_float('guidance', None, 'CFG weight (default: config).')
+_SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: the '
+                             'model\'s config.')
+_NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
 _OUT = flags.DEFINE_string('output_dir', 'negative_prompt', 'Where results.json goes.')
 
 
@@ -50,7 +54,8 @@ def main(argv):
           'caption with the opposite motion': [shapes.caption(c, s, OPPOSITE[m])
                                                for c, s, m in labels],
           'the opposite motion alone': [OPPOSITE[m] for _, _, m in labels]}
-  gen, config = Generator.from_workdir(_WORKDIR.value or checkpoints.default_workdir())
+  gen, config = Generator.from_workdir(_WORKDIR.value or checkpoints.default_workdir(),
+                                       sampler=_SAMPLER.value, num_steps=_NUM_STEPS.value)
   guidance = config.sample.guidance if _GUIDANCE.value is None else _GUIDANCE.value
   results = {'n': len(prompts), 'guidance': guidance, 'sampler': gen.kw['sampler'],
              'num_steps': gen.kw['num_steps'], 'arms': {}}
