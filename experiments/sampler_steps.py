@@ -68,7 +68,6 @@ def _setting(text: str) -> tuple:
 
 def ssr_rows(settings, results, results_path):
   """Scores the SSR of --ssr_workdir on real clips (ground truth known), per setting."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from data import shapes  # pylint: disable=g-import-not-at-top
   from data import shapes_metrics as metrics  # pylint: disable=g-import-not-at-top
   from stunet import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -186,6 +185,10 @@ def main(argv):
           f'{r["motion_acc"]:.3f} all {r["all_acc"]:.3f}, {r["s_per_video"]:.2f} s/video',
           flush=True)
   spread = fvd_spread(results, _setting(_BASELINE.value))
+  for name, r in results.items():  # kept beside the scores, as the table shows them
+    for k in ('std', 'diff_std'):
+      r.pop(f'fvd_{k}', None)
+    r.update({f'fvd_{k}': v for k, v in spread.get(name, {}).items()})
   json.dump(results, open(results_path, 'w'), indent=2)
   base = '{}:{}:{}'.format(*_setting(_BASELINE.value))
   lines = ['| sampler | steps | spacing | colour | shape | motion | all | FVD ± std (floor) | '
