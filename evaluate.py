@@ -53,6 +53,12 @@ _SSR_STEPS = flags.DEFINE_integer('ssr_num_steps', None, 'The SSR\'s denoising s
                                   '(default: its config).')
 _SSR_SAMPLER = flags.DEFINE_enum('ssr_sampler', None, list(sampling.SAMPLERS),
                                  'The SSR\'s sampler (default: its config).')
+_SSR_SPACING = flags.DEFINE_enum('ssr_spacing', None, list(sampling.SPACINGS),
+                                 'The SSR\'s step times (default: its config).')
+_BASE_VIDEOS = flags.DEFINE_string('base_videos', None, 'An .npz keeping the base model\'s '
+                                   'videos, keyed by workdir, step, prompts, seed and sampler '
+                                   'settings: computed once, then read (e.g. to compare SSR '
+                                   'settings on the same base clips).')
 _NEGATIVE = flags.DEFINE_string('negative_prompt', None, 'Text for the unconditional branch '
                                 'of guidance instead of the empty prompt (every video).')
 _TSR = flags.DEFINE_string('tsr_workdir', None, 'A stage=tsr run: --workdir is then the '
@@ -129,6 +135,16 @@ def generated(prompts, workdir):
   return _batches(gen, prompts, 'sampling', guidance=guidance, **kw)
 
 
+def _base_videos(prompts, workdir):
+  """generated(prompts, workdir), kept in --base_videos when given."""
+  from stunet import fvd  # pylint: disable=g-import-not-at-top
+  key = json.dumps([os.path.abspath(workdir), _STEP.value, prompts, _SEED.value,
+                    _NUM_STEPS.value, _SAMPLER.value, _THRESHOLD.value, _SPACING.value,
+                    _GUIDANCE.value, _NEGATIVE.value, _BATCH.value])
+  return fvd.cached(_BASE_VIDEOS.value, key,
+                    lambda: {'videos': generated(prompts, workdir)})['videos']
+
+
 def _batches(gen, prompts, desc, lowres=None, **kw):
   """gen over the prompts in batches of --batch_size, with a progress bar (seeded per
   batch by its first prompt's index); lowres: the SSR's input videos, batched alike.
@@ -166,7 +182,8 @@ def upsampled(prompts, videos, ssr_config):
   from stunet import ssr  # pylint: disable=g-import-not-at-top
   from stunet.generator import Generator  # pylint: disable=g-import-not-at-top
   gen, _ = Generator.from_workdir(_SSR.value, overlap=_SSR_OVERLAP.value,
-                                  num_steps=_SSR_STEPS.value, sampler=_SSR_SAMPLER.value)
+                                  num_steps=_SSR_STEPS.value, sampler=_SSR_SAMPLER.value,
+                                  spacing=_SSR_SPACING.value)
   high = _batches(gen, prompts, 'super-resolution', lowres=videos,
                   guidance=ssr_config.sample.guidance)
   bilinear = np.clip(np.asarray(ssr.resize(videos, ssr_config.data.size)), -1., 1.)
@@ -206,6 +223,9 @@ def _check_flags() -> None:
     if _NEGATIVE.value is not None and not _NEGATIVE.value.strip():
       raise ValueError('--negative_prompt is empty: leave it out for the empty '
                        'unconditional prompt.')
+    if _BASE_VIDEOS.value and (_SOURCE.value != 'model' or _TSR.value):
+      raise ValueError('--base_videos keeps the base model\'s videos: use it with '
+                       '--source=model and without --tsr_workdir.')
     if _SSR.value and (_SOURCE.value != 'model' or _TSR.value):
       raise ValueError('--ssr_workdir upsamples the base model\'s videos: use it with '
                        '--source=model and without --tsr_workdir.')
@@ -280,7 +300,7 @@ def main(argv):
     try:
       stationary = stationary or config_lib.load(workdir).data.stationary_frames > 0
       ssr_config = check_ssr(workdir) if _SSR.value else None
-      rows['base'] = generated(prompts, workdir)
+      rows['base'] = _base_videos(prompts, workdir)
       if ssr_config is not None:
         rows.update(upsampled(prompts, rows['base'], ssr_config))
     except (ValueError, FileNotFoundError) as e:  # not a workdir, no such step, ...

@@ -250,9 +250,10 @@ class Featurizer:
 def cached(path: str | None, key: str, compute: Callable[[], dict[str, np.ndarray]]
            ) -> dict[str, np.ndarray]:
   """`compute()`'s arrays, kept in the .npz at `path` under `key` (e.g. the real clips'
-  features that every setting of an experiment is scored against): read from `path` when
-  it holds `key`, else computed and written there (atomically: a file being written is
-  never read). No path: computed, not kept."""
+  features that every setting of an experiment is scored against, or the base clips that
+  its SSR settings all upsample): read from `path` when it holds `key`, else computed and
+  written there (atomically: a file being written is never read). No path: computed, not
+  kept."""
   if path and os.path.exists(path):
     with np.load(path) as f:
       if str(f['key']) == key:

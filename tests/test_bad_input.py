@@ -123,6 +123,8 @@ EVALUATE = [
     (['--ssr_overlap=-1'], '--ssr_overlap=-1: frames shared by neighbouring windows must '
      'be >= 0'),
     (['--source=data', '--ssr_workdir=ssr'], '--ssr_workdir upsamples the base model'),
+    (['--source=noise', '--base_videos=base.npz'], '--base_videos keeps the base model'),
+    (['--ssr_spacing=cubic'], 'flag --ssr_spacing=cubic'),
     ([f'--ssr_workdir={checkpoints.PRETRAINED}'], 'is not an SSR model'),
 ]
 INGEST = [

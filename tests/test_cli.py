@@ -94,19 +94,25 @@ def test_sample_py_runs_the_cascade_in_windows_and_writes_every_format(runs):
 
 def test_evaluate_py_scores_a_run_and_writes_its_figures(runs):
   root, _ = runs
-  log = run_program([f'{ROOT}/evaluate.py', '--workdir', 'stunet', '--num_samples', '2',
-              '--batch_size', '2'], root)
+  same_base = ['--num_samples', '2', '--batch_size', '2', '--negative_prompt', 'a blue circle',
+               '--base_videos', 'base_videos.npz']
+  log = run_program([f'{ROOT}/evaluate.py', '--workdir', 'stunet'] + same_base, root)
   assert 'color  accuracy' in log and 'motion accuracy' in log, log
+  assert 'sampling: 2 videos' in log, log
   assert 'FVD skipped: I3D needs at least 9 frames' in log  # 8-frame clips
   for name in ('scores.json', 'frames.png', 'xt_slices.png'):
     assert (root / 'stunet' / 'eval' / name).exists(), name
-  # The cascade: the base clips, their bilinear upsampling and the SSR's, each scored.
+  # The cascade: the base clips (the same settings: read back from --base_videos, not
+  # sampled again), their bilinear upsampling and the SSR's, each scored.
   log = run_program([f'{ROOT}/evaluate.py', '--workdir', 'stunet', '--ssr_workdir', 'ssr',
-                     '--num_samples', '2', '--batch_size', '2', '--output_dir', 'eval_ssr',
-                     '--negative_prompt', 'a blue circle'], root)
+                     '--output_dir', 'eval_ssr', '--ssr_sampler', 'dpm++2m-sde',
+                     '--ssr_spacing', 'quadratic'] + same_base, root)
   for line in ('model: n=2, 16px', 'model, bilinear upsampling: n=2, 32px',
                'model -> SSR: n=2, 32px', 'super-resolution: 2 videos'):
     assert line in log, log
+  assert 'sampling: 2 videos' not in log, log
   scores = json.load(open(root / 'eval_ssr' / 'scores.json'))
   assert list(scores['rows']) == ['base', 'bilinear', 'ssr'], scores['rows'].keys()
   assert scores['scores'] == scores['rows']['ssr']['scores']
+  base = json.load(open(root / 'stunet' / 'eval' / 'scores.json'))
+  assert scores['rows']['base'] == base['rows']['base']
