@@ -63,6 +63,10 @@ _BASELINE = flags.DEFINE_string('fvd_baseline', 'ddpm:24', 'The setting the othe
                                 'compared with: the difference and its bootstrap std '
                                 '(paired: same prompts, seeds and reference); with '
                                 '--ssr_input=base also "bilinear".')
+_OVERLAP = flags.DEFINE_integer('ssr_overlap', None, 'With --ssr_input=base: frames shared '
+                                'by the SSR\'s MultiDiffusion windows (evaluate.py '
+                                '--ssr_overlap; 0: independent windows), its rows named '
+                                '<setting>/overlap=<n> beside the default\'s.')
 _NUM = flags.DEFINE_integer('num_samples', 128, 'Prompts per setting.')
 _SEED = flags.DEFINE_integer('seed', 4321, 'Prompt and sampling seed (evaluate.py --seed).')
 
@@ -179,6 +183,8 @@ def evaluated_rows(settings, fvd_settings, results, results_path):
   for sampler, steps, spacing in settings:
     name = f'{sampler}:{steps}:{spacing}'
     subdir = f'{sampler}_{steps}_{spacing}'
+    if _OVERLAP.value is not None:
+      name, subdir = f'{name}/overlap={_OVERLAP.value}', f'{subdir}_overlap{_OVERLAP.value}'
     out_dir = os.path.join(_OUT.value, subdir)
     fvd = (sampler, steps, spacing) in fvd_settings
     if name in results and (not fvd or os.path.exists(_features_path(out_dir))):
@@ -189,6 +195,7 @@ def evaluated_rows(settings, fvd_settings, results, results_path):
       cmd += [f'--ssr_workdir={_SSR.value}', f'--ssr_sampler={sampler}',
               f'--ssr_num_steps={steps}', f'--ssr_spacing={spacing}',
               f'--base_videos={os.path.join(_OUT.value, "base_videos.npz")}']
+      cmd += [f'--ssr_overlap={_OVERLAP.value}'] if _OVERLAP.value is not None else []
     else:
       cmd += [f'--sampler={sampler}', f'--num_steps={steps}', f'--spacing={spacing}']
     cmd += [f'--fvd_reference={os.path.join(_OUT.value, "fvd_reference.npz")}'] if fvd else []
@@ -199,7 +206,8 @@ def evaluated_rows(settings, fvd_settings, results, results_path):
     scores = json.load(open(os.path.join(out_dir, 'scores.json')))
     if cascade:
       results[name] = _row(scores, 'ssr', 'super-resolution', subdir, sampler=sampler,
-                           steps=steps, spacing=spacing)
+                           steps=steps, spacing=spacing,
+                           **({} if _OVERLAP.value is None else {'overlap': _OVERLAP.value}))
       if fvd or 'bilinear' not in results:  # the same clips every time: kept once
         results['bilinear'] = _row(scores, 'bilinear', None, subdir, sampler='bilinear',
                                    steps=0, spacing='-')
@@ -223,6 +231,12 @@ def main(argv):
   unknown = fvd_settings - set(settings)
   if unknown:
     raise app.UsageError(f'--fvd names settings that --settings does not: {sorted(unknown)}.')
+  if _OVERLAP.value is not None and not (_SSR.value and _SSR_INPUT.value == 'base'):
+    raise app.UsageError('--ssr_overlap sets the cascade\'s SSR windows: use it with '
+                         '--ssr_workdir and --ssr_input=base.')
+  if _OVERLAP.value is not None and _OVERLAP.value < 0:
+    raise app.UsageError(f'--ssr_overlap={_OVERLAP.value}: frames shared by neighbouring '
+                         'windows, 0 (independent windows) or more.')
   os.makedirs(_OUT.value, exist_ok=True)
   results_path = os.path.join(_OUT.value, 'results.json')
   results = json.load(open(results_path)) if os.path.exists(results_path) else {}
@@ -246,7 +260,8 @@ def main(argv):
            if r.get('fvd') is not None else '-')
     diff = (f'{r["fvd"] - results[base]["fvd"]:+.0f} ± {spread[name]["diff_std"]:.0f}'
             if name in spread and 'diff_std' in spread[name] else '-')
-    lines.append(f'| {r["sampler"]} | {r["steps"] or "-"} | {r.get("spacing", "uniform")} | '
+    sampler = r['sampler'] + (f' (overlap {r["overlap"]})' if 'overlap' in r else '')
+    lines.append(f'| {sampler} | {r["steps"] or "-"} | {r.get("spacing", "uniform")} | '
                  f'{r["color_acc"]:.3f} | '
                  f'{r["shape_acc"]:.3f} | {r["motion_acc"]:.3f} | {r["all_acc"]:.3f} | {fvd} | '
                  f'{diff} | {r["s_per_video"]:.2f} |')
