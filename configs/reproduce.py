@@ -41,8 +41,10 @@ def get_config(arg: str = 'experiment=init'):
   c.t2i = 'workdir/reproduce/t2i'        # trained once (configs/tiny.py:stage=t2i) if absent
   # The tables of docs/reproducing.md were measured before configs/tiny.py's
   # motion-in-minutes defaults: a text encoder trained by the T2I stage, no coordinate
-  # channels, and (ablations) no layout bias at uniform noise levels.
-  before = ('--config.model.coord_channels=False', '--config.train.freeze_text=False')
+  # channels, one learning rate for every weight, and (ablations) no layout bias at
+  # uniform noise levels.
+  before = ('--config.model.coord_channels=False', '--config.train.freeze_text=False',
+            '--config.train.spatial_lr_scale=1')
   c.t2i_flags = before + ('--config.train.num_steps=600', '--config.train.schedule=constant')
   c.seeds = (0, 1, 2)
   c.steps = 250                          # STUNet steps per arm

@@ -81,6 +81,10 @@ def get_config(arg: str = 'stage=stunet'):
     # more of each batch at the high noise levels where a clip's motion is decided.
     m.layout_basis = 6
     t.t_power = 2.
+    # The inflated image network's weights at a tenth of the temporal layers' learning
+    # rate (the paper freezes them): more of the T2I model's shapes kept and less
+    # flicker, on two training seeds (docs/choices.md).
+    t.spatial_lr_scale = 0.1
   t.ema_decay = 0.995                    # short runs: a short average
 
   if stage in ('conditional', 'style', 'stationary'):

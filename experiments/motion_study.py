@@ -30,10 +30,11 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The quick start's recipe before the motion study: a text encoder trained by the T2I
-# stage, no coordinates, no layout bias, uniform noise levels.
+# stage, no coordinates, no layout bias, uniform noise levels, one learning rate.
 _OLD_T2I = ['--config.train.freeze_text=False', '--config.model.coord_channels=False',
             '--config.train.num_steps=600', '--config.train.schedule=constant']
-_OLD = _OLD_T2I + ['--config.model.layout_basis=0', '--config.train.t_power=1']
+_OLD = _OLD_T2I + ['--config.model.layout_basis=0', '--config.train.t_power=1',
+                   '--config.train.spatial_lr_scale=1']
 
 # name -> (T2I flags, STUNet flags, evaluate flags, checkpoint of another variant or
 # None). Flags change configs/tiny.py's defaults ('STAGE=scratch': no T2I stage).
@@ -56,10 +57,10 @@ VARIANTS = {
     'film_g5': ([], [], ['--guidance=5'], 'recipe'),
     'frozen_spatial': ([], ['--config.train.freeze_spatial=True'], [], None),
     'lr3e-3': ([], ['--config.train.lr=3e-3'], [], None),
-    # learning rate per parameter group: the inflated image network's weights at 0.1x
-    'spatial_lr': ([], ['--config.train.spatial_lr_scale=0.1'], [], None),
-    'spatial_lr_3e-3': ([], ['--config.train.spatial_lr_scale=0.1',
-                             '--config.train.lr=3e-3'], [], None),
+    # learning rate per parameter group: the default gives the inflated image network's
+    # weights 0.1x; here one rate for every weight (lr3e-3 above: 3e-3 for the temporal
+    # layers, 3e-4 for the image network)
+    'one_lr': ([], ['--config.train.spatial_lr_scale=1'], [], None),
     # frames sharing half of the noise's variance (PYoCo's mixed noise prior)
     'shared_noise': ([], ['--config.model.shared_noise=0.5'], [], None),
     # guidance weight at sampling only
