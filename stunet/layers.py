@@ -127,11 +127,14 @@ def attention(q, k, v, mask=None):
 
   On a GPU, bfloat16 / float16 heads of a width cuDNN takes (a multiple of 8, at most
   128) go through cuDNN's fused attention (jax's default is XLA's own, which
-  materialises the [Tq, Tk] scores); anything cuDNN refuses falls back to XLA's."""
+  materialises the [Tq, Tk] scores); anything cuDNN refuses falls back to XLA's. Odd
+  sequence lengths (the temporal attention's 5 frames of an 80-frame clip) go to XLA:
+  cuDNN's backward pass refuses them, and only when the step is differentiated."""
   if mask is not None:
     mask = mask[:, None, None, :]
   if (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
-      and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128):
+      and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128
+      and q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0):
     try:
       return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='cudnn')
     except (ValueError, NotImplementedError, RuntimeError):

@@ -244,3 +244,27 @@ def test_group_norm_equals_flax_group_norm():
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                atol=1e-5 if dtype == jnp.float32 else 2e-2)
 
+
+
+@pytest.mark.parametrize('frames, dtype, expected', [
+    (16, jnp.bfloat16, 'cudnn'),   # an even length in bfloat16: cuDNN's fused attention
+    (5, jnp.bfloat16, None),       # 80 frames' coarsest level: cuDNN's backward refuses it
+    (16, jnp.float32, None),       # float32: XLA's
+])
+def test_attention_asks_cudnn_only_for_what_its_backward_pass_takes(
+    monkeypatch, frames, dtype, expected):
+  """On a GPU, layers.attention routes bfloat16 heads to cuDNN, but odd sequence lengths
+  to XLA: cuDNN accepts them in the forward pass and raises only once the train step
+  is differentiated (seen on an H100 with the paper's 80-frame base model)."""
+  calls = []
+  real = jax.nn.dot_product_attention
+
+  def record(q, k, v, mask=None, implementation=None):
+    calls.append(implementation)
+    return real(q, k, v, mask=mask)
+
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', record)
+  q = jnp.ones((2, frames, 2, 8), dtype)
+  out = L.attention(q, q, q)
+  assert calls == [expected] and out.shape == q.shape
