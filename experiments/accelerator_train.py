@@ -32,11 +32,6 @@ from ml_collections import config_flags
 from data import shapes
 from stunet import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and config.json go.')
-flags.mark_flags_as_required(['config', 'workdir'])
-
 
 def _render(args):
   seed, index, frames, size = args
@@ -122,4 +117,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined here, not on import: the tests import this file beside train.py's flags.
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and config.json go.')
+  flags.mark_flags_as_required(['config', 'workdir'])
   cli.run(main, config_flags=[_CONFIG])

@@ -21,6 +21,16 @@ def mod():
   return m
 
 
+def test_importing_it_defines_no_flags(mod):
+  """The suite imports it in workers that already hold train.py's --config."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  before = set(flags.FLAGS)
+  spec = importlib.util.spec_from_file_location(
+      'accelerator_train_again', os.path.join(_ROOT, 'experiments', 'accelerator_train.py'))
+  spec.loader.exec_module(importlib.util.module_from_spec(spec))  # a second import
+  assert set(flags.FLAGS) == before
+
+
 def _config(num_train=8):
   config = tiny.get_config('stage=stunet')
   config.data.num_train = num_train
