@@ -69,7 +69,7 @@ def main(argv):
       d.records, d.frame_strides = out, (1, 2)
   text_lib.resolve(config)
   config_lib.validate(config)
-  clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
+  clips = sharding.clips_per_step(tc)
   batches = pipeline.train_batches(config, Tokenizer.from_config(d).encode)
   for _ in range(5):
     next(batches)

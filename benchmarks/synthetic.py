@@ -37,7 +37,7 @@ def train_step(config) -> TrainStep:
   null[0] = 1
   step = train_step_lib.make_train_step(spec, null, null > 0)
   tc, d = config.train, config.data
-  clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
+  clips = sharding.clips_per_step(tc)
   batch = sharding.global_batch({
       'video': np.zeros((clips, d.num_frames, d.size, d.size, 3), np.float32),
       'tokens': np.ones((clips, d.max_text_len), np.int32),

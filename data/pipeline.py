@@ -246,8 +246,9 @@ def train_batches(config, tokenize: Tokenize, start_step: int = 0) -> Iterator[d
   """
   import jax  # pylint: disable=g-import-not-at-top
 
-  tc = config.train
-  clips = tc.batch_size // tc.frames_per_clip if tc.stage == "t2i" else tc.batch_size
+  from stunet import sharding  # pylint: disable=g-import-not-at-top
+
+  clips = sharding.clips_per_step(config.train)
   processes, index = jax.process_count(), jax.process_index()
   shards = config.data.num_shards or processes
   if shards % processes or clips % shards:

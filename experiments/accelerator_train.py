@@ -60,10 +60,10 @@ class RenderedInputs:
   clips rendered in memory: batches from a step on and the empty caption's tokens."""
 
   def __init__(self, config, videos, captions):
+    from stunet import sharding  # pylint: disable=g-import-not-at-top
     from stunet.text import Tokenizer  # pylint: disable=g-import-not-at-top
 
-    tc = config.train
-    self.clips = tc.batch_size // tc.frames_per_clip if tc.stage == 't2i' else tc.batch_size
+    self.clips = sharding.clips_per_step(config.train)
     self.seed = config.seed
     self.videos, self.captions = videos, captions
     self.tokenizer = Tokenizer.from_config(config.data)

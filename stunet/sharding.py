@@ -23,6 +23,13 @@ FSDP_AXES = ('fsdp', 'context')
 MODEL_AXES = ('fsdp', 'tensor', 'context')  # axes that split parameters
 
 
+def clips_per_step(train_config) -> int:
+  """Clips in one global batch: batch_size, or for the t2i stage (frames sampled from
+  clips) batch_size // frames_per_clip."""
+  t = train_config
+  return t.batch_size // t.frames_per_clip if t.stage == 't2i' else t.batch_size
+
+
 def mesh_shape(shape, num_devices: int, num_axes: int = 0) -> tuple:
   """Fills one -1 entry with the remaining devices; checks the product. A shape shorter
   than ``num_axes`` gets size 1 on the axes it leaves out ((2, 4) is (2, 4, 1, 1))."""
@@ -59,7 +66,7 @@ def check_batch(config, num_devices: int) -> None:
         f'processes ({local} devices each); the devices that share a clip must be on one '
         f'host. Use a context size that divides {local}.')
   split = int(np.prod([shape.get(a, 1) for a in BATCH_AXES]))
-  clips = t.batch_size // t.frames_per_clip if t.stage == 't2i' else t.batch_size
+  clips = clips_per_step(t)
   for n, what in ((clips, 'clips per step'),
                   (t.batch_size // t.grad_accum, 'examples per micro-batch')):
     if n % split:
