@@ -175,6 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Noise levels of training: t = 1 - (1 - u)^t_power, u uniform; > 1 trains more at
   # high noise, where the motion of a clip is decided (docs/choices.md).
   c.train.t_power = 1.0
+  # Min-SNR-gamma loss weighting (0: off, every noise level weighted 1): the v-loss
+  # times min(SNR, gamma) / (SNR + 1), which takes the highest noise levels' weight to 0.
+  c.train.min_snr_gamma = 0.0
   c.train.cfg_drop = 0.1                 # probability of dropping the text (CFG)
   c.train.lowres_aug_max = 0.4           # SSR: low-res input noised to t ~ U[0, this]
   c.train.freeze_spatial = False         # train only temporal layers (STUNet stage)
@@ -298,6 +301,7 @@ RANGES = {
     'train.grad_clip': (0., None, 'the gradient-norm clip (0: off)'),
     'train.ema_decay': (0., ('<', 1.), 'the EMA decay (0: raw weights)'),
     'train.t_power': (('>', 0.), None, 'the noise-level power (1: uniform)'),
+    'train.min_snr_gamma': (0., None, 'the Min-SNR gamma (0: off)'),
     'train.spatial_lr_scale': (0., None, 'the spatial weights\' learning-rate factor'),
     'train.cfg_drop': (0., ('<', 1.), 'the probability of dropping the text'),
     'train.lowres_aug_max': (0., 1., 'the SSR\'s largest low-res noise level'),

@@ -52,10 +52,23 @@ def eps_from_v(z, t, v):
   return per_example(sigma, z) * z + per_example(alpha, z) * v
 
 
-def loss_fn(v_pred, x, t, eps):
-  """Mean squared v-prediction error, in float32. Shapes [b, ...]."""
+def loss_weight(t, min_snr_gamma: float = 0.):
+  """Per-example weight [b] of the v-loss: 1, or with min_snr_gamma > 0 Min-SNR-gamma's
+  (Hang et al. 2023), min(SNR, gamma) / (SNR + 1) for v-prediction: the x-loss weighted
+  by min(SNR, gamma), which caps the weight of the low noise levels and takes it to 0
+  at the highest ones."""
+  if not min_snr_gamma:
+    return jnp.ones(jnp.shape(t), jnp.float32)
+  snr = jnp.exp(logsnr_schedule_cosine(t))
+  return jnp.minimum(snr, min_snr_gamma) / (snr + 1.)
+
+
+def loss_fn(v_pred, x, t, eps, min_snr_gamma: float = 0.):
+  """Mean squared v-prediction error, in float32, each example weighted by
+  ``loss_weight``. Shapes [b, ...]."""
   err = (v_pred.astype(jnp.float32) - v_target(x, t, eps)) ** 2
-  return err.mean()
+  per_ex = err.reshape(err.shape[0], -1).mean(-1)
+  return (loss_weight(t, min_snr_gamma) * per_ex).mean()
 
 
 def drop_text(rng, tokens, mask, null_tokens, null_mask, p: float):

@@ -254,7 +254,7 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
                 (ex['cond'], ex['cond_mask']) if conditional else ())
         v = model.apply({'params': params}, z, ex['t'], ex['tokens'], ex['mask'], *cond,
                         method=method)
-      return D.loss_fn(v, ex['video'], ex['t'], ex['eps'])
+      return D.loss_fn(v, ex['video'], ex['t'], ex['eps'], tc.min_snr_gamma)
 
     grad_fn = jax.value_and_grad(loss)
     if accum == 1:

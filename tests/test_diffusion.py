@@ -71,6 +71,27 @@ def test_sample_times_power_moves_the_batch_to_high_noise():
   assert abs((u > 0.85).mean() - 0.15) < 0.01 and abs((t > 0.85).mean() - 0.387) < 0.01
 
 
+
+def test_min_snr_weight_is_the_x_loss_capped_at_gamma():
+  """Off, every example weighs 1 and the loss is the plain mean; on, the v-loss of each
+  example times min(SNR, gamma) / (SNR + 1): exactly the x-prediction error times
+  min(SNR, gamma) (x_hat - x = -sigma (v_hat - v), sigma^2 = 1 / (SNR + 1)), near 0 at
+  the highest noise and gamma / (SNR + 1) at low noise."""
+  k = jax.random.split(jax.random.key(0), 3)
+  x, eps, v_hat = (jax.random.normal(r, (4, 2, 3, 3, 3)) for r in k)
+  t = jnp.asarray([0.05, 0.4, 0.8, 0.999])
+  plain = D.loss_fn(v_hat, x, t, eps)
+  np.testing.assert_allclose(plain, jnp.mean((v_hat - D.v_target(x, t, eps)) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(D.loss_weight(t), 1.)
+  gamma = 5.
+  snr = np.exp(np.asarray(D.logsnr_schedule_cosine(t), np.float64))
+  z = D.q_sample(x, t, eps)
+  x_err = jnp.mean((D.x_from_v(z, t, v_hat) - x) ** 2, axis=(1, 2, 3, 4))
+  want = np.mean(np.minimum(snr, gamma) * np.asarray(x_err))
+  np.testing.assert_allclose(D.loss_fn(v_hat, x, t, eps, gamma), want, rtol=1e-4)
+  w = np.asarray(D.loss_weight(t, gamma))
+  assert w[-1] < 1e-3 and w[0] < gamma / snr[0] * 1.01 and np.all(w < 1.)
+
 def _frame_correlation(x):
   """Mean correlation of the noise of two different frames of a clip, and of two
   neighbouring pixels of one frame. x: [b, t, h, w, c]."""
