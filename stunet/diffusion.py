@@ -65,8 +65,10 @@ def loss_weight(t, min_snr_gamma: float = 0.):
 
 def loss_fn(v_pred, x, t, eps, min_snr_gamma: float = 0.):
   """Mean squared v-prediction error, in float32, each example weighted by
-  ``loss_weight``. Shapes [b, ...]."""
+  ``loss_weight`` (off: the plain mean, summed in the same order). Shapes [b, ...]."""
   err = (v_pred.astype(jnp.float32) - v_target(x, t, eps)) ** 2
+  if not min_snr_gamma:
+    return err.mean()
   per_ex = err.reshape(err.shape[0], -1).mean(-1)
   return (loss_weight(t, min_snr_gamma) * per_ex).mean()
 

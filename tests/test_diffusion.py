@@ -71,7 +71,6 @@ def test_sample_times_power_moves_the_batch_to_high_noise():
   assert abs((u > 0.85).mean() - 0.15) < 0.01 and abs((t > 0.85).mean() - 0.387) < 0.01
 
 
-
 def test_min_snr_weight_is_the_x_loss_capped_at_gamma():
   """Off, every example weighs 1 and the loss is the plain mean; on, the v-loss of each
   example times min(SNR, gamma) / (SNR + 1): exactly the x-prediction error times
@@ -91,6 +90,7 @@ def test_min_snr_weight_is_the_x_loss_capped_at_gamma():
   np.testing.assert_allclose(D.loss_fn(v_hat, x, t, eps, gamma), want, rtol=1e-4)
   w = np.asarray(D.loss_weight(t, gamma))
   assert w[-1] < 1e-3 and w[0] < gamma / snr[0] * 1.01 and np.all(w < 1.)
+
 
 def _frame_correlation(x):
   """Mean correlation of the noise of two different frames of a clip, and of two
