@@ -78,6 +78,18 @@ def newest_step(directory: str, but: Optional[int] = None) -> str:
           f'writable and rerun the same command to resume from it.')
 
 
+def _single_host_array_writes():
+  """With one process, every replicated array is written from one replica (orbax's
+  default splits it into a slice per replica so that several hosts share the write:
+  with one host that is only an eager slicing op per replica and leaf, about 1 ms each,
+  a third of a multi-device save's blocking time; docs/performance.md). Several
+  processes keep the split. Set once per process, before the first save."""
+  if jax.process_count() == 1:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+        override=True)
+
+
 class Checkpointer:
   """Periodic async saves, keep the last K, resume from the latest.
 
@@ -96,6 +108,7 @@ class Checkpointer:
     self.removed_partial = [] if read_only else self._remove_partial_steps()
     self._pending = None  # the step of the last save started
     self._failed = False  # a save failed (and was reported)
+    _single_host_array_writes()
     options = ocp.CheckpointManagerOptions(  # (read-only: what orbax would set, silently)
         max_to_keep=None if read_only else keep,
         save_interval_steps=0 if read_only else save_every, create=not read_only,
