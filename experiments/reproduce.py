@@ -5,6 +5,7 @@
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=init_frozen
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=cascade
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=cascade_fair
+  python experiments/reproduce.py --config=configs/reproduce.py:experiment=cascade_moving
   python experiments/reproduce.py --config=configs/reproduce.py:experiment=seams
 
 Trains every arm for every seed with train.py (a run whose last checkpoint exists is
@@ -424,7 +425,8 @@ def main(argv):
   os.makedirs(c.runs_dir, exist_ok=True)
   t0 = time.time()
   run = {'init': ablation, 'init_frozen': ablation, 'frozen': ablation, 'cascade': cascade_experiment,
-         'cascade_fair': cascade_experiment, 'seams': seams_experiment}[c.experiment]
+         'cascade_fair': cascade_experiment, 'cascade_moving': cascade_experiment,
+         'seams': seams_experiment}[c.experiment]
   result = run(c)
   result.update(experiment=c.experiment, config=c.to_dict())
   if not _ONLY_REPORT.value:  # what this command took (a report alone takes seconds)

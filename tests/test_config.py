@@ -65,12 +65,20 @@ def test_the_other_config_files_validate():
           pass
         target[name] = type(target[name])(value)
       config_lib.validate(cfg)
-  for name in ('cascade', 'cascade_fair'):
+  for name in ('cascade', 'cascade_fair', 'cascade_moving'):
     assert set(reproduce.get_config(f'experiment={name}').arms) == {'stunet', 'keyframes', 'tsr'}
-  # The fair test: every arm from the same T2I run, in runs of its own.
-  fair = reproduce.get_config('experiment=cascade_fair')
-  assert {arm.init_from for arm in fair.arms.values()} == {'t2i'} and len(fair.seeds) >= 3
-  assert fair.runs_dir != reproduce.get_config('experiment=cascade').runs_dir
+  # The fair tests: every arm from the same T2I run, in runs of their own.
+  runs_dirs = {reproduce.get_config('experiment=cascade').runs_dir}
+  for name in ('cascade_fair', 'cascade_moving'):
+    fair = reproduce.get_config(f'experiment={name}')
+    assert {arm.init_from for arm in fair.arms.values()} == {'t2i'} and len(fair.seeds) >= 3
+    assert fair.runs_dir not in runs_dirs
+    runs_dirs.add(fair.runs_dir)
+  # The moving test gives the cascade's stages the STUNet stage's learning-rate split.
+  moving = reproduce.get_config('experiment=cascade_moving')
+  assert tiny.get_config('stage=stunet').train.spatial_lr_scale == 0.1
+  assert all('--config.train.spatial_lr_scale=0.1' in moving.arms[a].flags
+             for a in ('keyframes', 'tsr'))
 
 
 @pytest.mark.parametrize('arg', ['model=base', 'model=base,stage=scratch', 'model=ssr',
