@@ -4,6 +4,8 @@ import importlib.util
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _HLO = '''
@@ -122,6 +124,7 @@ ENTRY %main (a: f32[2]) -> f32[2] {
   assert links[('all-reduce', 'cross')] == 2 * 8 * 3 / 4
 
 
+@pytest.mark.slow  # an optional path: not in the CI run (setup.cfg)
 def test_accelerator_check_runs_on_cpu_and_prints_every_figure():
   """benchmarks/accelerator.py, the prepared accelerator check, end to end on the
   smallest config."""

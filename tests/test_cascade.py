@@ -111,6 +111,7 @@ def test_the_cascade_keeps_the_keyframes_and_takes_each_frame_from_its_window():
     cas.fill(['a', 'b'], keyframes[:, :3], guidance=1.)
 
 
+@pytest.mark.slow  # the paper's baseline (experiments): not in the CI run (setup.cfg)
 def test_both_stages_train_and_the_cascade_samples_whole_clips():
   mesh = sharding.make_mesh(small_config().mesh)
   gens, configs = {}, {}

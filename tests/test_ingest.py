@@ -189,6 +189,7 @@ def _records_config(out, steps=2):
   return c
 
 
+@pytest.mark.slow  # an optional path: not in the CI run (setup.cfg)
 def test_precomputed_t5_embeddings_train_and_sample(ingested, t5_checkpoint, tmp_path, capsys):
   """Training on the records (random clips, stored embeddings) and sampling after."""
   from data import pipeline  # pylint: disable=g-import-not-at-top

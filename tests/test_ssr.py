@@ -125,6 +125,7 @@ def test_ssr_training_lowers_its_loss():
   assert np.mean(losses[-8:]) < 0.75 * np.mean(losses[:8]), losses  # measured: 0.65
 
 
+@pytest.mark.slow  # an optional path: not in the CI run (setup.cfg)
 def test_ssr_trains_on_crops_and_samples_whole_frames():
   """data.crop_size: the train step takes crops (their low-res clip at the same factor)
   and the same weights denoise whole frames; bad crop sizes are refused up front."""

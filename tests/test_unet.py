@@ -160,6 +160,7 @@ def test_temporal_layers_see_the_prompt_through_their_own_text_projection():
   assert 'temporal_text_pool' not in plain['unet']
 
 
+@pytest.mark.slow  # an optional path: not in the CI run (setup.cfg)
 def test_temporal_cross_attention_starts_as_the_film_model_and_reads_each_token():
   """temporal_cond='film_xattn': a film model's weights load into it (inflate from a
   STUNet) and give the same output; once its zero-initialised output is trained, a
