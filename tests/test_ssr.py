@@ -108,6 +108,7 @@ def test_residual_ssr_diffuses_the_residual_over_the_upsampled_clip():
     config_lib.validate(bad)
 
 
+@pytest.mark.slow  # SSR training also runs in test_cli's fixture: not in the CI run (setup.cfg)
 def test_ssr_training_lowers_its_loss():
   cfg = _ssr_config()
   cfg.train.lr, cfg.train.warmup_steps, cfg.train.cfg_drop = 3e-3, 5, 0.
