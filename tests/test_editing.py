@@ -34,6 +34,9 @@ def test_strength_0_returns_the_input_and_1_ignores_it(generator, clips):
   np.testing.assert_array_equal(
       editing.sdedit(generator, prompts, clips, strength=1., guidance=1., seed=3),
       text_to_video)
+  # Same seed, same videos (what sample.py's --seed promises); another seed, others.
+  np.testing.assert_array_equal(generator(prompts, guidance=1., seed=3), text_to_video)
+  assert np.abs(generator(prompts, guidance=1., seed=4) - text_to_video).mean() > 1e-3
 
 
 @pytest.mark.parametrize('sampler', ['ddim', 'dpm++2m'])

@@ -62,8 +62,6 @@ def test_shipped_model_samples_the_prompted_colour():
   assert np.all(np.abs(videos) <= 1.)
   got = [metrics.detect(v)['color'] for v in videos]
   assert got == ['red', 'blue'], got
-  # Same seed, same videos (what sample.py's --seed promises).
-  np.testing.assert_array_equal(gen(prompts, guidance=config.sample.guidance, seed=0), videos)
 
 
 def test_shipped_conditional_model_animates_the_given_image():

@@ -20,12 +20,19 @@ from stunet import train_loop
 from stunet import train_step
 
 
-def test_gradient_accumulation_matches_the_full_batch():
+def _light4():
+  """The light config with 4 clips a step: every full-batch step of this file is one
+  program, compiled once (the session's persistent compilation cache)."""
   cfg = light_config()
   cfg.train.batch_size = 4
+  return cfg
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  cfg = _light4()
   spec, mesh, step = step_setup(cfg)
-  cfg2 = light_config()
-  cfg2.train.batch_size, cfg2.train.grad_accum = 4, 2
+  cfg2 = _light4()
+  cfg2.train.grad_accum = 2
   _, _, step2 = step_setup(cfg2)
   state = spec.init(jax.random.key(0))
   init = flat_params(state.params)
@@ -43,7 +50,7 @@ def test_gradient_accumulation_matches_the_full_batch():
 
 def test_remat_and_bfloat16_keep_the_step():
   def first_step(**model):
-    cfg = light_config()
+    cfg = _light4()
     for k, v in model.items():
       setattr(cfg.model, k, v)
     spec, mesh, step = step_setup(cfg)
@@ -66,7 +73,7 @@ def test_remat_and_bfloat16_keep_the_step():
 
 
 def test_non_finite_step_is_skipped_and_counted():
-  cfg = light_config()
+  cfg = _light4()
   spec, mesh, step = step_setup(cfg)
   state = spec.init(jax.random.key(0))
   good = real_batch(cfg)
