@@ -125,6 +125,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Row, column (and frame) coordinates at the input, through zero-initialised 1x1
   # projections (stunet.unet.UNet): absolute position from step 0.
   c.model.coord_channels = False
+  # What the spatial convolutions see past the frame's edges: 'zeros', or 'circular'
+  # (the opposite edge's pixels: the frame as a torus, as in the stationary data,
+  # where an object leaving one edge comes back at the other).
+  c.model.spatial_pad = 'zeros'
   # The share of the noise's variance that a clip's frames have in common, in training
   # and sampling (stunet.diffusion.video_noise; PYoCo's mixed noise prior); 0: each
   # frame's noise independent, as in the paper.
@@ -250,6 +254,7 @@ CHOICES = {
     'model.remat': tuple(unet.REMAT_POLICIES),
     'model.temporal_cond': unet.TEMPORAL_COND,
     'model.temporal_resample_init': layers.TEMPORAL_RESAMPLE_INITS,
+    'model.spatial_pad': layers.SPATIAL_PADS,
     'model.dtype': models.DTYPES,
     'train.stage': train_step.STAGES,
     'train.schedule': train_step.SCHEDULES,

@@ -82,13 +82,39 @@ def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
                       bias_init=partitioned(nn.initializers.zeros, NORM))
 
 
+# What the spatial convolutions see past the frame's edges (config.model.spatial_pad):
+# zeros, or the opposite edge's pixels (the frame as a torus, for data whose objects
+# wrap around it).
+SPATIAL_PADS = ('zeros', 'circular')
+
+
+def _wrap_same(h, kernel: int, stride: int):
+  """h [n, h, w, c] padded as 'SAME' would pad it for this kernel and stride, with the
+  opposite edge's pixels instead of zeros (so a 'VALID' conv then takes the same
+  windows as 'SAME' does: a model trained with zeros keeps its alignment; flax's
+  'CIRCULAR' centres a stride-2 window a pixel earlier)."""
+  for axis in (1, 2):
+    n = h.shape[axis]
+    total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+    lo, hi = total // 2, total - total // 2
+    take = lambda a, b: jax.lax.slice_in_dim(h, a, b, axis=axis)
+    h = jnp.concatenate(([take(n - lo, n)] if lo else []) + [h] +
+                        ([take(0, hi)] if hi else []), axis=axis)
+  return h
+
+
 def conv2d(features: int, name: str, dtype: Dtype, *, kernel: int = 3,
-           stride: int = 1, zero: bool = False) -> nn.Conv:
+           stride: int = 1, zero: bool = False, pad: str = 'zeros'):
+  """A 2-D conv on [n, h, w, c] (a callable): 'SAME' windows, padded with zeros or,
+  pad='circular', with the pixels of the opposite edge."""
   init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding='SAME', dtype=dtype, name=name,
+  conv = nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding='SAME' if pad == 'zeros' else 'VALID', dtype=dtype, name=name,
                  kernel_init=partitioned(init, CONV),
                  bias_init=partitioned(nn.initializers.zeros, ('conv_out',)))
+  if pad not in SPATIAL_PADS:
+    raise ValueError(f'spatial padding {pad!r}: use one of {SPATIAL_PADS}')
+  return conv if pad == 'zeros' else lambda h: conv(_wrap_same(h, kernel, stride))
 
 
 def dense(features: int, name: str, dtype: Dtype, *, zero: bool = False,
@@ -145,6 +171,7 @@ def attention(q, k, v, mask=None):
 class ResBlock(nn.Module):
   """Spatial residual block conditioned on the (time + pooled text) embedding."""
   features: int
+  pad: str = 'zeros'  # the convolutions' padding (SPATIAL_PADS)
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -153,12 +180,12 @@ class ResBlock(nn.Module):
     h = f.fold(x)
     skip = h
     h = nn.swish(group_norm('norm_0', h.shape[-1], self.dtype)(h))
-    h = conv2d(self.features, 'conv_0', self.dtype)(h)
+    h = conv2d(self.features, 'conv_0', self.dtype, pad=self.pad)(h)
     scale_shift = dense(2 * self.features, 'emb_proj', self.dtype)(nn.swish(emb))
     scale_shift = f.per_clip(scale_shift)[:, None, None, :]
     scale, shift = jnp.split(scale_shift, 2, axis=-1)
     h = group_norm('norm_1', self.features, self.dtype)(h) * (1 + scale) + shift
-    h = conv2d(self.features, 'conv_1', self.dtype, zero=True)(nn.swish(h))
+    h = conv2d(self.features, 'conv_1', self.dtype, zero=True, pad=self.pad)(nn.swish(h))
     if skip.shape[-1] != self.features:
       skip = conv2d(self.features, 'skip', self.dtype, kernel=1)(skip)
     return f.unfold(skip + h)
@@ -264,6 +291,7 @@ class SpaceTimeConvBlock(nn.Module):
   features entering the temporal conv are scaled and shifted by it (FiLM, zero
   init): without it the block cannot know the noise level or the prompted motion.
   """
+  pad: str = 'zeros'  # the spatial conv's padding (SPATIAL_PADS)
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -271,7 +299,7 @@ class SpaceTimeConvBlock(nn.Module):
     c = x.shape[-1]
     f = Fold(x.shape, 'space')
     h = nn.swish(group_norm('norm_0', c, self.dtype)(f.fold(x)))
-    h = conv2d(c, 'spatial_conv', self.dtype)(h)
+    h = conv2d(c, 'spatial_conv', self.dtype, pad=self.pad)(h)
     h = group_norm('norm_1', c, self.dtype)(h)
     if emb is not None:
       h = film(h, emb, 'emb_proj', self.dtype, f.per_clip)
@@ -356,16 +384,18 @@ class LayoutBias(nn.Module):
 
 class Downsample(nn.Module):
   """Spatial stride-2 conv (the T2I part)."""
+  pad: str = 'zeros'
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     f = Fold(x.shape, 'space')
-    return f.unfold(conv2d(x.shape[-1], 'conv', self.dtype, stride=2)(f.fold(x)))
+    return f.unfold(conv2d(x.shape[-1], 'conv', self.dtype, stride=2, pad=self.pad)(f.fold(x)))
 
 
 class Upsample(nn.Module):
   """Nearest-neighbour x2 spatial upsampling followed by a conv (the T2I part)."""
+  pad: str = 'zeros'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -373,7 +403,7 @@ class Upsample(nn.Module):
     f = Fold(x.shape, 'space')
     h = f.fold(x)
     h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
-    return f.unfold(conv2d(x.shape[-1], 'conv', self.dtype)(h))
+    return f.unfold(conv2d(x.shape[-1], 'conv', self.dtype, pad=self.pad)(h))
 
 
 class TemporalDownsample(nn.Module):

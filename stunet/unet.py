@@ -85,6 +85,9 @@ class UNet(nn.Module):
   # of every pixel in [-1, 1], each through a zero-initialised 1x1 projection added to
   # the first convolution's output. The frame's projection is a temporal layer.
   coord_channels: bool = False
+  # What the spatial convolutions see past the frame's edges: 'zeros', or 'circular'
+  # (the opposite edge: the frame as a torus; layers.SPATIAL_PADS).
+  spatial_pad: str = 'zeros'
   remat: str = 'none'                        # rematerialisation policy, see REMAT_POLICIES
   dtype: Any = jnp.float32
 
@@ -106,7 +109,8 @@ class UNet(nn.Module):
              temporal_emb=None):
     """One resolution step: ResBlock, attention, then the temporal layers."""
     coarsest = level == self.num_levels - 1
-    h = self._block(L.ResBlock, features=features, name=f'{prefix}_res')(h, emb)
+    h = self._block(L.ResBlock, features=features, pad=self.spatial_pad,
+                    name=f'{prefix}_res')(h, emb)
     self_attn, cross_attn = level in self.attn_levels, level in self.cross_attn_levels
     if self_attn or cross_attn:
       h = self._block(L.SpatialAttention, num_heads=self.num_heads, self_attn=self_attn,
@@ -117,7 +121,8 @@ class UNet(nn.Module):
         h = self._block(L.TemporalAttention, num_heads=self.num_heads,
                         name=f'{prefix}_temporal_attn_{j}')(h, temporal_emb, *tokens)
     elif self.temporal:
-      h = self._block(L.SpaceTimeConvBlock, name=f'{prefix}_temporal_conv')(h, temporal_emb)
+      h = self._block(L.SpaceTimeConvBlock, pad=self.spatial_pad,
+                      name=f'{prefix}_temporal_conv')(h, temporal_emb)
     return h
 
   def _coordinates(self, shape):
@@ -155,7 +160,8 @@ class UNet(nn.Module):
         h, emb, text, text_mask, i, prefix, features, temporal_emb)
 
     f = folding.Fold(x.shape, 'space')
-    h = f.unfold(L.conv2d(self.channels, 'conv_in', self.dtype)(f.fold(x)))
+    h = f.unfold(L.conv2d(self.channels, 'conv_in', self.dtype, pad=self.spatial_pad)(
+        f.fold(x)))
     if self.coord_channels:
       h = h + self._coordinates(x.shape)
     skips = [h]
@@ -164,7 +170,7 @@ class UNet(nn.Module):
         h = lvl(h, i, f'down_{i}_{r}', self.channels * mult)
         skips.append(h)
       if i < self.num_levels - 1:
-        h = L.Downsample(dtype=self.dtype, name=f'down_{i}_resize')(h)
+        h = L.Downsample(pad=self.spatial_pad, dtype=self.dtype, name=f'down_{i}_resize')(h)
         if self.temporal and self.temporal_resample:
           h = L.TemporalDownsample(init_scheme=self.temporal_resample_init, dtype=self.dtype,
                                    name=f'down_{i}_temporal_resize')(h)
@@ -179,7 +185,7 @@ class UNet(nn.Module):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = lvl(h, i, f'up_{i}_{r}', self.channels * self.channel_mult[i])
       if i > 0:
-        h = L.Upsample(dtype=self.dtype, name=f'up_{i}_resize')(h)
+        h = L.Upsample(pad=self.spatial_pad, dtype=self.dtype, name=f'up_{i}_resize')(h)
         if self.temporal and self.temporal_resample:
           h = L.TemporalUpsample(init_scheme=self.temporal_resample_init, dtype=self.dtype,
                                  name=f'up_{i}_temporal_resize')(h)
@@ -187,7 +193,8 @@ class UNet(nn.Module):
 
     f = folding.Fold(h.shape, 'space')
     h = nn.swish(L.group_norm('norm_out', h.shape[-1], self.dtype)(f.fold(h)))
-    h = f.unfold(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True)(h))
+    h = f.unfold(L.conv2d(self.out_channels, 'conv_out', self.dtype, zero=True,
+                          pad=self.spatial_pad)(h))
     if self.temporal and self.layout_basis:
       h = h + L.LayoutBias(self.layout_basis, self.out_channels, dtype=self.dtype,
                            name='temporal_layout_bias')(

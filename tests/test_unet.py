@@ -218,6 +218,52 @@ def test_layout_bias_starts_at_zero_and_adds_a_smooth_pattern_chosen_by_the_prom
   assert np.ptp(b.mean(axis=(1, 2))) > 1e-3  # it changes with the frame
 
 
+class _Conv(nn.Module):
+  pad: str
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, h):
+    return L.conv2d(4, 'conv', jnp.float32, stride=self.stride, pad=self.pad)(h)
+
+
+def test_circular_padding_wraps_the_frame_and_keeps_the_windows_of_zero_padding():
+  h = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  params = _Conv('circular').init(jax.random.key(1), h)
+  # Stride 1: flax's own circular padding.
+  np.testing.assert_allclose(
+      _Conv('circular').apply(params, h),
+      nn.Conv(4, (3, 3), padding='CIRCULAR').apply({'params': params['params']['conv']}, h),
+      atol=1e-5)
+  # Stride 2: the windows of 'SAME' (flax's 'CIRCULAR' would centre them a pixel
+  # earlier): away from the padded last row and column, the same as zero padding.
+  circ, zero = (_Conv(pad, 2).apply(params, h) for pad in ('circular', 'zeros'))
+  assert circ.shape == zero.shape == (2, 8, 8, 4)
+  np.testing.assert_allclose(circ[:, :-1, :-1], zero[:, :-1, :-1], atol=1e-5)
+  assert float(jnp.abs(circ[:, -1] - zero[:, -1]).max()) > 1e-3
+  with pytest.raises(ValueError, match="spatial padding 'reflect'"):
+    _Conv('reflect').init(jax.random.key(1), h)
+
+
+def test_circular_padding_makes_the_network_shift_equivariant():
+  """With spatial_pad='circular' (and no absolute position: no coordinates, no layout
+  bias) the STUNet commutes with a shift of its input around the torus by a multiple
+  of its downsampling factor; with zero padding the edges show."""
+  cfg = small_config('scratch')
+  cfg.model.spatial_pad = 'circular'
+  model, params = _init(cfg, cfg.data.num_frames)
+  params = perturb(params)  # zero-initialised outputs would give 0 = roll(0)
+  x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
+  roll = lambda v: jnp.roll(v, (2, -4), axis=(2, 3))  # one halving: even shifts
+  out = {}
+  for pad in ('circular', 'zeros'):
+    cfg.model.spatial_pad = pad
+    apply = jax.jit(build_model(cfg.model).apply)
+    run = lambda v: apply({'params': params}, v, t, tokens, mask)
+    out[pad] = float(jnp.abs(run(roll(x)) - roll(run(x))).max())
+  assert out['circular'] < 1e-4 and out['zeros'] > 1e-2, out
+
+
 def test_temporal_parameter_names_are_the_only_additions():
   cfg = small_config('scratch')
   _, st = _init(cfg, cfg.data.num_frames, abstract=True)
