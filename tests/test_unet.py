@@ -248,20 +248,18 @@ def test_circular_padding_wraps_the_frame_and_keeps_the_windows_of_zero_padding(
 def test_circular_padding_makes_the_network_shift_equivariant():
   """With spatial_pad='circular' (and no absolute position: no coordinates, no layout
   bias) the STUNet commutes with a shift of its input around the torus by a multiple
-  of its downsampling factor; with zero padding the edges show."""
+  of its downsampling factor (one halving here: even shifts); an odd shift moves the
+  stride-2 windows, and then it does not (the check can fail)."""
   cfg = small_config('scratch')
   cfg.model.spatial_pad = 'circular'
   model, params = _init(cfg, cfg.data.num_frames)
   params = perturb(params)  # zero-initialised outputs would give 0 = roll(0)
   x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
-  roll = lambda v: jnp.roll(v, (2, -4), axis=(2, 3))  # one halving: even shifts
-  out = {}
-  for pad in ('circular', 'zeros'):
-    cfg.model.spatial_pad = pad
-    apply = jax.jit(build_model(cfg.model).apply)
-    run = lambda v: apply({'params': params}, v, t, tokens, mask)
-    out[pad] = float(jnp.abs(run(roll(x)) - roll(run(x))).max())
-  assert out['circular'] < 1e-4 and out['zeros'] > 1e-2, out
+  apply = jax.jit(model.apply)
+  run = lambda v: apply({'params': params}, v, t, tokens, mask)
+  gap = lambda shift: float(jnp.abs(run(jnp.roll(x, shift, axis=(2, 3))) -
+                                    jnp.roll(run(x), shift, axis=(2, 3))).max())
+  assert gap((2, -4)) < 1e-4 and gap((1, 0)) > 1e-2, (gap((2, -4)), gap((1, 0)))
 
 
 def test_temporal_parameter_names_are_the_only_additions():
