@@ -196,19 +196,19 @@ def test_layout_bias_starts_at_zero_and_adds_a_smooth_pattern_chosen_by_the_prom
   model, params = _init(cfg, cfg.data.num_frames, rng=4)
   params = inflate.inflate(plain, params)  # only temporal_layout_bias is new
   x, t, tokens, mask = _inputs(cfg, 2, cfg.data.num_frames)
-  apply = jax.jit(model.apply)
+  apply, plain_apply = jax.jit(model.apply), jax.jit(plain_model.apply)
   np.testing.assert_array_equal(apply({'params': params}, x, t, tokens, mask),
-                                plain_model.apply({'params': plain}, x, t, tokens, mask))
+                                plain_apply({'params': plain}, x, t, tokens, mask))
   proj = params['unet']['temporal_layout_bias']['proj']
   proj['kernel'] = jax.random.normal(jax.random.key(5), proj['kernel'].shape)
-  bias = apply({'params': params}, x, t, tokens, mask) - plain_model.apply(
+  bias = apply({'params': params}, x, t, tokens, mask) - plain_apply(
       {'params': plain}, x, t, tokens, mask)
   # The same pattern whatever the input video; another prompt, another pattern.
-  other_x = apply({'params': params}, -x, t, tokens, mask) - plain_model.apply(
+  other_x = apply({'params': params}, -x, t, tokens, mask) - plain_apply(
       {'params': plain}, -x, t, tokens, mask)
   np.testing.assert_allclose(other_x, bias, atol=1e-4)
   other = (tokens + 1) % cfg.model.text.vocab_size
-  other_bias = apply({'params': params}, x, t, other, mask) - plain_model.apply(
+  other_bias = apply({'params': params}, x, t, other, mask) - plain_apply(
       {'params': plain}, x, t, other, mask)
   assert float(jnp.abs(other_bias - bias).max()) > 1e-3
   # Smooth: three cosines per axis, so the pattern varies over frames and pixels but
