@@ -43,7 +43,7 @@ def _config(data_dir, steps):
 
 
 def test_a_full_disk_stops_the_run_in_one_error_and_it_resumes_elsewhere(tmp_path, data_dir):
-  with _tmpfs(tmp_path / 'small', '2m') as fs:
+  with _tmpfs(tmp_path / 'small', '5m') as fs:
     workdir = os.path.join(fs, 'run')
     cfg = _config(data_dir, 40)  # ~0.3 MB a checkpoint: the disk fills first
     with pytest.raises(checkpoints.CheckpointWriteError) as error:
