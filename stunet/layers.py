@@ -93,27 +93,24 @@ def _wrap_same(h, kernel: int, stride: int):
   opposite edge's pixels instead of zeros (so a 'VALID' conv then takes the same
   windows as 'SAME' does: a model trained with zeros keeps its alignment; flax's
   'CIRCULAR' centres a stride-2 window a pixel earlier)."""
-  for axis in (1, 2):
-    n = h.shape[axis]
+  pads = []
+  for n in h.shape[1:3]:
     total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
-    lo, hi = total // 2, total - total // 2
-    take = lambda a, b: jax.lax.slice_in_dim(h, a, b, axis=axis)
-    h = jnp.concatenate(([take(n - lo, n)] if lo else []) + [h] +
-                        ([take(0, hi)] if hi else []), axis=axis)
-  return h
+    pads.append((total // 2, total - total // 2))
+  return jnp.pad(h, [(0, 0)] + pads + [(0, 0)], mode='wrap')  # slices and a concatenate
 
 
 def conv2d(features: int, name: str, dtype: Dtype, *, kernel: int = 3,
            stride: int = 1, zero: bool = False, pad: str = 'zeros'):
   """A 2-D conv on [n, h, w, c] (a callable): 'SAME' windows, padded with zeros or,
   pad='circular', with the pixels of the opposite edge."""
+  if pad not in SPATIAL_PADS:
+    raise ValueError(f'spatial padding {pad!r}: use one of {SPATIAL_PADS}')
   init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
   conv = nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding='SAME' if pad == 'zeros' else 'VALID', dtype=dtype, name=name,
                  kernel_init=partitioned(init, CONV),
                  bias_init=partitioned(nn.initializers.zeros, ('conv_out',)))
-  if pad not in SPATIAL_PADS:
-    raise ValueError(f'spatial padding {pad!r}: use one of {SPATIAL_PADS}')
   return conv if pad == 'zeros' else lambda h: conv(_wrap_same(h, kernel, stride))
 
 
