@@ -218,6 +218,31 @@ def test_layout_bias_starts_at_zero_and_adds_a_smooth_pattern_chosen_by_the_prom
   assert np.ptp(b.mean(axis=(1, 2))) > 1e-3  # it changes with the frame
 
 
+def test_the_long_video_probes_layout_bias_is_the_clips_cut_into_windows():
+  # experiments/long_video_global_layout.py: with no clip set, the model's layout bias;
+  # with windows at frames 0 and 16 of 32, each window's rows get their half of the
+  # 32-frame bias (rows: [conditional, unconditional], windows-major).
+  import os, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments'))
+  import long_video_global_layout as probe  # pylint: disable=g-import-not-at-top
+  emb = jax.random.normal(jax.random.key(0), (4, 16))
+  params = perturb(L.LayoutBias(3, 2).init(jax.random.key(1), emb, (16, 4, 4)), scale=1.)
+  window = L.LayoutBias(3, 2).apply(params, emb, (16, 4, 4))
+  probe.CLIP.clear()
+  np.testing.assert_allclose(probe.ClipLayoutBias(3, 2).apply(params, emb, (16, 4, 4)),
+                             window, rtol=1e-5, atol=1e-5)
+  probe.CLIP.update(starts=(0, 16), frames=32)
+  try:
+    clip = probe.ClipLayoutBias(3, 2).apply(params, emb, (16, 4, 4))
+  finally:
+    probe.CLIP.clear()
+  whole = L.LayoutBias(3, 2).apply(params, emb, (32, 4, 4))
+  for row, half in ((0, 0), (1, 1), (2, 0), (3, 1)):
+    np.testing.assert_allclose(clip[row], whole[row, 16 * half:16 * half + 16],
+                               rtol=1e-5, atol=1e-4)
+  assert float(jnp.abs(clip[1] - window[1]).max()) > 1e-2  # not the window's
+
+
 class _Conv(nn.Module):
   pad: str
   stride: int = 1
