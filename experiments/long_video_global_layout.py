@@ -23,9 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np
-from flax import linen as nn
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 from stunet import cli
 from stunet import generator
@@ -35,33 +33,22 @@ from stunet import layers
 CLIP = {}
 
 
-def _cosines(m: int, positions: np.ndarray) -> np.ndarray:
-  """[..., m, n]: the first m DCT-II cosines at positions in [0, 1] [..., n]."""
-  return np.cos(np.pi * np.arange(m)[:, None] * positions[..., None, :])
-
-
 class ClipLayoutBias(layers.LayoutBias):
-  """LayoutBias (same parameters) whose frame cosines are the clip's, not the window's.
+  """LayoutBias (same parameters) whose frame cosines are the clip's, not the window's:
+  each row gets its window's frames of the clip-long bias.
 
   The sampler's rows are [conditional, unconditional], each windows-major (window j's
   b examples at rows j*b .. j*b + b - 1: stunet.multidiffusion.apply with every window
   in one call). With no clip set it is LayoutBias."""
 
-  @nn.compact
   def __call__(self, emb, shape):
-    m, (t, h, w), rows = self.num_basis, shape, emb.shape[0]
-    starts = np.asarray(CLIP.get('starts', ()), np.int64)
-    if starts.size and rows % (2 * starts.size) == 0:
-      window = (np.arange(rows) % (rows // 2)) // (rows // (2 * starts.size))
-      frames = (starts[window][:, None] + np.arange(t) + .5) / CLIP['frames']  # [rows, t]
-    else:
-      frames = np.broadcast_to((np.arange(t) + .5) / t, (rows, t))
-    space = np.einsum('by,cx->bcyx', _cosines(m, (np.arange(h) + .5) / h),
-                      _cosines(m, (np.arange(w) + .5) / w))
-    a = layers.dense(m ** 3 * self.features, 'proj', self.dtype, zero=True)(nn.swish(emb))
-    a = self.gain * a.reshape(rows, m, m, m, self.features)
-    return jnp.einsum('rabcf,rat,bcyx->rtyxf', a, jnp.asarray(_cosines(m, frames), self.dtype),
-                      jnp.asarray(space, self.dtype))
+    rows, starts = emb.shape[0], np.asarray(CLIP.get('starts', ()), np.int64)
+    if not starts.size or rows % (2 * starts.size):
+      return super().__call__(emb, shape)
+    whole = super().__call__(emb, (CLIP['frames'],) + tuple(shape[1:]))  # [rows, T, ...]
+    window = (np.arange(rows) % (rows // 2)) // (rows // (2 * starts.size))
+    frames = starts[window][:, None] + np.arange(shape[0])  # [rows, t]
+    return whole[np.arange(rows)[:, None], frames]
 
 
 _windows = generator.Generator.windows
