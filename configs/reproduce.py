@@ -46,7 +46,8 @@ def get_config(arg: str = 'experiment=init'):
   # The tables of docs/reproducing.md were measured before configs/tiny.py's
   # motion-in-minutes defaults: a text encoder trained by the T2I stage, no coordinate
   # channels, one learning rate for every weight, and (ablations) no layout bias at
-  # uniform noise levels.
+  # uniform noise levels; and every STUNet arm at a constant learning rate after warmup
+  # (the stunet stage's default decays it: `constant` below).
   before = ('--config.model.coord_channels=False', '--config.train.freeze_text=False',
             '--config.train.spatial_lr_scale=1')
   c.t2i_flags = before + ('--config.train.num_steps=600', '--config.train.schedule=constant')
@@ -56,7 +57,8 @@ def get_config(arg: str = 'experiment=init'):
   # Accuracy at equal steps (FVD only for the cascade: with 32 clips it is mostly noise).
   c.eval = ml_collections.ConfigDict(dict(num_samples=32, seed=1234, fvd=False))
   stunet = 'configs/tiny.py:stage=stunet'
-  ablation = before + ('--config.model.layout_basis=0', '--config.train.t_power=1')
+  constant = '--config.train.schedule=constant'
+  ablation = before + ('--config.model.layout_basis=0', '--config.train.t_power=1', constant)
   stunet_arm = lambda *flags: _arm(stunet, *ablation, *flags)
   identity = stunet_arm('--config.model.temporal_resample_init=identity')
   c.arms = ml_collections.ConfigDict()
@@ -106,15 +108,15 @@ def get_config(arg: str = 'experiment=init'):
     # every weight at one learning rate (as docs/reproducing.md's table was measured).
     recipe = ('--config.model.coord_channels=True', '--config.train.freeze_text=True',
               '--config.model.layout_basis=6', '--config.train.t_power=2')
-    c.arms.stunet = _arm(stunet, '--config.train.spatial_lr_scale=1')
+    c.arms.stunet = _arm(stunet, '--config.train.spatial_lr_scale=1', constant)
     c.arms.keyframes = _arm('configs/tiny.py:stage=keyframes', *recipe)
     c.arms.tsr = _arm('configs/tiny.py:stage=tsr', *recipe)
   elif name == 'cascade_moving':
     # The fair test where the STUNet arm moves: 3200 steps of the quick start's recipe
-    # as it is now (configs/tiny.py:stage=stunet, the image network at 0.1x the learning
-    # rate: motion 0.50 / 0.62 on 32 prompts for seeds 0 / 1, docs/choices.md), and the
-    # cascade's stages with the same recipe and the same FLOPs. 3 seeds declared; about
-    # 75 CPU-minutes of training per seed.
+    # (configs/tiny.py:stage=stunet, the image network at 0.1x the learning rate) at a
+    # constant learning rate (motion 0.50 / 0.62 on 32 prompts for seeds 0 / 1,
+    # docs/choices.md), and the cascade's stages with the same recipe and the same
+    # FLOPs. 3 seeds declared; about 75 CPU-minutes of training per seed.
     c.t2i = 'pretrained/t2i_tiny'
     c.runs_dir = 'workdir/reproduce/cascade_moving'
     c.steps = 3200
@@ -124,7 +126,7 @@ def get_config(arg: str = 'experiment=init'):
     recipe = ('--config.model.coord_channels=True', '--config.train.freeze_text=True',
               '--config.model.layout_basis=6', '--config.train.t_power=2',
               '--config.train.spatial_lr_scale=0.1')
-    c.arms.stunet = _arm(stunet)
+    c.arms.stunet = _arm(stunet, constant)
     c.arms.keyframes = _arm('configs/tiny.py:stage=keyframes', *recipe)
     c.arms.tsr = _arm('configs/tiny.py:stage=tsr', *recipe)
   else:  # seams: the shipped base model over 48 frames in 16-frame windows

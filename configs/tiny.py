@@ -85,6 +85,9 @@ def get_config(arg: str = 'stage=stunet'):
     # rate (the paper freezes them): more of the T2I model's shapes kept and less
     # flicker, on two training seeds (docs/choices.md).
     t.spatial_lr_scale = 0.1
+    # The learning rate decayed to 0 over the run: less flicker on two training seeds
+    # and two sets of prompts, and no less motion (docs/choices.md).
+    t.schedule = 'cosine'
   t.ema_decay = 0.995                    # short runs: a short average
 
   if stage in ('conditional', 'style', 'stationary'):

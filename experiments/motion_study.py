@@ -44,6 +44,7 @@ VARIANTS = {
     'trained_text': ([], ['--config.train.freeze_text=False'], [], None),
     'no_layout': ([], ['--config.model.layout_basis=0'], [], None),
     'uniform_t': ([], ['--config.train.t_power=1'], [], None),
+    'constant': ([], ['--config.train.schedule=constant'], [], None),
     'no_coords': (['--config.model.coord_channels=False'],
                   ['--config.model.coord_channels=False'], [], None),
     'old': (_OLD_T2I, _OLD, [], None),

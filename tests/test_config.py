@@ -79,6 +79,15 @@ def test_the_other_config_files_validate():
   assert tiny.get_config('stage=stunet').train.spatial_lr_scale == 0.1
   assert all('--config.train.spatial_lr_scale=0.1' in moving.arms[a].flags
              for a in ('keyframes', 'tsr'))
+  # The recorded tables held the STUNet stage's learning rate after warmup, which the
+  # stage's default decays: every STUNet arm says constant (as the T2I flags do).
+  assert tiny.get_config('stage=stunet').train.schedule == 'cosine'
+  for name in reproduce.EXPERIMENTS:
+    c = reproduce.get_config(f'experiment={name}')
+    assert '--config.train.schedule=constant' in c.t2i_flags
+    for arm in c.arms.values():
+      if arm.config.endswith(':stage=stunet'):
+        assert '--config.train.schedule=constant' in arm.flags, (name, arm.flags)
 
 
 @pytest.mark.parametrize('arg', ['model=base', 'model=base,stage=scratch', 'model=ssr',
