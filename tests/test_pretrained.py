@@ -28,25 +28,33 @@ def test_missing_shipped_model_names_the_fix(monkeypatch, tmp_path):
 
 
 def test_shipped_t2i_model_inflates_into_the_quick_starts_stunet():
-  """pretrained/t2i_tiny is what configs/tiny.py:stage=stunet starts from by default:
-  one checkpoint, trained with the stage=t2i recipe it documents (the text encoder
-  left at its init, coordinate channels), whose weights fit the STUNet (checked from
-  its config.json and the parameter shapes, as train.py does first)."""
+  """pretrained/t2i_tiny_4800 is what configs/tiny.py:stage=stunet starts from by
+  default: one checkpoint, pretrained/t2i_tiny (trained with the stage=t2i recipe it
+  documents: the text encoder left at its init, coordinate channels) trained 2400 steps
+  more at a constant 3e-4, whose weights fit the STUNet (checked from its config.json
+  and the parameter shapes, as train.py does first)."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
   from stunet import text  # pylint: disable=g-import-not-at-top
   from stunet import train_loop  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = tiny.get_config('stage=stunet')
-  shipped = os.path.join(root, config.train.init_from)
-  assert config.train.init_from == 'pretrained/t2i_tiny'
-  assert os.listdir(os.path.join(shipped, 'checkpoints')) == ['2400']
-  t2i = config_lib.load(shipped)
+  assert config.train.init_from == 'pretrained/t2i_tiny_4800'
   recipe = tiny.get_config('stage=t2i')
-  assert not t2i.model.temporal
-  for section, field in (('train', 'freeze_text'), ('model', 'coord_channels'),
-                         ('train', 'num_steps'), ('train', 'schedule'), ('train', 'lr')):
-    assert t2i[section][field] == recipe[section][field], field
-  config.train.init_from = shipped
+  base = config_lib.load(os.path.join(root, 'pretrained/t2i_tiny'))
+  longer = config_lib.load(os.path.join(root, config.train.init_from))
+  for t2i in (base, longer):
+    assert not t2i.model.temporal
+    for section, field in (('train', 'freeze_text'), ('model', 'coord_channels'),
+                           ('train', 'batch_size')):
+      assert t2i[section][field] == recipe[section][field], field
+  for field in ('num_steps', 'schedule', 'lr'):
+    assert base.train[field] == recipe.train[field], field
+  assert longer.train.init_from == 'pretrained/t2i_tiny'
+  assert (longer.train.num_steps, longer.train.schedule, longer.train.lr) == (
+      2400, 'constant', 3e-4)
+  for name in ('t2i_tiny', 't2i_tiny_4800'):
+    assert os.listdir(os.path.join(root, 'pretrained', name, 'checkpoints')) == ['2400']
+  config.train.init_from = os.path.join(root, config.train.init_from)
   text.resolve(config)  # the vocabulary size, from the shipped tokenizer
   train_loop.check_init_from(config)  # raises if a weight would not fit
 
