@@ -99,13 +99,6 @@ TIMES = {}
 FEATURES = {}
 
 
-def benchmark_prompts(n: int, seed: int) -> list:
-  """n captions drawn uniformly from the valid (colour, shape, motion) combinations."""
-  rng = np.random.default_rng(seed)
-  combos = [shapes.COMBINATIONS[i] for i in rng.integers(len(shapes.COMBINATIONS), size=n)]
-  return [shapes.caption(*c) for c in combos]
-
-
 def _default_workdir():
   from stunet import checkpoints  # pylint: disable=g-import-not-at-top
   try:
@@ -292,7 +285,7 @@ def main(argv):
   del argv
   cli.quiet_library_logs()
   _check_flags()
-  prompts = benchmark_prompts(_NUM.value, _SEED.value)
+  prompts = shapes.benchmark_prompts(_NUM.value, _SEED.value)
   rows = {}
   stationary = _STATIONARY.value
   if _SOURCE.value == 'model':

@@ -100,6 +100,13 @@ def caption(color: str, shape: str, motion: str) -> str:
   return f"a {color} {shape} {motion}"
 
 
+def benchmark_prompts(n: int, seed: int) -> list:
+  """The benchmark's n prompts (evaluate.py): captions of (colour, shape, motion)
+  combinations drawn uniformly with the seed."""
+  rng = np.random.default_rng(seed)
+  return [caption(*COMBINATIONS[i]) for i in rng.integers(len(COMBINATIONS), size=n)]
+
+
 _CAPTION_RE = re.compile(
     r"^an? (?P<color>{}) (?P<shape>{}) (?P<motion>{})$".format(
         "|".join(COLORS), "|".join(SHAPES), "|".join(re.escape(m) for m in MOTIONS)

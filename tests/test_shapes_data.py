@@ -49,6 +49,17 @@ def test_captions_round_trip():
   assert "a red circle rotates" not in caps  # invisible motion is never used
 
 
+def test_benchmark_prompts_are_seeded_valid_captions():
+  """evaluate.py's prompts: the same for a seed (so scores in the docs compare), pinned
+  for seed 0 (the README's), drawn from the valid combinations."""
+  assert shapes.benchmark_prompts(3, 0) == [
+      "a cyan triangle shrinks", "a magenta square moves down", "a yellow square shrinks"]
+  prompts = shapes.benchmark_prompts(200, 1234)
+  assert prompts == shapes.benchmark_prompts(200, 1234)
+  assert prompts != shapes.benchmark_prompts(200, 4242)
+  assert set(prompts) <= set(shapes.all_captions())
+
+
 def test_parse_caption_is_lenient_about_format_but_strict_about_words():
   assert shapes.parse_caption("  A Red  Square moves left. ") == dict(
       color="red", shape="square", motion="moves left"
