@@ -3,7 +3,7 @@
 Variants (big_vision style, after a colon):
   configs/tiny.py:stage=t2i       the text-to-image U-Net on single frames
   configs/tiny.py:stage=stunet    the STUNet, inflated from the shipped T2I model
-                                  (pretrained/t2i_tiny_4800) or the T2I run given by
+                                  (pretrained/t2i_tiny_7200) or the T2I run given by
                                   --config.train.init_from; every weight trains (the
                                   paper's frozen spatial weights:
                                   --config.train.freeze_spatial=True)
@@ -68,15 +68,15 @@ def get_config(arg: str = 'stage=stunet'):
   t.ckpt_every = 400
   if stage == 't2i':
     t.batch_size, t.num_steps = 32, 2400  # frames: 8 clips x 4 random frames
-    t.schedule = 'cosine'                 # pretrained/t2i_tiny; t2i_tiny_4800 trains it on
+    t.schedule = 'cosine'                 # pretrained/t2i_tiny; t2i_tiny_7200 trains it on
     t.ckpt_every = 600
   else:
     t.batch_size, t.num_steps = 4, 400    # clips of 16 frames
   if stage == 'stunet':
     # Lumiere inflates a pretrained T2I model: by default the shipped one, the recipe
-    # above and 2400 more steps at a constant 3e-4 (docs/models.md), so that the quick
+    # above and 4800 more steps at a constant 3e-4 (docs/models.md), so that the quick
     # start's minutes go to video; its shapes are the ones the clips inherit.
-    t.init_from = 'pretrained/t2i_tiny_4800'
+    t.init_from = 'pretrained/t2i_tiny_7200'
     t.num_steps = 800
     # The caption's mean clip one linear map away from the text (the layout bias), and
     # more of each batch at the high noise levels where a clip's motion is decided.

@@ -7,7 +7,7 @@ for 4 frames and reads back its colour and shape with the same analytic detector
 the benchmark's prompts (``shapes.benchmark_prompts``, as ``evaluate.py`` draws them).
 
   python experiments/t2i_shapes.py --workdir=pretrained/t2i_tiny \
-      --workdir=pretrained/t2i_tiny_4800 --num_samples=48 --seed=1234
+      --workdir=pretrained/t2i_tiny_7200 --num_samples=48 --seed=1234
 
 Prints one row per workdir (accuracies and the shape confusion); writes nothing.
 """
@@ -52,7 +52,7 @@ def main(argv):
   del argv
   cli.quiet_library_logs()
   if not _WORKDIRS.value:
-    raise app.UsageError('pass --workdir=<a T2I run>, e.g. pretrained/t2i_tiny_4800.')
+    raise app.UsageError('pass --workdir=<a T2I run>, e.g. pretrained/t2i_tiny_7200.')
   prompts = shapes.benchmark_prompts(_NUM.value, _SEED.value)
   for workdir in _WORKDIRS.value:
     gen, config = Generator.from_workdir(workdir, _STEP.value, num_steps=_STEPS.value,

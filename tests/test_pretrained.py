@@ -28,17 +28,18 @@ def test_missing_shipped_model_names_the_fix(monkeypatch, tmp_path):
 
 
 def test_shipped_t2i_model_inflates_into_the_quick_starts_stunet():
-  """pretrained/t2i_tiny_4800 is what configs/tiny.py:stage=stunet starts from by
+  """pretrained/t2i_tiny_7200 is what configs/tiny.py:stage=stunet starts from by
   default: one checkpoint, pretrained/t2i_tiny (trained with the stage=t2i recipe it
-  documents: the text encoder left at its init, coordinate channels) trained 2400 steps
-  more at a constant 3e-4, whose weights fit the STUNet (checked from its config.json
-  and the parameter shapes, as train.py does first)."""
+  documents: the text encoder left at its init, coordinate channels) trained twice 2400
+  steps more at a constant 3e-4 (docs/models.md: the first continuation is
+  workdir/t2i_4800), whose weights fit the STUNet (checked from its config.json and the
+  parameter shapes, as train.py does first)."""
   from configs import tiny  # pylint: disable=g-import-not-at-top
   from stunet import text  # pylint: disable=g-import-not-at-top
   from stunet import train_loop  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = tiny.get_config('stage=stunet')
-  assert config.train.init_from == 'pretrained/t2i_tiny_4800'
+  assert config.train.init_from == 'pretrained/t2i_tiny_7200'
   recipe = tiny.get_config('stage=t2i')
   base = config_lib.load(os.path.join(root, 'pretrained/t2i_tiny'))
   longer = config_lib.load(os.path.join(root, config.train.init_from))
@@ -49,10 +50,10 @@ def test_shipped_t2i_model_inflates_into_the_quick_starts_stunet():
       assert t2i[section][field] == recipe[section][field], field
   for field in ('num_steps', 'schedule', 'lr'):
     assert base.train[field] == recipe.train[field], field
-  assert longer.train.init_from == 'pretrained/t2i_tiny'
+  assert longer.train.init_from == 'workdir/t2i_4800'
   assert (longer.train.num_steps, longer.train.schedule, longer.train.lr) == (
       2400, 'constant', 3e-4)
-  for name in ('t2i_tiny', 't2i_tiny_4800'):
+  for name in ('t2i_tiny', 't2i_tiny_7200'):
     assert os.listdir(os.path.join(root, 'pretrained', name, 'checkpoints')) == ['2400']
   config.train.init_from = os.path.join(root, config.train.init_from)
   text.resolve(config)  # the vocabulary size, from the shipped tokenizer
