@@ -65,5 +65,6 @@ def main(argv):
     print(f'{workdir}: colour {row["color"]:.3f}  shape {row["shape"]:.3f} '
           f'(chance 0.348; {len(prompts)} prompts)  [{confusion}]')
 
+
 if __name__ == '__main__':
   cli.run(main)
