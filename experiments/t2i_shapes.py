@@ -36,15 +36,14 @@ _STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: the 
 
 
 def score(frames, prompts) -> dict:
-  """frames [b, h, w, 3] in [-1, 1] -> colour and shape accuracy, shape confusion."""
-  hits, confusion = collections.Counter(), collections.Counter()
-  for frame, prompt in zip(frames, prompts):
-    want = shapes.parse_caption(prompt)
-    got = metrics.detect(np.repeat(frame[None], 4, axis=0))
-    hits['color'] += got['color'] == want['color']
-    hits['shape'] += got['shape'] == want['shape']
-    confusion[(want['shape'], got['shape'])] += 1
-  return dict(color=hits['color'] / len(prompts), shape=hits['shape'] / len(prompts),
+  """frames [b, h, w, 3] in [-1, 1] -> colour and shape accuracy (``metrics.score`` of
+  the frames held still) and the shape confusion {(prompted, detected): count}."""
+  clips = np.repeat(np.asarray(frames)[:, None], 4, axis=1)
+  scores = metrics.score(clips, prompts)
+  confusion = collections.Counter(
+      (shapes.parse_caption(p)['shape'], metrics.detect(c)['shape'])
+      for c, p in zip(clips, prompts))
+  return dict(color=scores['color_acc'], shape=scores['shape_acc'],
               confusion=dict(sorted(confusion.items())))
 
 
