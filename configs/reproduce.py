@@ -47,7 +47,8 @@ def get_config(arg: str = 'experiment=init'):
   # motion-in-minutes defaults: a text encoder trained by the T2I stage, no coordinate
   # channels, one learning rate for every weight, and (ablations) no layout bias at
   # uniform noise levels; and every STUNet arm at a constant learning rate after warmup
-  # (the stunet stage's default decays it: `constant` below).
+  # (the stunet stage's default decays it: `constant` below) and, with the layout bias,
+  # t_power=2 (the stunet stage's default is 3).
   before = ('--config.model.coord_channels=False', '--config.train.freeze_text=False',
             '--config.train.spatial_lr_scale=1')
   c.t2i_flags = before + ('--config.train.num_steps=600', '--config.train.schedule=constant')
@@ -108,7 +109,8 @@ def get_config(arg: str = 'experiment=init'):
     # every weight at one learning rate (as docs/reproducing.md's table was measured).
     recipe = ('--config.model.coord_channels=True', '--config.train.freeze_text=True',
               '--config.model.layout_basis=6', '--config.train.t_power=2')
-    c.arms.stunet = _arm(stunet, '--config.train.spatial_lr_scale=1', constant)
+    c.arms.stunet = _arm(stunet, '--config.train.spatial_lr_scale=1', '--config.train.t_power=2',
+                         constant)
     c.arms.keyframes = _arm('configs/tiny.py:stage=keyframes', *recipe)
     c.arms.tsr = _arm('configs/tiny.py:stage=tsr', *recipe)
   elif name == 'cascade_moving':
@@ -126,7 +128,7 @@ def get_config(arg: str = 'experiment=init'):
     recipe = ('--config.model.coord_channels=True', '--config.train.freeze_text=True',
               '--config.model.layout_basis=6', '--config.train.t_power=2',
               '--config.train.spatial_lr_scale=0.1')
-    c.arms.stunet = _arm(stunet, constant)
+    c.arms.stunet = _arm(stunet, '--config.train.t_power=2', constant)
     c.arms.keyframes = _arm('configs/tiny.py:stage=keyframes', *recipe)
     c.arms.tsr = _arm('configs/tiny.py:stage=tsr', *recipe)
   else:  # seams: the shipped base model over 48 frames in 16-frame windows
