@@ -80,7 +80,7 @@ def get_config(arg: str = 'stage=stunet'):
     t.num_steps = 800
     # The caption's mean clip one linear map away from the text (the layout bias), and
     # more of each batch at the high noise levels where a clip's motion is decided:
-    # t = 1 - (1 - u)^3, 53% of it above t = 0.85 (more motion than t_power=2 on two
+    # t = 1 - (1 - u)^3, 53% of it above t = 0.85 (more motion than t_power=2 on three
     # training seeds and three prompt sets; docs/choices.md).
     m.layout_basis = 6
     t.t_power = 3.
