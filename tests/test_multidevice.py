@@ -18,26 +18,36 @@ FOLDER = os.path.join(ROOT, 'tests', 'multidevice')
 DEVICES = 8
 
 
+def _is_slow(function: ast.FunctionDef) -> bool:
+  return any(ast.unparse(d) == 'pytest.mark.slow' for d in function.decorator_list)
+
+
 def _test_names() -> list:
-  """'file::test' for every test function of tests/multidevice (read, not imported)."""
+  """'file::test' for every test function of tests/multidevice (read, not imported),
+  each a pytest.param marked slow where the function is."""
   names = []
   for file in sorted(os.listdir(FOLDER)):
     if file.startswith('test_') and file.endswith('.py'):
       tree = ast.parse(open(os.path.join(FOLDER, file)).read())
-      names += [f'{file[:-3]}::{n.name}' for n in tree.body
+      names += [pytest.param(f'{file[:-3]}::{n.name}',
+                             marks=[pytest.mark.slow] if _is_slow(n) else [])
+                for n in tree.body
                 if isinstance(n, ast.FunctionDef) and n.name.startswith('test_')]
   return names
 
 
 @pytest.fixture(scope='session')
-def outcomes(tmp_path_factory) -> dict:
-  """'file::test' -> (outcome, details) from one pytest run on 8 devices."""
+def outcomes(tmp_path_factory, pytestconfig) -> dict:
+  """'file::test' -> (outcome, details) from one pytest run on 8 devices, with this
+  run's marker selection (-m "not slow" leaves the slow ones out there too)."""
   report = str(tmp_path_factory.mktemp('multidevice') / 'report.xml')
   env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST_XDIST_')}
   env.update(STUNET_MULTIDEVICE='1', XLA_FLAGS=xla_flags(DEVICES), PYTHONPATH=ROOT)
   with all_cores():
+    markexpr = pytestconfig.getoption('markexpr')
     run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                          f'--junitxml={report}', FOLDER], cwd=ROOT, env=env,
+                          f'--junitxml={report}', FOLDER] + (['-m', markexpr] if markexpr
+                                                             else []), cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=1200, check=False)
   if not os.path.exists(report):
     pytest.fail(f'the 8-device run wrote no report:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}')
@@ -57,4 +67,7 @@ def test_on_8_devices(outcomes, name):
 
 
 def test_every_multidevice_test_is_reported():
-  assert len(_test_names()) >= 3  # the scan finds them
+  names = _test_names()
+  assert len(names) >= 3  # the scan finds them
+  slow = [p.values[0] for p in names if p.marks]
+  assert slow == ['test_collectives::test_without_regathering_xla_hoists_the_gathers'], slow

@@ -10,6 +10,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -70,34 +71,40 @@ def test_collectives_in_a_scan_count_once_per_iteration_and_by_link():
   assert {op[-1] for op in hlo.hlo_collectives(looped, node_size=8)} == {'node'}
 
 
+def _network_gathers(regather: bool) -> list:
+  """The all-gathers of network parameters in the compiled step (FSDP over 8 devices,
+  2 micro-batches), with how often each runs."""
+  from conftest import sharded_config  # pylint: disable=g-import-not-at-top
+  from conftest import step_setup  # pylint: disable=g-import-not-at-top
+  cfg = sharded_config((1, 8, 1, 1))
+  cfg.train.batch_size, cfg.train.grad_accum = 16, 2
+  cfg.train.regather_params = regather
+  spec, _, step = step_setup(cfg)
+  state = spec.abstract_state
+  shapes = {tuple(x.shape) for x in jax.tree.leaves(state.params)}
+  batch = {'video': jax.ShapeDtypeStruct((16, cfg.data.num_frames, cfg.data.size,
+                                          cfg.data.size, 3), jnp.float32),
+           'tokens': jax.ShapeDtypeStruct((16, cfg.data.max_text_len), jnp.int32),
+           'mask': jax.ShapeDtypeStruct((16, cfg.data.max_text_len), jnp.bool_)}
+  text = step.lower(state, batch, jax.random.key(0)).compile().as_text()
+  return [op for op in hlo.hlo_collectives(text, with_ops=True)  # the network's gathers
+          if op[0] == 'all-gather' and 'TextToVideo' in op[4]
+          and all(s in shapes for _, s in op[1])]
+
+
 def test_accumulation_regathers_parameters_every_micro_batch():
   """train.regather_params (the default): with FSDP over 8 devices and 2 micro-batches,
   every all-gather of a parameter runs inside the accumulation loop, once per
   micro-batch; none is hoisted out of it (which would keep every gathered weight alive
-  for the whole step). Without it XLA may hoist them: at most as many gathers run."""
-  from conftest import sharded_config  # pylint: disable=g-import-not-at-top
-  from conftest import step_setup  # pylint: disable=g-import-not-at-top
-
-  def gathers(regather):
-    cfg = sharded_config((1, 8, 1, 1))
-    cfg.train.batch_size, cfg.train.grad_accum = 16, 2
-    cfg.train.regather_params = regather
-    spec, _, step = step_setup(cfg)
-    state = spec.abstract_state
-    shapes = {tuple(x.shape) for x in jax.tree.leaves(state.params)}
-    batch = {'video': jax.ShapeDtypeStruct((16, cfg.data.num_frames, cfg.data.size,
-                                            cfg.data.size, 3), jnp.float32),
-             'tokens': jax.ShapeDtypeStruct((16, cfg.data.max_text_len), jnp.int32),
-             'mask': jax.ShapeDtypeStruct((16, cfg.data.max_text_len), jnp.bool_)}
-    text = step.lower(state, batch, jax.random.key(0)).compile().as_text()
-    return [op for op in hlo.hlo_collectives(text, with_ops=True)  # the network's gathers
-            if op[0] == 'all-gather' and 'TextToVideo' in op[4]
-            and all(s in shapes for _, s in op[1])]
-
-  regathered = gathers(True)
+  for the whole step)."""
+  regathered = _network_gathers(True)
   assert regathered and {op[3] for op in regathered} == {2}, {op[3] for op in regathered}
-  # What the barrier prevents (XLA's loop-invariant code motion, as measured): weights
-  # gathered once, before the loop, and kept.
-  hoisted = gathers(False)
+
+
+@pytest.mark.slow  # checks that the option above still matters: not in the CI run
+def test_without_regathering_xla_hoists_the_gathers():
+  """What the barrier prevents (XLA's loop-invariant code motion, as measured): weights
+  gathered once, before the loop, and kept, so fewer gathers run."""
+  regathered, hoisted = _network_gathers(True), _network_gathers(False)
   assert any(op[3] == 1 for op in hoisted), 'XLA no longer hoists: regather_params moot'
   assert sum(op[3] for op in hoisted) < sum(op[3] for op in regathered)
