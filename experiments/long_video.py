@@ -27,6 +27,13 @@ change against inside. Writes to --output_dir <name>.json, <name>_long_xt.png (t
 first 8 long clips) and <name>_transition.png, _transition_xt.png (the first 4
 transitions): frames, and X-T and Y-T slices with time running down (the brightest
 pixel over rows and over columns: the object's x and y over time).
+
+--noise=freenoise replaces the sampler's noise with FreeNoise's rescheduled noise (Qiu
+et al. 2023): the first window's frames get independent noise, and every later block of
+a window's length gets those same frame noises in a random order of its own, so every
+window starts from a shuffle of the first one's noise. FreeNoise uses it with a
+deterministic sampler (DDIM): run it with --sampler=dpm++2m (with a stochastic sampler
+each step's fresh noise is rescheduled the same way).
 """
 
 import json
@@ -38,6 +45,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -64,8 +73,28 @@ _FVD = flags.DEFINE_bool('fvd', True, 'Also FVD of random windows against real w
 _SAMPLER = flags.DEFINE_enum('sampler', None, list(sampling.SAMPLERS), 'Default: the '
                              'model\'s config.')
 _NUM_STEPS = flags.DEFINE_integer('num_steps', None, 'Denoising steps (default: config).')
+_NOISE = flags.DEFINE_enum('noise', 'independent', ['independent', 'freenoise'],
+                          'The sampler\'s noise: independent per frame, or FreeNoise\'s '
+                          'rescheduling of the first window\'s noise (see above).')
 _OVERLAP = flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring windows '
                                 '(default: the model\'s config.sample.overlap, 2).')
+
+def freenoise(video_noise, window: int):
+  """video_noise(rng, shape, shared) -> the same for clips longer than ``window``
+  frames, with FreeNoise's rescheduling: block i > 0 of ``window`` frames is block 0's
+  frame noise permuted by its own draw (the last block cut to the clip)."""
+  def noise(rng, shape, shared=0.):
+    frames = shape[1]
+    if frames <= window:
+      return video_noise(rng, shape, shared)
+    first = video_noise(rng, (shape[0], window) + tuple(shape[2:]), shared)
+    blocks = [first]
+    for i in range(1, -(-frames // window)):
+      order = jax.random.permutation(jax.random.fold_in(rng, i), window)
+      blocks.append(jnp.take(first, order, axis=1))
+    return jnp.concatenate(blocks, axis=1)[:, :frames]
+  return noise
+
 
 def window_accuracy(videos, prompts, length: int, first: int = 0, last=None) -> dict:
   """Detector accuracy over every window of ``length`` frames (stride 1) that lies in
@@ -179,6 +208,8 @@ def main(argv):
   gen, config = Generator.from_workdir(workdir, overlap=_OVERLAP.value,
                                        sampler=_SAMPLER.value, num_steps=_NUM_STEPS.value)
   length, size = config.data.num_frames, config.data.size
+  if _NOISE.value == 'freenoise':  # every sampler draws its noise through this function
+    sampling.D.video_noise = freenoise(sampling.D.video_noise, length)
   frames = _FRAMES.value or 4 * length
   if frames <= gen.window:
     raise app.UsageError(f'--frames={frames}: a long clip is longer than the window '
@@ -193,7 +224,7 @@ def main(argv):
   starts = gen.windows(frames).starts
   pairs = edge_pairs(starts, gen.window, frames)
   result = {'workdir': workdir, 'frames': frames, 'window': gen.window,
-            'overlap': gen.window_kw['overlap'],
+            'overlap': gen.window_kw['overlap'], 'noise': _NOISE.value,
             'window_starts': list(starts), 'prompts': len(prompts), 'seed': _SEED.value,
             'long': {'model': {'per_window': window_accuracy(videos, prompts, length),
                                'backward_jumps': backward_jumps(videos, prompts,

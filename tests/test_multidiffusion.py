@@ -105,3 +105,29 @@ def test_one_window_over_the_whole_clip_equals_plain_sampling(sampler):
                                    threshold=0.995, windows=one)(*args, *extra)
   assert float(jnp.abs(plain).max()) > 0.01
   np.testing.assert_allclose(windowed, plain, atol=2e-5)
+
+
+def test_the_long_video_probes_freenoise_reshuffles_the_first_windows_noise():
+  # experiments/long_video.py --noise=freenoise: frames past the first window take the
+  # first window's frame noise, each block of a window's length in an order of its own
+  # (the last block cut to the clip); a clip of one window keeps the plain draw.
+  import os, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments'))
+  import long_video  # pylint: disable=g-import-not-at-top
+  from stunet import diffusion  # pylint: disable=g-import-not-at-top
+  noise = long_video.freenoise(diffusion.video_noise, 4)
+  rng = jax.random.key(0)
+  np.testing.assert_array_equal(noise(rng, (2, 4, 3, 3, 1)),
+                                diffusion.video_noise(rng, (2, 4, 3, 3, 1)))
+  z = np.asarray(jax.jit(noise, static_argnums=1)(rng, (2, 10, 3, 3, 1)))
+  first = z[:, :4]
+  orders = []
+  for start in (4, 8):
+    block = z[:, start:start + 4]
+    order = [int(np.argmin([np.abs(block[:, j] - first[:, k]).max() for k in range(4)]))
+             for j in range(block.shape[1])]
+    for j, k in enumerate(order):
+      np.testing.assert_array_equal(block[:, j], first[:, k])
+    orders.append(order)
+  assert sorted(orders[0]) == [0, 1, 2, 3] and len(set(orders[1])) == 2  # permutations
+  assert any(o != list(range(len(o))) for o in orders)  # reordered, not copied
