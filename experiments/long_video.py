@@ -79,6 +79,7 @@ _NOISE = flags.DEFINE_enum('noise', 'independent', ['independent', 'freenoise'],
 _OVERLAP = flags.DEFINE_integer('overlap', None, 'Frames shared by neighbouring windows '
                                 '(default: the model\'s config.sample.overlap, 2).')
 
+
 def freenoise(video_noise, window: int):
   """video_noise(rng, shape, shared) -> the same for clips longer than ``window``
   frames, with FreeNoise's rescheduling: block i > 0 of ``window`` frames is block 0's

@@ -43,8 +43,8 @@ def outcomes(tmp_path_factory, pytestconfig) -> dict:
   report = str(tmp_path_factory.mktemp('multidevice') / 'report.xml')
   env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST_XDIST_')}
   env.update(STUNET_MULTIDEVICE='1', XLA_FLAGS=xla_flags(DEVICES), PYTHONPATH=ROOT)
+  markexpr = pytestconfig.getoption('markexpr')
   with all_cores():
-    markexpr = pytestconfig.getoption('markexpr')
     run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
                           f'--junitxml={report}', FOLDER] + (['-m', markexpr] if markexpr
                                                              else []), cwd=ROOT, env=env,
