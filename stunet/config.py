@@ -179,6 +179,12 @@ def base_config() -> ml_collections.ConfigDict:
   # Noise levels of training: t = 1 - (1 - u)^t_power, u uniform; > 1 trains more at
   # high noise, where the motion of a clip is decided (docs/choices.md).
   c.train.t_power = 1.0
+  # A share of each batch drawn uniformly from the noise levels [t_band[0], t_band[1]],
+  # the rest by t_power (0: none). On the stationary data the direction of a motion
+  # pays only where the trajectory is partly visible, about t = 0.95-0.99
+  # (experiments/direction_information.py; docs/long_videos.md).
+  c.train.t_band = (0.95, 0.99)
+  c.train.t_band_share = 0.0
   # Min-SNR-gamma loss weighting (0: off, every noise level weighted 1): the v-loss
   # times min(SNR, gamma) / (SNR + 1), which takes the highest noise levels' weight to 0.
   c.train.min_snr_gamma = 0.0
@@ -306,6 +312,7 @@ RANGES = {
     'train.grad_clip': (0., None, 'the gradient-norm clip (0: off)'),
     'train.ema_decay': (0., ('<', 1.), 'the EMA decay (0: raw weights)'),
     'train.t_power': (('>', 0.), None, 'the noise-level power (1: uniform)'),
+    'train.t_band_share': (0., ('<', 1.), 'the share of the batch in config.train.t_band'),
     'train.min_snr_gamma': (0., None, 'the Min-SNR gamma (0: off)'),
     'train.spatial_lr_scale': (0., None, 'the spatial weights\' learning-rate factor'),
     'train.cfg_drop': (0., ('<', 1.), 'the probability of dropping the text'),
@@ -417,6 +424,10 @@ def validate(config) -> None:
   if t.batch_size % t.grad_accum:
     raise ValueError(f'config.train.grad_accum={t.grad_accum} must divide '
                      f'config.train.batch_size={t.batch_size}.')
+  band = tuple(t.t_band)
+  if t.t_band_share and not (len(band) == 2 and 0. <= band[0] < band[1] <= 1.):
+    raise ValueError(f'config.train.t_band={band}: two noise levels lo < hi in [0, 1] '
+                     f'(the band of config.train.t_band_share={t.t_band_share}).')
   mix = tuple(t.condition_mix)
   if min(mix) < 0 or not sum(mix) > 0 or (m.conditional and len(mix) != len(conditioning.KINDS)):
     raise ValueError(f'config.train.condition_mix={mix}: {len(conditioning.KINDS)} '

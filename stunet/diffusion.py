@@ -97,11 +97,20 @@ def video_noise(rng, shape, shared: float = 0.):
   return np.sqrt(shared) * clip + np.sqrt(1. - shared) * frame
 
 
-def sample_times(rng, batch: int, power: float = 1.):
+def sample_times(rng, batch: int, power: float = 1., band=(0., 1.), band_share: float = 0.):
   """Low-discrepancy u ~ U[0, 1] (as in VDM: lower-variance loss estimates), returned
   as t = 1 - (1 - u)^power. power = 1 is uniform; power > 1 puts more of the batch at
   high noise levels (power 2: 39% at t > 0.85 instead of 15%), where a clip's motion
-  is decided (docs/choices.md)."""
+  is decided (docs/choices.md).
+
+  band_share > 0 mixes in a uniform band: the strata u < band_share map linearly onto
+  [band[0], band[1]], the others onto t = 1 - (1 - u')^power with u' the rest of the
+  unit interval rescaled, so the batch stays stratified over the mixture."""
   u = jax.random.uniform(rng, ())
   u = jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.)
-  return u if power == 1. else 1. - (1. - u) ** power
+  if not band_share:
+    return u if power == 1. else 1. - (1. - u) ** power
+  lo, hi = band
+  rest = (u - band_share) / (1. - band_share)
+  return jnp.where(u < band_share, lo + (hi - lo) * u / band_share,
+                   1. - (1. - jnp.clip(rest, 0., 1.)) ** power)

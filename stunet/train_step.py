@@ -217,7 +217,7 @@ def make_train_step(spec: TrainSpec, null_text: np.ndarray, null_mask: np.ndarra
       video, cond = cascade.training_view(jax.random.fold_in(r_frames, 1), video,
                                           cascade_role, config.cascade.stride,
                                           config.cascade.window)
-    t = D.sample_times(r_t, video.shape[0], tc.t_power)
+    t = D.sample_times(r_t, video.shape[0], tc.t_power, tuple(tc.t_band), tc.t_band_share)
     eps = D.video_noise(r_eps, video.shape, config.model.shared_noise)
     ex = dict(video=video, tokens=tokens, mask=mask, t=t, eps=eps)
     if lowres_size:  # SSR: the downsampled clip, noise-augmented to a random level

@@ -30,6 +30,8 @@ TRAIN = [
      'weights) must be >= 0.0 and < 1.0'),
     (TINY + ['--config.train.num_steps=0'], 'config.train.num_steps=0: optimizer steps must be'),
     (TINY + ['--config.train.t_power=0'], 'config.train.t_power=0.0: the noise-level power'),
+    (TINY + ['--config.train.t_band_share=0.5', '--config.train.t_band=(0.99, 0.96)'],
+     'config.train.t_band=(0.99, 0.96): two noise levels lo < hi in [0, 1]'),
     (TINY + ['--config.train.cfg_drop=1'], 'config.train.cfg_drop=1.0: the probability of '
      'dropping the text must be >= 0.0 and < 1.0'),
     (TINY + ['--config.train.warmup_steps=-5'], 'config.train.warmup_steps=-5'),

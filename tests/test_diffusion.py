@@ -71,6 +71,16 @@ def test_sample_times_power_moves_the_batch_to_high_noise():
   assert abs((u > 0.85).mean() - 0.15) < 0.01 and abs((t > 0.85).mean() - 0.387) < 0.01
 
 
+def test_sample_times_band_takes_its_share_of_the_strata():
+  u = np.asarray(D.sample_times(jax.random.key(3), 1000))
+  t = np.asarray(D.sample_times(jax.random.key(3), 1000, power=2., band=(0.96, 0.99),
+                                band_share=0.4))
+  inside = u < 0.4  # the same strata: the lowest 40% go to the band, in order
+  np.testing.assert_allclose(t[inside], 0.96 + 0.03 * u[inside] / 0.4, atol=1e-6)
+  np.testing.assert_allclose(t[~inside], 1. - (1. - (u[~inside] - 0.4) / 0.6) ** 2, atol=1e-5)
+  assert abs(((t >= 0.96) & (t <= 0.99)).mean() - (0.4 + 0.6 * 0.1)) < 0.01
+
+
 def test_min_snr_weight_is_the_x_loss_capped_at_gamma():
   """Off, every example weighs 1 and the loss is the plain mean; on, the v-loss of each
   example times min(SNR, gamma) / (SNR + 1): exactly the x-prediction error times
