@@ -12,6 +12,10 @@ Same clips, noise and levels for every checkpoint, so runs compare directly:
 
   python experiments/motion_probe.py                       # the shipped model
   python experiments/motion_probe.py --workdir=workdir/stunet --step=3000 --noema
+  python experiments/motion_probe.py --workdir=workdir/stationary --levels=0.95,0.97,0.98,0.99
+
+A model trained on the stationary data (data.stationary_frames) is probed on its clips
+(--stationary / --nostationary choose).
 """
 
 import numpy as np
@@ -26,6 +30,8 @@ _EMA = flags.DEFINE_bool('ema', True, 'Use the EMA weights (--noema: the raw one
 _NUM = flags.DEFINE_integer('num_clips', 64, 'Real clips (dataset seed 7, not the training set).')
 _LEVELS = flags.DEFINE_list('levels', ['0.2', '0.4', '0.6', '0.75', '0.85', '0.95', '0.98', '0.995'],
                             'Noise levels t.')
+_STATIONARY = flags.DEFINE_bool('stationary', None, 'Clips of the stationary data (default: '
+                                'the data the model was trained on).')
 OPPOSITE = {'moves left': 'moves right', 'moves right': 'moves left', 'moves up': 'moves down',
             'moves down': 'moves up', 'grows': 'shrinks', 'shrinks': 'grows'}
 
@@ -43,7 +49,9 @@ def main(argv):
   config, params = checkpoints.load_params(workdir, step=_STEP.value, ema=_EMA.value)
   model, tok = build_model(config.model), Tokenizer.from_config(config.data)
   d = config.data
-  ex = [shapes.example(7, i, d.num_frames, d.size) for i in range(_NUM.value)]
+  stationary = bool(d.stationary_frames) if _STATIONARY.value is None else _STATIONARY.value
+  ex = [shapes.example(7, i, d.num_frames, d.size, stationary=stationary)
+        for i in range(_NUM.value)]
   video = jnp.asarray(np.stack([e['video'] for e in ex]).astype(np.float32) / 127.5 - 1.)
   rng = np.random.default_rng(0)
 
@@ -69,7 +77,8 @@ def main(argv):
     return ((v - D.v_target(x, t, eps)) ** 2).mean()
 
   print(f'{workdir} step {_STEP.value or "latest"} ({"EMA" if _EMA.value else "raw"}), '
-        f'{len(ex)} clips ({len(directed)} with an opposite motion)')
+        f'{len(ex)} {"stationary " if stationary else ""}clips ({len(directed)} with an '
+        f'opposite motion)')
   print('t     logsnr   true      wrong     null      wrong-true  opposite-true')
   for level in map(float, _LEVELS.value):
     t = jnp.full((len(ex),), level)
