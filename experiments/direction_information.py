@@ -27,18 +27,26 @@ from absl import flags
 from data import shapes
 from stunet import cli
 
-_PAIR = flags.DEFINE_list('pair', ['moves left', 'moves right'],
-                          'The two motions that differ only in their direction.')
-_COLOR = flags.DEFINE_string('color', 'red', 'Colour of every clip.')
-_SHAPE = flags.DEFINE_string('shape', 'circle', 'Shape of every clip.')
-_REFS = flags.DEFINE_integer('num_references', 3000, 'Reference clips per direction.')
-_TESTS = flags.DEFINE_integer('num_tests', 256, 'Held-out clips per direction.')
-_FRAMES = flags.DEFINE_integer('frames', 16, 'Frames per clip (the model\'s window).')
-_SIZE = flags.DEFINE_integer('size', 32, 'Frame size.')
-_OUTPUT = flags.DEFINE_string('output', 'experiments/results/direction_information.json',
-                              'Where the table goes (json).')
-_BAND = flags.DEFINE_list('band', ['0.95', '0.99'], 'A band of noise levels (train.t_band).')
-_BAND_SHARE = flags.DEFINE_float('band_share', 0.5, 'Its share of the batch (train.t_band_share).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The script's flags, defined only when it runs (importing it for its functions, as
+  the tests do, defines none, so it cannot clash with another script's flags)."""
+  flags.DEFINE_list('pair', ['moves left', 'moves right'],
+                    'The two motions that differ only in their direction.')
+  flags.DEFINE_string('color', 'red', 'Colour of every clip.')
+  flags.DEFINE_string('shape', 'circle', 'Shape of every clip.')
+  flags.DEFINE_integer('num_references', 3000, 'Reference clips per direction.')
+  flags.DEFINE_integer('num_tests', 256, 'Held-out clips per direction.')
+  flags.DEFINE_integer('frames', 16, 'Frames per clip (the model\'s window).')
+  flags.DEFINE_integer('size', 32, 'Frame size.')
+  flags.DEFINE_string('output', 'experiments/results/direction_information.json',
+                      'Where the table goes (json).')
+  flags.DEFINE_list('band', ['0.95', '0.99'], 'A band of noise levels (train.t_band).')
+  flags.DEFINE_float('band_share', 0.5, 'Its share of the batch (train.t_band_share).')
+
+
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.975,
           0.98, 0.985, 0.99, 0.995, 0.999)
 T_POWERS = (1., 2., 3.)
@@ -102,22 +110,23 @@ def band_mean(levels, gaps, band) -> float:
 def main(argv):
   del argv
   from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
-  pair = [m.strip() for m in _PAIR.value]
+  pair = [m.strip() for m in FLAGS.pair]
   if len(pair) != 2 or any(m not in shapes.MOTIONS for m in pair):
-    raise ValueError(f'--pair needs two motions of {shapes.MOTIONS}, got {_PAIR.value}.')
-  band = tuple(float(b) for b in _BAND.value)
-  contrast = float(np.linalg.norm(shapes.COLORS[_COLOR.value] / 127.5))
-  result = dict(pair=pair, color=_COLOR.value, shape=_SHAPE.value, levels=list(LEVELS),
-                num_references=_REFS.value, num_tests=_TESTS.value, data={})
+    raise ValueError(f'--pair needs two motions of {shapes.MOTIONS}, got {FLAGS.pair}.')
+  band = tuple(float(b) for b in FLAGS.band)
+  contrast = float(np.linalg.norm(shapes.COLORS[FLAGS.color] / 127.5))
+  result = dict(pair=pair, color=FLAGS.color, shape=FLAGS.shape, levels=list(LEVELS),
+                num_references=FLAGS.num_references, num_tests=FLAGS.num_tests, data={})
   for name, stationary in (('benchmark', False), ('stationary', True)):
     clips = lambda n, seed, m: coverage_clips(
-        dict(color=_COLOR.value, shape=_SHAPE.value, motion=m), n, seed, stationary,
-        _FRAMES.value, _SIZE.value)
-    refs = {m: clips(_REFS.value, 100 + k, m) for k, m in enumerate(pair)}
-    tests = {m: clips(_TESTS.value, 200 + k, m) for k, m in enumerate(pair)}
+        dict(color=FLAGS.color, shape=FLAGS.shape, motion=m), n, seed, stationary,
+        FLAGS.frames, FLAGS.size)
+    refs = {m: clips(FLAGS.num_references, 100 + k, m) for k, m in enumerate(pair)}
+    tests = {m: clips(FLAGS.num_tests, 200 + k, m) for k, m in enumerate(pair)}
     rows = []
-    print(f'{name} clips, {" / ".join(pair)} ({_COLOR.value} {_SHAPE.value}, '
-          f'{_REFS.value} references and {_TESTS.value} held-out clips per direction)')
+    print(f'{name} clips, {" / ".join(pair)} ({FLAGS.color} {FLAGS.shape}, '
+          f'{FLAGS.num_references} references and {FLAGS.num_tests} held-out clips per '
+          f'direction)')
     print('   t   logsnr  v-loss knowing  not knowing   gap (std. error)')
     for i, level in enumerate(LEVELS):
       known, unknown, se = direction_gain(refs, tests, contrast, level, seed=i)
@@ -127,19 +136,20 @@ def main(argv):
     gaps = [r['gap'] for r in rows]
     per_power = {str(p): weighted(LEVELS, gaps, p) for p in T_POWERS}
     # train.t_band_share of the batch in train.t_band, the rest by t_power 2.
-    mixed = (_BAND_SHARE.value * band_mean(LEVELS, gaps, band)
-             + (1. - _BAND_SHARE.value) * per_power['2.0'])
+    mixed = (FLAGS.band_share * band_mean(LEVELS, gaps, band)
+             + (1. - FLAGS.band_share) * per_power['2.0'])
     print('  the gap averaged over training noise levels: ' + ', '.join(
         f't_power {p}: {g:.5f}' for p, g in per_power.items()) +
-          f'; t_power 2 with {_BAND_SHARE.value:.0%} of the batch in t = '
+          f'; t_power 2 with {FLAGS.band_share:.0%} of the batch in t = '
           f'{band[0]}-{band[1]}: {mixed:.5f}\n')
     result['data'][name] = dict(rows=rows, mean_gap_by_t_power=per_power,
                                 mean_gap_t_power_2_with_band=mixed)
-  os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
-  with open(_OUTPUT.value, 'w') as f:
+  os.makedirs(os.path.dirname(FLAGS.output) or '.', exist_ok=True)
+  with open(FLAGS.output, 'w') as f:
     json.dump(result, f, indent=1)
-  print(f'wrote {_OUTPUT.value}')
+  print(f'wrote {FLAGS.output}')
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)
