@@ -14,14 +14,16 @@ the start of a left move), which the highest noise levels reward; on the station
 data every position is equally likely in every frame, so only the noise levels at which
 the trajectory is partly visible pay for the direction.
 
-  python experiments/direction_information.py                       # ~6 min
-  python experiments/direction_information.py --pair=grows,shrinks
+  python experiments/direction_information.py                       # ~5 min
+  python experiments/direction_information.py --pair=grows,shrinks \
+      --output=experiments/results/direction_information_grows.json
 """
 
 import json
 import os
 
 import numpy as np
+from absl import app
 from absl import flags
 
 from data import shapes
@@ -112,7 +114,12 @@ def main(argv):
   from stunet import diffusion as D  # pylint: disable=g-import-not-at-top
   pair = [m.strip() for m in FLAGS.pair]
   if len(pair) != 2 or any(m not in shapes.MOTIONS for m in pair):
-    raise ValueError(f'--pair needs two motions of {shapes.MOTIONS}, got {FLAGS.pair}.')
+    raise app.UsageError(f'--pair needs two motions of {shapes.MOTIONS}, got {FLAGS.pair}.')
+  if FLAGS.color not in shapes.COLORS or not all(
+      FLAGS.shape in shapes.SHAPES and shapes.valid_combination(FLAGS.shape, m) for m in pair):
+    raise app.UsageError(f'--color={FLAGS.color} --shape={FLAGS.shape}: use a colour of '
+                     f'{tuple(shapes.COLORS)} and a shape of {shapes.SHAPES} that can make '
+                     f'both motions.')
   band = tuple(float(b) for b in FLAGS.band)
   contrast = float(np.linalg.norm(shapes.COLORS[FLAGS.color] / 127.5))
   result = dict(pair=pair, color=FLAGS.color, shape=FLAGS.shape, levels=list(LEVELS),
